@@ -1,0 +1,37 @@
+"""Parameter-free, differentiable lensing physics: grids, Poisson solver, deflection, lens mapping, profiles."""
+
+from . import profiles
+from .engine import LensingEngine, LensingOutput
+from .green import lattice_green_table
+from .grid import PixelGrid, check_field
+from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
+from .poisson import (
+    deflection_from_kappa,
+    fft_size,
+    kernel_spectra,
+    poisson_kernels,
+    poisson_residual,
+    potential_and_deflection,
+    potential_from_kappa,
+)
+
+__all__ = [
+    "PixelGrid",
+    "check_field",
+    "lattice_green_table",
+    "fft_size",
+    "poisson_kernels",
+    "kernel_spectra",
+    "potential_and_deflection",
+    "potential_from_kappa",
+    "deflection_from_kappa",
+    "poisson_residual",
+    "source_positions",
+    "ray_trace",
+    "inverse_lens",
+    "SourceReconstruction",
+    "covering_source_grid",
+    "LensingEngine",
+    "LensingOutput",
+    "profiles",
+]

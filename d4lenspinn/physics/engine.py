@@ -1,0 +1,65 @@
+"""``LensingEngine``: the parameter-free physics layer of D4LensPINN as an ``nn.Module``.
+
+It holds the Poisson-kernel spectra for one grid as a buffer (so they move with ``.to(device)``) and chains
+convergence -> potential -> deflection -> source reconstruction -> re-lensed image. It has no learnable
+parameters and commutes with D4: transforming ``kappa`` and ``image`` by ``g`` transforms every output by ``g``
+(``alpha`` as a vector field).
+
+Example::
+
+    engine = LensingEngine(PixelGrid(150, 0.05))
+    out = engine(kappa, image)          # kappa, image: (B, 1, 150, 150)
+    out.alpha.shape                     # (B, 2, 150, 150), arcsec
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .grid import PixelGrid, check_field
+from .lens_mapping import inverse_lens, ray_trace
+from .poisson import kernel_spectra, potential_and_deflection
+
+__all__ = ["LensingEngine", "LensingOutput"]
+
+
+class LensingOutput(NamedTuple):
+    """Everything the engine computes; shapes for ``B`` images of ``n x n`` pixels and a source grid of ``m x m``."""
+
+    psi: torch.Tensor  # (B, 1, n, n) lensing potential [arcsec^2]
+    alpha: torch.Tensor  # (B, 2, n, n) deflection [arcsec]
+    source: torch.Tensor  # (B, C, m, m) reconstructed source (0 where no image pixel lands)
+    source_weight: torch.Tensor  # (B, 1, m, m) image-pixel weight landing on each source pixel
+    relensed: torch.Tensor  # (B, C, n, n) the reconstructed source ray-traced back to the image plane
+
+
+class LensingEngine(nn.Module):
+    """Physics engine for images on ``grid``; the source plane is ``source_grid`` (default: the image grid)."""
+
+    def __init__(self, grid: PixelGrid, source_grid: PixelGrid | None = None, min_weight: float = 1e-2) -> None:
+        super().__init__()
+        self.grid = grid
+        self.source_grid = grid if source_grid is None else source_grid
+        self.min_weight = min_weight
+        # stored as real pairs: Module.to(dtype) casts real buffers but would drop the imaginary part of complex ones
+        self.register_buffer("_spectra", torch.view_as_real(kernel_spectra(grid)).clone(), persistent=False)
+
+    def potential_and_deflection(self, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``psi (B,1,n,n)`` [arcsec^2] and ``alpha (B,2,n,n)`` [arcsec] of ``kappa (B,1,n,n)``."""
+        return potential_and_deflection(kappa, self.grid, torch.view_as_complex(self._spectra))
+
+    def forward(self, kappa: torch.Tensor, image: torch.Tensor) -> LensingOutput:
+        """Run the whole chain for ``kappa (B, 1, n, n)`` and the observed ``image (B, C, n, n)``."""
+        check_field(image, "image", None, self.grid)
+        if image.shape[0] != kappa.shape[0]:
+            raise ValueError(f"kappa and image need the same batch size, got {kappa.shape[0]} and {image.shape[0]}")
+        psi, alpha = self.potential_and_deflection(kappa)
+        source, weight = inverse_lens(image, alpha, self.grid, self.source_grid, self.min_weight)
+        relensed = ray_trace(source, alpha, self.grid, self.source_grid)
+        return LensingOutput(psi, alpha, source, weight, relensed)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, source_grid={self.source_grid}, min_weight={self.min_weight}"

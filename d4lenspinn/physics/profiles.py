@@ -1,0 +1,216 @@
+"""Analytic lens profiles: convergence, deflection and (where closed-form) potential.
+
+Pure functions of coordinate tensors ``x, y`` (arcsec, any broadcastable shape ``(..., H, W)``) and parameters
+(Python floats or tensors broadcastable against ``(..., 1, 1)``, e.g. shape ``(B, 1, 1)`` for a batch). Scalar
+outputs have shape ``(..., 1, H, W)`` and deflections ``(..., 2, H, W)`` with channel 0 = alpha_x, 1 = alpha_y, so
+that ``x = grid.x`` and ``theta_e = torch.full((B, 1, 1), 1.2)`` give the engine's ``(B, C, H, W)`` layout.
+Conventions: ``laplacian(psi) = 2 kappa``, ``alpha = grad(psi)``; angles in arcsec.
+
+References: SIS/point mass/shear: Schneider, Ehlers & Falco (1992). SIE: Kormann, Schneider & Bartelmann (1994,
+A&A 284, 285), Keeton (2001, astro-ph/0102341) with core s = 0. NFW: Bartelmann (1996, A&A 313, 697);
+Wright & Brainerd (2000, ApJ 534, 34). Ellipticity (e1, e2): the lenstronomy convention
+``q = (1 - |e|) / (1 + |e|)``, ``phi = atan2(e2, e1) / 2``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "ellipticity_to_axis_ratio",
+    "sis_convergence",
+    "sis_deflection",
+    "sis_potential",
+    "sie_convergence",
+    "sie_deflection",
+    "point_mass_deflection",
+    "point_mass_potential",
+    "nfw_convergence",
+    "nfw_deflection",
+    "gaussian_convergence",
+    "gaussian_deflection",
+    "shear_deflection",
+    "shear_potential",
+]
+
+Param = float | torch.Tensor
+
+# keeps 1/r and log(r) finite exactly at a profile's centre (1e-12 arcsec is far below any pixel)
+_R_MIN = 1e-12
+
+
+def _scalar(value: torch.Tensor) -> torch.Tensor:
+    return value.unsqueeze(-3)
+
+
+def _vector(vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
+    return torch.stack(torch.broadcast_tensors(vx, vy), dim=-3)
+
+
+def _relative(x: torch.Tensor, y: torch.Tensor, center_x: Param, center_y: Param) -> tuple[torch.Tensor, ...]:
+    dx, dy = x - center_x, y - center_y
+    return dx, dy, torch.sqrt(dx * dx + dy * dy).clamp_min(_R_MIN)
+
+
+def ellipticity_to_axis_ratio(e1: Param, e2: Param) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis ratio ``q`` (minor/major, in (0, 1]) and major-axis angle ``phi`` (radians from +x) of ``(e1, e2)``."""
+    e1, e2 = torch.as_tensor(e1, dtype=torch.float64), torch.as_tensor(e2, dtype=torch.float64)
+    c = torch.sqrt(e1 * e1 + e2 * e2)
+    if torch.any(c >= 1):
+        raise ValueError(f"ellipticity |(e1, e2)| must be < 1, got e1={e1}, e2={e2}")
+    return (1 - c) / (1 + c), 0.5 * torch.atan2(e2, e1)
+
+
+# --- singular isothermal sphere -------------------------------------------------------------------------------------
+
+
+def sis_convergence(x: torch.Tensor, y: torch.Tensor, theta_e: Param, center_x: Param = 0.0, center_y: Param = 0.0):
+    """SIS convergence ``theta_e / (2 r)``, ``(..., 1, H, W)``."""
+    _, _, r = _relative(x, y, center_x, center_y)
+    return _scalar(theta_e / (2 * r))
+
+
+def sis_deflection(x: torch.Tensor, y: torch.Tensor, theta_e: Param, center_x: Param = 0.0, center_y: Param = 0.0):
+    """SIS deflection ``theta_e * theta / |theta|`` [arcsec], ``(..., 2, H, W)``."""
+    dx, dy, r = _relative(x, y, center_x, center_y)
+    return _vector(theta_e * dx / r, theta_e * dy / r)
+
+
+def sis_potential(x: torch.Tensor, y: torch.Tensor, theta_e: Param, center_x: Param = 0.0, center_y: Param = 0.0):
+    """SIS potential ``theta_e * r`` [arcsec^2], ``(..., 1, H, W)``."""
+    _, _, r = _relative(x, y, center_x, center_y)
+    return _scalar(theta_e * r)
+
+
+# --- singular isothermal ellipsoid ----------------------------------------------------------------------------------
+
+
+def _rotate(vx: torch.Tensor, vy: torch.Tensor, phi: Param) -> tuple[torch.Tensor, torch.Tensor]:
+    c, s = torch.cos(torch.as_tensor(phi)), torch.sin(torch.as_tensor(phi))
+    return c * vx - s * vy, s * vx + c * vy
+
+
+def _sie_frame(x, y, q, phi, center_x, center_y):
+    """Coordinates along the major (x') and minor (y') axes and the elliptical radius ``sqrt(q^2 x'^2 + y'^2)``."""
+    q = torch.as_tensor(q, dtype=x.dtype, device=x.device)
+    if torch.any((q <= 0) | (q > 1)):
+        raise ValueError(f"SIE axis ratio q must lie in (0, 1], got {q}")
+    xr, yr = _rotate(x - center_x, y - center_y, -torch.as_tensor(phi, dtype=x.dtype, device=x.device))
+    return xr, yr, q, torch.sqrt(q * q * xr * xr + yr * yr).clamp_min(_R_MIN)
+
+
+def sie_convergence(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, q: Param, phi: Param = 0.0, center_x: Param = 0.0,
+    center_y: Param = 0.0,
+):
+    """SIE convergence ``theta_e / (2 sqrt(q x'^2 + y'^2 / q))``, major axis at angle ``phi``; ``(..., 1, H, W)``.
+
+    ``theta_e`` is the Einstein radius in the intermediate-axis normalisation (the SIS one for ``q = 1``).
+    """
+    _, _, q, omega = _sie_frame(x, y, q, phi, center_x, center_y)
+    return _scalar(theta_e * torch.sqrt(q) / (2 * omega))
+
+
+def sie_deflection(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, q: Param, phi: Param = 0.0, center_x: Param = 0.0,
+    center_y: Param = 0.0,
+):
+    """SIE deflection [arcsec], ``(..., 2, H, W)`` (Kormann et al. 1994, eq. 27; Keeton 2001 with s = 0)."""
+    xr, yr, q, omega = _sie_frame(x, y, q, phi, center_x, center_y)
+    f = torch.sqrt(1 - q * q).clamp_min(1e-4)  # q -> 1: atan(f z)/f -> z to relative 3e-9
+    scale = theta_e * torch.sqrt(q) / f
+    ax, ay = scale * torch.atan(f * xr / omega), scale * torch.atanh(f * yr / omega)
+    return _vector(*_rotate(ax, ay, torch.as_tensor(phi, dtype=x.dtype, device=x.device)))
+
+
+# --- point mass ------------------------------------------------------------------------------------------------------
+
+
+def point_mass_deflection(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """Point-mass deflection ``theta_e^2 theta / |theta|^2`` [arcsec]; its convergence is ``pi theta_e^2 delta``."""
+    dx, dy, r = _relative(x, y, center_x, center_y)
+    return _vector(theta_e**2 * dx / r**2, theta_e**2 * dy / r**2)
+
+
+def point_mass_potential(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """Point-mass potential ``theta_e^2 ln(r / 1 arcsec)`` [arcsec^2], ``(..., 1, H, W)``."""
+    _, _, r = _relative(x, y, center_x, center_y)
+    return _scalar(theta_e**2 * torch.log(r))
+
+
+# --- NFW -------------------------------------------------------------------------------------------------------------
+
+
+# |u - 1| below which the Taylor series (error < 1e-12) replaces the 0/0-prone closed forms
+_NFW_SERIES = 1e-4
+
+
+def _nfw_f(u: torch.Tensor) -> torch.Tensor:
+    """``arccosh(1/u)/sqrt(1-u^2)`` for u < 1, ``arccos(1/u)/sqrt(u^2-1)`` for u > 1, series near u = 1."""
+    near = (u - 1).abs() < _NFW_SERIES
+    us = torch.where(near, torch.full_like(u, 0.5), u)
+    inner = torch.acosh(1 / us.clamp(max=1)) / torch.sqrt((1 - us * us).clamp_min(1e-300))
+    outer = torch.acos(1 / us.clamp(min=1)) / torch.sqrt((us * us - 1).clamp_min(1e-300))
+    d = u - 1
+    series = 1 - 2 * d / 3 + 7 * d * d / 15 - 12 * d**3 / 35
+    return torch.where(near, series, torch.where(us < 1, inner, outer))
+
+
+def nfw_convergence(
+    x: torch.Tensor, y: torch.Tensor, kappa_s: Param, r_s: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """NFW convergence ``2 kappa_s (1 - F(u)) / (u^2 - 1)`` with ``u = r / r_s``; ``(..., 1, H, W)``."""
+    _, _, r = _relative(x, y, center_x, center_y)
+    u = r / r_s
+    near = (u - 1).abs() < _NFW_SERIES
+    d = u - 1
+    ratio = torch.where(near, 1 / 3 - 2 * d / 5 + 13 * d * d / 35, (1 - _nfw_f(u)) / torch.where(near, torch.ones_like(u), u * u - 1))
+    return _scalar(2 * kappa_s * ratio)
+
+
+def nfw_deflection(
+    x: torch.Tensor, y: torch.Tensor, kappa_s: Param, r_s: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """NFW deflection ``4 kappa_s r_s h(u) / u`` along ``theta``, ``h(u) = ln(u/2) + F(u)`` [arcsec]."""
+    dx, dy, r = _relative(x, y, center_x, center_y)
+    u = r / r_s
+    magnitude = 4 * kappa_s * r_s * (torch.log(u / 2) + _nfw_f(u)) / u
+    return _vector(magnitude * dx / r, magnitude * dy / r)
+
+
+# --- circular Gaussian (a smooth test profile) ----------------------------------------------------------------------
+
+
+def gaussian_convergence(
+    x: torch.Tensor, y: torch.Tensor, kappa_0: Param, sigma: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """Circular Gaussian convergence ``kappa_0 exp(-r^2 / (2 sigma^2))``, ``(..., 1, H, W)``."""
+    _, _, r = _relative(x, y, center_x, center_y)
+    return _scalar(kappa_0 * torch.exp(-0.5 * (r / sigma) ** 2))
+
+
+def gaussian_deflection(
+    x: torch.Tensor, y: torch.Tensor, kappa_0: Param, sigma: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """Its deflection ``2 kappa_0 sigma^2 (1 - exp(-r^2 / 2 sigma^2)) / r`` along ``theta`` [arcsec]."""
+    dx, dy, r = _relative(x, y, center_x, center_y)
+    magnitude = -2 * kappa_0 * sigma**2 * torch.expm1(-0.5 * (r / sigma) ** 2) / r
+    return _vector(magnitude * dx / r, magnitude * dy / r)
+
+
+# --- external shear --------------------------------------------------------------------------------------------------
+
+
+def shear_deflection(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Param):
+    """External-shear deflection ``(g1 x + g2 y, g2 x - g1 y)`` [arcsec], ``(..., 2, H, W)``; no convergence."""
+    return _vector(gamma1 * x + gamma2 * y, gamma2 * x - gamma1 * y)
+
+
+def shear_potential(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Param):
+    """External-shear potential ``g1 (x^2 - y^2) / 2 + g2 x y`` [arcsec^2], ``(..., 1, H, W)``."""
+    return _scalar(0.5 * gamma1 * (x * x - y * y) + gamma2 * x * y)
+

@@ -1,0 +1,1 @@
+"""Interpretability toolkit for d4lenspinn models."""
