@@ -31,7 +31,10 @@ class PixelGrid:
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
             raise ValueError(f"PixelGrid.n must be an integer number of pixels >= 2, got {self.n!r}")
-        if not (isinstance(self.pixel_scale, (int, float)) and math.isfinite(self.pixel_scale)) or self.pixel_scale <= 0:
+        if (
+            not (isinstance(self.pixel_scale, (int, float)) and math.isfinite(self.pixel_scale))
+            or self.pixel_scale <= 0
+        ):
             raise ValueError(f"PixelGrid.pixel_scale must be a finite positive arcsec value, got {self.pixel_scale!r}")
         object.__setattr__(self, "pixel_scale", float(self.pixel_scale))
 

@@ -86,33 +86,35 @@ def inverse_lens(
     check_field(image, "image", None, grid)
     if min_weight <= 0:
         raise ValueError(f"min_weight must be > 0, got {min_weight}")
-    beta = source_positions(alpha, grid).to(image.dtype)
     image = _match_batch(image, alpha.shape[0], "image")
     batch, channels, m = image.shape[0], image.shape[1], source_grid.n
 
-    col = beta[:, 0] / source_grid.pixel_scale + 0.5 * (m - 1)  # fractional source pixel index, (B, n, n)
+    # Fractional source-pixel indices in float64: in float32, an index near 60 carries rounding of ~4e-6 pixel
+    # that differs between mirrored pixels and would cost D4 equivariance of the weights.
+    beta = source_positions(alpha.double(), grid)
+    col = beta[:, 0] / source_grid.pixel_scale + 0.5 * (m - 1)  # (B, n, n)
     row = beta[:, 1] / source_grid.pixel_scale + 0.5 * (m - 1)
     col0, row0 = torch.floor(col).detach(), torch.floor(row).detach()
-    tx, ty = col - col0, row - row0
+    tx = (col - col0).to(image.dtype).reshape(batch, 1, -1)
+    ty = (row - row0).to(image.dtype).reshape(batch, 1, -1)
+    # Splat onto the source grid plus a one-pixel border: clamping to the border sends every corner that falls
+    # off the grid there, and the border is cropped away at the end.
+    side = m + 2
+    rows = [(row0 + d).clamp(-1, m).long().reshape(batch, 1, -1) + 1 for d in (0, 1)]
+    cols = [(col0 + d).clamp(-1, m).long().reshape(batch, 1, -1) + 1 for d in (0, 1)]
+    wy, wx = (1 - ty, ty), (1 - tx, tx)
 
-    numerator = image.new_zeros(batch, channels, m * m)
-    weight = image.new_zeros(batch, 1, m * m)
-    values = image.reshape(batch, channels, -1)
-    for d_row, d_col, w in (
-        (0, 0, (1 - tx) * (1 - ty)),
-        (0, 1, tx * (1 - ty)),
-        (1, 0, (1 - tx) * ty),
-        (1, 1, tx * ty),
-    ):
-        r, c = row0 + d_row, col0 + d_col
-        inside = (r >= 0) & (r < m) & (c >= 0) & (c < m)
-        index = (r.clamp(0, m - 1) * m + c.clamp(0, m - 1)).long().reshape(batch, 1, -1)
-        w = (w * inside).reshape(batch, 1, -1)
-        numerator = numerator.scatter_add(-1, index.expand(-1, channels, -1), w * values)
-        weight = weight.scatter_add(-1, index, w)
+    # channels 0..C-1 accumulate weighted intensities, channel C the weights themselves
+    values = torch.cat((image.reshape(batch, channels, -1), torch.ones_like(tx)), dim=1)
+    sums = image.new_zeros(batch, channels + 1, side * side)
+    for i in (0, 1):
+        for j in (0, 1):
+            index = (rows[i] * side + cols[j]).expand(-1, channels + 1, -1)
+            sums.scatter_add_(-1, index, (wy[i] * wx[j]) * values)
+    sums = sums.reshape(batch, channels + 1, side, side)[..., 1:-1, 1:-1]
+    numerator, weight = sums[:, :channels], sums[:, channels:]
 
-    source = numerator / weight.clamp_min(min_weight)
-    return SourceReconstruction(source.reshape(batch, channels, m, m), weight.reshape(batch, 1, m, m))
+    return SourceReconstruction(numerator / weight.clamp_min(min_weight), weight)
 
 
 def covering_source_grid(alpha: torch.Tensor, grid: PixelGrid, n: int | None = None, margin: float = 1.0) -> PixelGrid:

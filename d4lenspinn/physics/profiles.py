@@ -100,7 +100,12 @@ def _sie_frame(x, y, q, phi, center_x, center_y):
 
 
 def sie_convergence(
-    x: torch.Tensor, y: torch.Tensor, theta_e: Param, q: Param, phi: Param = 0.0, center_x: Param = 0.0,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    theta_e: Param,
+    q: Param,
+    phi: Param = 0.0,
+    center_x: Param = 0.0,
     center_y: Param = 0.0,
 ):
     """SIE convergence ``theta_e / (2 sqrt(q x'^2 + y'^2 / q))``, major axis at angle ``phi``; ``(..., 1, H, W)``.
@@ -112,14 +117,24 @@ def sie_convergence(
 
 
 def sie_deflection(
-    x: torch.Tensor, y: torch.Tensor, theta_e: Param, q: Param, phi: Param = 0.0, center_x: Param = 0.0,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    theta_e: Param,
+    q: Param,
+    phi: Param = 0.0,
+    center_x: Param = 0.0,
     center_y: Param = 0.0,
 ):
     """SIE deflection [arcsec], ``(..., 2, H, W)`` (Kormann et al. 1994, eq. 27; Keeton 2001 with s = 0)."""
     xr, yr, q, omega = _sie_frame(x, y, q, phi, center_x, center_y)
-    f = torch.sqrt(1 - q * q).clamp_min(1e-4)  # q -> 1: atan(f z)/f -> z to relative 3e-9
-    scale = theta_e * torch.sqrt(q) / f
-    ax, ay = scale * torch.atan(f * xr / omega), scale * torch.atanh(f * yr / omega)
+    f = torch.sqrt(1 - q * q)
+    zx, zy = xr / omega, yr / omega
+    # nearly round: atan(f z)/f and atanh(f z)/f by their series (next terms ~ f^4 < 1e-12) instead of 0/0
+    round_ = f < 1e-3
+    f_safe = torch.where(round_, torch.ones_like(f), f)
+    ax = torch.where(round_, zx - f * f * zx**3 / 3, torch.atan(f_safe * zx) / f_safe)
+    ay = torch.where(round_, zy + f * f * zy**3 / 3, torch.atanh(f_safe * zy) / f_safe)
+    ax, ay = theta_e * torch.sqrt(q) * ax, theta_e * torch.sqrt(q) * ay
     return _vector(*_rotate(ax, ay, torch.as_tensor(phi, dtype=x.dtype, device=x.device)))
 
 
@@ -168,7 +183,9 @@ def nfw_convergence(
     u = r / r_s
     near = (u - 1).abs() < _NFW_SERIES
     d = u - 1
-    ratio = torch.where(near, 1 / 3 - 2 * d / 5 + 13 * d * d / 35, (1 - _nfw_f(u)) / torch.where(near, torch.ones_like(u), u * u - 1))
+    ratio = torch.where(
+        near, 1 / 3 - 2 * d / 5 + 13 * d * d / 35, (1 - _nfw_f(u)) / torch.where(near, torch.ones_like(u), u * u - 1)
+    )
     return _scalar(2 * kappa_s * ratio)
 
 
@@ -213,4 +230,3 @@ def shear_deflection(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Pa
 def shear_potential(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Param):
     """External-shear potential ``g1 (x^2 - y^2) / 2 + g2 x y`` [arcsec^2], ``(..., 1, H, W)``."""
     return _scalar(0.5 * gamma1 * (x * x - y * y) + gamma2 * x * y)
-
