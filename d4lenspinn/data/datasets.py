@@ -109,9 +109,7 @@ def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
         if not (isinstance(exc, ValueError) and _npy_is_object_array(path)):
             raise DataError(f"{path}: could not be read as .npy ({type(exc).__name__}: {exc})") from exc
     if not allow_pickle:
-        raise DataError(
-            f"{path}: is a pickled object array; pass allow_pickle=True to read it (trusted only)"
-        )
+        raise DataError(f"{path}: is a pickled object array; pass allow_pickle=True to read it (trusted only)")
     try:
         obj = np.load(path, allow_pickle=True)
     except Exception as exc:  # unpickling can fail with almost any exception type
@@ -181,9 +179,7 @@ class LensingImageDataset(Dataset):
         self._items: list[tuple[ImageSource, int]] = []
         for source, label in items:
             if not 0 <= int(label) < len(self.class_names):
-                raise ValueError(
-                    f"label {label!r} of {source!r:.80} is not in 0..{len(self.class_names) - 1}"
-                )
+                raise ValueError(f"label {label!r} of {source!r:.80} is not in 0..{len(self.class_names) - 1}")
             source = Path(source) if isinstance(source, str | os.PathLike) else source
             self._items.append((source, int(label)))
         self.augment, self.seed, self.skip_bad, self.allow_pickle = augment, seed, skip_bad, allow_pickle
@@ -206,9 +202,7 @@ class LensingImageDataset(Dataset):
 
     # ---------------------------------------------------------------------------------------------- factories
     @classmethod
-    def from_folder(
-        cls, root: str | os.PathLike, split: str | None = "train", **kwargs
-    ) -> LensingImageDataset:
+    def from_folder(cls, root: str | os.PathLike, split: str | None = "train", **kwargs) -> LensingImageDataset:
         """Read ``root/<split>/<class>/*.npy``; a root holding the class folders directly is read as it is."""
         return cls(_index_folder(Path(root), split), **kwargs)
 
@@ -410,9 +404,7 @@ def _index_hdf5(path: Path, split: str) -> tuple[np.ndarray, tuple[int, int]]:
             classes = [c.decode() if isinstance(c, bytes) else str(c) for c in np.ravel(raw_classes)]
             unknown = [c for c in classes if c not in CLASS_ALIASES]
             if unknown:
-                raise DataError(
-                    f"{path}: unknown classes {unknown} in attr 'classes'; expected {CLASS_NAMES}"
-                )
+                raise DataError(f"{path}: unknown classes {unknown} in attr 'classes'; expected {CLASS_NAMES}")
             if split not in f or not {"images", "labels"} <= set(f[split]):
                 raise DataError(
                     f"{path}: expected a group '{split}' with datasets 'images' and 'labels'; "
@@ -426,13 +418,11 @@ def _index_hdf5(path: Path, split: str) -> tuple[np.ndarray, tuple[int, int]]:
         raise DataError(f"{path}:/{split}/images: expected shape (N, H, W), got {shape}")
     if labels.shape != shape[:1] or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f"{path}:/{split}/labels: expected integer labels of shape {shape[:1]}, "
-            f"got {labels.dtype} {labels.shape}"
+            f"{path}:/{split}/labels: expected integer labels of shape {shape[:1]}, got {labels.dtype} {labels.shape}"
         )
     if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DataError(
-            f"{path}:/{split}/labels: values must be in 0..{len(classes) - 1}, "
-            f"got {labels.min()}..{labels.max()}"
+            f"{path}:/{split}/labels: values must be in 0..{len(classes) - 1}, got {labels.min()}..{labels.max()}"
         )
     return np.array([CLASS_ALIASES[c] for c in classes], dtype=np.int64)[labels], shape[-2:]
 

@@ -79,8 +79,15 @@ class DatasetSpec:
 def _model(name: str, drive_id: str, root: str, size: int, description: str, source: str) -> DatasetSpec:
     """A DeepLenseSim archive: one folder per class (``no_sub/ cdm/ axion/``) of ``.npy`` images."""
     return DatasetSpec(
-        name=name, drive_id=drive_id, filename=f"{name}.archive", description=description, root=root,
-        layout=_MODEL_CLASSES, image_size=size, classes=_MODEL_CLASSES, source=source,
+        name=name,
+        drive_id=drive_id,
+        filename=f"{name}.archive",
+        description=description,
+        root=root,
+        layout=_MODEL_CLASSES,
+        image_size=size,
+        classes=_MODEL_CLASSES,
+        source=source,
     )
 
 
@@ -88,28 +95,65 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
         DatasetSpec(
-            "common_test_i", "1ZEyNMEO43u3qhJAwJeBZxFBEYc_pVYZQ", "dataset.zip",
+            "common_test_i",
+            "1ZEyNMEO43u3qhJAwJeBZxFBEYc_pVYZQ",
+            "dataset.zip",
             "DeepLense Common Test I: 150x150 images, 10,000/class in train/, 2,500/class in val/",
-            "dataset", ("train", "val"), "1.13 GB", 150, ("no", "sphere", "vort"),
+            "dataset",
+            ("train", "val"),
+            "1.13 GB",
+            150,
+            ("no", "sphere", "vort"),
             "ML4SCI DeepLense GSoC Common Test I",
         ),
-        _model("model_i_train", "1QMVLpqag6S9JWqzmGM_pK4C0F1eBVIfV", "Model_I", 150,
-               "DeepLenseSim Model I training set (Gaussian PSF, SNR ~25)",
-               f"{_DEEPLENSESIM} Model_I/README.md"),
-        _model("model_i_test", "1rUAKLLS3p9jDaL9R9m84JVKvMcUuVsO1", "Model_I_test", 150,
-               "DeepLenseSim Model I test set", f"{_DEEPLENSESIM} Model_I/README.md"),
-        _model("model_ii_train", "1HYPkdtVUj9xsoGzFDxT4rhl37KmqDCg4", "Model_II", 64,
-               "DeepLenseSim Model II training set (Euclid-like), 30,000 images/class",
-               f"{_DEEPLENSESIM} Model_II/README.md"),
-        _model("model_ii_test", "1PFdpqk7XOAKtg0Cnav4HTzyJiudx9dZv", "Model_II_test", 64,
-               "DeepLenseSim Model II test set (Euclid-like), 5,000 images/class",
-               f"{_ML4SCI}/Model_II/README.md"),
-        _model("model_iii_train", "1ynKMJoEeKKJqLfuKRR1Y7rQjeBMM0w94", "Model_III", 64,
-               "DeepLenseSim Model III training set (HST-like), 30,000 images/class",
-               f"{_DEEPLENSESIM} Model_III/README.md"),
-        _model("model_iii_test", "18BuCv40t6qmiNnhjJF1y9rqSBhBOfDon", "Model_III_test", 64,
-               "DeepLenseSim Model III test set (HST-like), 5,000 images/class",
-               f"{_ML4SCI}/Model_III/README.md"),
+        _model(
+            "model_i_train",
+            "1QMVLpqag6S9JWqzmGM_pK4C0F1eBVIfV",
+            "Model_I",
+            150,
+            "DeepLenseSim Model I training set (Gaussian PSF, SNR ~25)",
+            f"{_DEEPLENSESIM} Model_I/README.md",
+        ),
+        _model(
+            "model_i_test",
+            "1rUAKLLS3p9jDaL9R9m84JVKvMcUuVsO1",
+            "Model_I_test",
+            150,
+            "DeepLenseSim Model I test set",
+            f"{_DEEPLENSESIM} Model_I/README.md",
+        ),
+        _model(
+            "model_ii_train",
+            "1HYPkdtVUj9xsoGzFDxT4rhl37KmqDCg4",
+            "Model_II",
+            64,
+            "DeepLenseSim Model II training set (Euclid-like), 30,000 images/class",
+            f"{_DEEPLENSESIM} Model_II/README.md",
+        ),
+        _model(
+            "model_ii_test",
+            "1PFdpqk7XOAKtg0Cnav4HTzyJiudx9dZv",
+            "Model_II_test",
+            64,
+            "DeepLenseSim Model II test set (Euclid-like), 5,000 images/class",
+            f"{_ML4SCI}/Model_II/README.md",
+        ),
+        _model(
+            "model_iii_train",
+            "1ynKMJoEeKKJqLfuKRR1Y7rQjeBMM0w94",
+            "Model_III",
+            64,
+            "DeepLenseSim Model III training set (HST-like), 30,000 images/class",
+            f"{_DEEPLENSESIM} Model_III/README.md",
+        ),
+        _model(
+            "model_iii_test",
+            "18BuCv40t6qmiNnhjJF1y9rqSBhBOfDon",
+            "Model_III_test",
+            64,
+            "DeepLenseSim Model III test set (HST-like), 5,000 images/class",
+            f"{_ML4SCI}/Model_III/README.md",
+        ),
     )
 }
 
@@ -212,8 +256,9 @@ def _download(spec: DatasetSpec, archive: Path) -> None:
             raise OSError("no data was received")
         os.replace(part, archive)
     except Exception as exc:
-        raise DownloadError(f"Downloading dataset {spec.name!r} from {spec.url} failed ({exc}). "
-                            f"{_how_to_proceed(spec)}") from exc
+        raise DownloadError(
+            f"Downloading dataset {spec.name!r} from {spec.url} failed ({exc}). {_how_to_proceed(spec)}"
+        ) from exc
     finally:
         part.unlink(missing_ok=True)
 
@@ -277,8 +322,9 @@ def _extract(archive: Path, kind: str, spec: DatasetSpec, target: Path) -> Path:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
-                for member in tqdm(_safe_names(zf.namelist()), desc=f"Extracting {spec.name}", unit="file",
-                                   disable=None):
+                for member in tqdm(
+                    _safe_names(zf.namelist()), desc=f"Extracting {spec.name}", unit="file", disable=None
+                ):
                     zf.extract(member, tmp)
         else:
             with tarfile.open(archive) as tf:

@@ -6,8 +6,8 @@ outputs have shape ``(..., 1, H, W)`` and deflections ``(..., 2, H, W)`` with ch
 that ``x = grid.x`` and ``theta_e = torch.full((B, 1, 1), 1.2)`` give the engine's ``(B, C, H, W)`` layout.
 Conventions: ``laplacian(psi) = 2 kappa``, ``alpha = grad(psi)``; angles in arcsec.
 
-References: SIS/point mass/shear: Schneider, Ehlers & Falco (1992). SIE: Kormann, Schneider & Bartelmann (1994,
-A&A 284, 285), Keeton (2001, astro-ph/0102341) with core s = 0. NFW: Bartelmann (1996, A&A 313, 697);
+References: SIS/point mass/shear/line segment: Schneider, Ehlers & Falco (1992). SIE: Kormann, Schneider &
+Bartelmann (1994, A&A 284, 285), Keeton (2001, astro-ph/0102341) with core s = 0. NFW: Bartelmann (1996, A&A 313, 697);
 Wright & Brainerd (2000, ApJ 534, 34). Ellipticity (e1, e2): the lenstronomy convention
 ``q = (1 - |e|) / (1 + |e|)``, ``phi = atan2(e2, e1) / 2``.
 """
@@ -31,6 +31,7 @@ __all__ = [
     "gaussian_deflection",
     "shear_deflection",
     "shear_potential",
+    "line_segment_deflection",
 ]
 
 Param = float | torch.Tensor
@@ -230,3 +231,38 @@ def shear_deflection(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Pa
 def shear_potential(x: torch.Tensor, y: torch.Tensor, gamma1: Param, gamma2: Param):
     """External-shear potential ``g1 (x^2 - y^2) / 2 + g2 x y`` [arcsec^2], ``(..., 1, H, W)``."""
     return _scalar(0.5 * gamma1 * (x * x - y * y) + gamma2 * x * y)
+
+
+# --- uniform line segment (an axion-string-like mass) ---------------------------------------------------------------
+
+
+def line_segment_deflection(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    theta_m: Param,
+    half_length: Param,
+    angle: Param,
+    center_x: Param = 0.0,
+    center_y: Param = 0.0,
+):
+    """Deflection of a uniform straight segment of total mass ``theta_m^2`` (point-mass units) [arcsec].
+
+    The segment runs from ``-half_length`` to ``+half_length`` (arcsec) along direction ``angle`` (radians from +x)
+    through the centre; its line density is ``lambda = theta_m^2 / (2 half_length)`` and, with ``u`` along and ``v``
+    across the segment, integrating the point-mass deflection over it gives::
+
+        alpha_u = lambda / 2 * ln(((u + L)^2 + v^2) / ((u - L)^2 + v^2))
+        alpha_v = lambda * (atan((L - u) / v) + atan((L + u) / v))
+
+    ``alpha_v`` jumps by ``2 pi lambda`` across the segment (a line density); far away it tends to the point mass.
+    """
+    angle = torch.as_tensor(angle, dtype=x.dtype, device=x.device)
+    u, v = _rotate(x - center_x, y - center_y, -angle)
+    density = theta_m**2 / (2 * half_length)
+    tiny = 1e-12  # arcsec; keeps the on-segment limits finite (v -> 0 gives the one-sided value)
+    v_safe = torch.where(v.abs() < tiny, torch.full_like(v, tiny), v)
+    far_end = (u + half_length) ** 2 + v * v + tiny**2
+    near_end = (u - half_length) ** 2 + v * v + tiny**2
+    alpha_u = 0.5 * density * torch.log(far_end / near_end)
+    alpha_v = density * (torch.atan((half_length - u) / v_safe) + torch.atan((half_length + u) / v_safe))
+    return _vector(*_rotate(alpha_u, alpha_v, angle))

@@ -26,6 +26,11 @@ _CASES = {
         lambda x, y: P.gaussian_convergence(x, y, 0.8, 0.6, 0.2),
     ),
     "shear": (lambda x, y: P.shear_deflection(x, y, 0.05, -0.03), lambda x, y: torch.zeros_like(x)[None]),
+    # no test point lies on the segment, where its convergence is a line density
+    "segment": (
+        lambda x, y: P.line_segment_deflection(x, y, 0.2, 0.5, 2.5, 0.1, -0.1),
+        lambda x, y: torch.zeros_like(x)[None],
+    ),
 }
 
 
@@ -91,3 +96,22 @@ def test_ellipticity_convention():
         P.ellipticity_to_axis_ratio(0.8, 0.7)
     with pytest.raises(ValueError, match="axis ratio"):
         P.sie_deflection(_X, _Y, 1.0, 1.2)
+
+
+def test_line_segment_is_the_sum_of_many_point_masses():
+    count, half_length, angle, theta_m = 20000, 0.8, 0.6, 0.2
+    s = ((torch.arange(count, dtype=torch.float64) + 0.5) / count * 2 - 1) * half_length
+    cx, cy = 0.1 + s * math.cos(angle), -0.1 + s * math.sin(angle)
+    dx, dy = _X[..., None] - cx, _Y[..., None] - cy
+    r2 = dx * dx + dy * dy
+    summed = torch.stack(((theta_m**2 / count) * (dx / r2).sum(-1), (theta_m**2 / count) * (dy / r2).sum(-1)))
+    segment = P.line_segment_deflection(_X, _Y, theta_m, half_length, angle, 0.1, -0.1)
+    torch.testing.assert_close(segment, summed, rtol=1e-6, atol=1e-9)
+    # far away it is a point mass of the same total
+    far_x, far_y = torch.tensor([[40.0]], dtype=torch.float64), torch.tensor([[30.0]], dtype=torch.float64)
+    torch.testing.assert_close(
+        P.line_segment_deflection(far_x, far_y, theta_m, half_length, angle),
+        P.point_mass_deflection(far_x, far_y, theta_m),
+        rtol=1e-3,
+        atol=0,
+    )

@@ -22,8 +22,9 @@ from d4lenspinn.data.download import (
 )
 
 NAME = "common_test_i"
-FILES = [f"dataset/{split}/{cls}/{i}.npy" for split in ("train", "val") for cls in ("no", "sphere", "vort")
-         for i in range(2)]
+FILES = [
+    f"dataset/{split}/{cls}/{i}.npy" for split in ("train", "val") for cls in ("no", "sphere", "vort") for i in range(2)
+]
 
 
 def _npy_bytes(seed: int) -> bytes:
@@ -243,8 +244,15 @@ def test_env_cache_dir_is_honoured(monkeypatch, tmp_path, fixture_zip):
 
 
 def test_registry_entries_are_consistent():
-    assert {"common_test_i", "model_i_train", "model_i_test", "model_ii_train", "model_ii_test",
-            "model_iii_train", "model_iii_test"} <= set(DATASETS)
+    assert {
+        "common_test_i",
+        "model_i_train",
+        "model_i_test",
+        "model_ii_train",
+        "model_ii_test",
+        "model_iii_train",
+        "model_iii_test",
+    } <= set(DATASETS)
     for name, spec in DATASETS.items():
         assert spec.name == name and len(spec.drive_id) == 33 and spec.url.endswith(spec.drive_id)
         assert spec.root and spec.layout and spec.classes and spec.source

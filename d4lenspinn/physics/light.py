@@ -1,0 +1,66 @@
+"""Surface-brightness profiles and the point-spread function used to render images.
+
+Brightness is in arbitrary flux units per pixel per second (the simulator's noise model turns it into counts);
+coordinates are arcsec. Conventions follow :mod:`d4lenspinn.physics.profiles`: maps come out as ``(..., 1, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .profiles import Param, _rotate
+
+__all__ = ["sersic_b", "sersic_brightness", "gaussian_psf_kernel", "convolve_psf"]
+
+
+def sersic_b(n: Param) -> Param:
+    """``b_n`` such that the Sersic radius encloses half the light (Ciotti & Bertin 1999, asymptotic series)."""
+    return 2 * n - 1 / 3 + 4 / (405 * n) + 46 / (25515 * n * n)
+
+
+def sersic_brightness(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amplitude: Param,
+    radius: Param,
+    n: Param,
+    q: Param = 1.0,
+    phi: Param = 0.0,
+    center_x: Param = 0.0,
+    center_y: Param = 0.0,
+) -> torch.Tensor:
+    """Elliptical Sersic profile ``amplitude * exp(-b_n ((r / radius)^(1/n) - 1))``, ``(..., 1, H, W)``.
+
+    ``amplitude`` is the brightness at the half-light ``radius`` [arcsec]; ``r = sqrt(q x'^2 + y'^2 / q)`` is the
+    elliptical radius along the major axis at angle ``phi`` (the lenstronomy convention, axis ratio ``q <= 1``).
+    """
+    phi = torch.as_tensor(phi, dtype=x.dtype, device=x.device)
+    xr, yr = _rotate(x - center_x, y - center_y, -phi)
+    r = torch.sqrt(q * xr * xr + yr * yr / q).clamp_min(1e-12)
+    return (amplitude * torch.exp(-sersic_b(n) * ((r / radius) ** (1 / n) - 1))).unsqueeze(-3)
+
+
+def gaussian_psf_kernel(fwhm: float, pixel_scale: float, truncate: float = 4.0, dtype=torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel ``(K,)`` for a PSF of full width at half maximum ``fwhm`` [arcsec].
+
+    Sampled at pixel centres out to ``truncate`` sigma; ``K`` is odd, so the kernel is symmetric and the separable
+    2-D convolution commutes exactly with D4.
+    """
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2))) / pixel_scale  # pixels
+    half = max(1, math.ceil(truncate * sigma))
+    offsets = torch.arange(-half, half + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return (kernel / kernel.sum()).to(dtype)
+
+
+def convolve_psf(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve ``image (B, C, H, W)`` with the separable PSF ``kernel (K,)``; zero padding keeps the size."""
+    k = kernel.to(image.dtype).to(image.device)
+    channels, half = image.shape[1], k.numel() // 2
+    rows = k.reshape(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = k.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    out = F.conv2d(image, rows, padding=(half, 0), groups=channels)
+    return F.conv2d(out, cols, padding=(0, half), groups=channels)
