@@ -41,6 +41,14 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_examples(args: argparse.Namespace) -> int:
+    from .data.presets import get_preset
+    from .plots import plot_class_examples
+
+    print(plot_class_examples(get_preset(args.preset, hard=args.hard), args.out, seed=args.seed))
+    return 0
+
+
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from .data.presets import PRESETS
 
@@ -68,7 +76,18 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_download)
 
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_simulate, _add_download)
+def _add_plot_examples(sub: argparse._SubParsersAction) -> None:
+    from .data.presets import PRESETS
+
+    p = sub.add_parser("plot-examples", help="figure: one lens rendered as each class, and what substructure changes")
+    p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
+    p.add_argument("--hard", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="docs/figures/simulated_examples.png")
+    p.set_defaults(handler=_plot_examples)
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_simulate, _add_download, _add_plot_examples)
 
 
 def build_parser() -> argparse.ArgumentParser:
