@@ -43,7 +43,7 @@ def ray_trace(
     """Lensed image ``(B, C, n, n)`` of ``source (B or 1, C, m, m)`` on ``source_grid`` through ``alpha (B,2,n,n)``.
 
     Bilinear interpolation between source pixel centres; the source is zero outside its grid (light from there
-    fades linearly over the outermost half pixel). ``source_grid`` defaults to ``grid``.
+    fades linearly to zero one pixel beyond the outermost pixel centre). ``source_grid`` defaults to ``grid``.
     """
     source_grid = grid if source_grid is None else source_grid
     check_field(source, "source", None, source_grid)

@@ -13,8 +13,8 @@ dimensionless). We solve its discrete counterpart exactly, with free-space (not 
 The linear convolution of an ``n x n`` map with a kernel of ``(2n-1)^2`` offsets is done as a circular convolution on
 an ``N x N`` grid, ``N`` the smallest 2,3,5-smooth size >= ``2n - 1`` (300 for n = 150, 128 for n = 64), so there is
 no wrap-around. Both kernels are D4-symmetric, so the solver commutes exactly with rotations and reflections.
-Discretisation error relative to the continuum is second order in the pixel size; docs/physics.md lists the error
-against analytic profiles.
+Discretisation error relative to the continuum is second order in the pixel size for smooth convergence and
+first order next to a cusp (SIS, SIE); docs/physics.md lists the error against analytic profiles.
 """
 
 from __future__ import annotations

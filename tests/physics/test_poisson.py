@@ -30,7 +30,8 @@ def _relative_rms(alpha, exact, mask):
 
 
 # Measured with this solver (float64): Gaussian 4.4e-4, SIS 1.30%, SIE 2.64%, NFW 0.41%.
-# For SIS/SIE the error is mass outside the 7.5" field (the square cut-off acts like a quadrupole); see docs/physics.md.
+# Inside 1" the SIS/SIE error is the pixelised 1/r cusp (first order in the pixel size); beyond 1" the SIE and NFW
+# errors are mass outside the 7.5" field. benchmarks/physics_accuracy.py separates the two; see docs/physics.md.
 _ACCURACY_CASES = {
     "gaussian": (
         lambda x, y: P.gaussian_convergence(x, y, 1.0, 0.5),
@@ -56,7 +57,7 @@ def test_deflection_matches_analytic_profiles(name):
 
 
 def test_point_mass_pixel_matches_point_mass_away_from_it():
-    """One pixel of mass pi theta_E^2: deflection -> theta_E^2/r (lattice anisotropy ~ 1/(3 r^2) relative)."""
+    """One pixel of mass pi theta_E^2: deflection -> theta_E^2/r (lattice anisotropy ~ 1/(2 r^2) relative)."""
     x, y = GRID.coordinates(torch.float64)
     kappa = torch.zeros(1, 1, 150, 150, dtype=torch.float64)
     i, j, theta_e = 80, 70, 0.3
