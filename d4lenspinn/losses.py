@@ -1,0 +1,222 @@
+"""Training losses: cross-entropy plus the physics regularisers on the maps a physics-informed model returns.
+
+Every loss is a pure function returning a scalar tensor, the mean over the batch; :func:`physics_losses` applies the
+ones whose maps a :class:`~d4lenspinn.models.ModelOutput` carries and returns them by name, so that a non-finite term
+can be traced to its name. Terms (``kappa`` dimensionless, angles in arcsec):
+
+* ``tv``: anisotropic total variation of ``kappa``, favouring piecewise-smooth mass maps;
+* ``l1``: mean ``|kappa|``, favouring sparse mass maps;
+* ``centre``: ``|kappa|`` weighted by the squared distance from the optical axis, favouring mass near the lens centre;
+* ``poisson``: mean square of ``laplacian(psi) - 2 kappa``; ~0 whenever ``psi`` comes from our own solver;
+* ``relensing``: mean squared difference between the image and its re-lensed reconstruction where the source is
+  covered; the constraint that ties ``kappa`` to the data, absent from the published model (weight 0 by default).
+
+Example::
+
+    from d4lenspinn.losses import PhysicsLossWeights, classification_loss, physics_losses
+
+    out = model(images)                                       # ModelOutput; baselines have no maps
+    terms = physics_losses(out, images, grid, PhysicsLossWeights())
+    loss = classification_loss(out.logits, labels, label_smoothing=0.1) + terms["total"]
+    bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .physics import PixelGrid, check_field, poisson_residual, ray_trace
+
+if TYPE_CHECKING:
+    from .models.output import ModelOutput
+
+__all__ = [
+    "total_variation",
+    "l1_sparsity",
+    "centre_penalty",
+    "poisson_residual_loss",
+    "image_plane_coverage",
+    "relensing_loss",
+    "classification_loss",
+    "PhysicsLossWeights",
+    "physics_losses",
+]
+
+
+def total_variation(kappa: torch.Tensor) -> torch.Tensor:
+    """Anisotropic L1 total variation ``mean|kappa[i, j+1] - kappa[i, j]| + mean|kappa[i+1, j] - kappa[i, j]|``.
+
+    ``kappa`` is ``(B, 1, n, n)``; the result is a scalar in units of kappa per pixel, each mean taken over the batch
+    and the ``n (n - 1)`` differences along that axis. The anisotropic form is exactly D4-invariant: a rotation or
+    reflection only permutes the absolute differences and swaps the two equally sized sets. The isotropic form
+    ``sqrt(dx^2 + dy^2)`` built from forward differences pairs differences that meet at a pixel corner, and which
+    pairs meet changes under reflections, so it is not; it would also need an epsilon to be differentiable at 0.
+    """
+    check_field(kappa, "kappa", 1)
+    dx = kappa[..., :, 1:] - kappa[..., :, :-1]
+    dy = kappa[..., 1:, :] - kappa[..., :-1, :]
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def l1_sparsity(kappa: torch.Tensor) -> torch.Tensor:
+    """Mean ``|kappa|`` over the batch and pixels of ``kappa (B, 1, n, n)``; dimensionless scalar."""
+    check_field(kappa, "kappa", 1)
+    return kappa.abs().mean()
+
+
+def centre_penalty(kappa: torch.Tensor, grid: PixelGrid) -> torch.Tensor:
+    """Mean of ``|kappa| r^2 / h^2`` over the batch and pixels; ``kappa (B, 1, n, n)`` on ``grid``; dimensionless.
+
+    ``r`` is the distance of each pixel centre from the optical axis and ``h = grid.half_extent`` that of the
+    outermost pixel centres (arcsec), so the weight runs from 0 at the centre to 1 at the middle of an edge and 2 in
+    a corner: the same mass costs more the further out it sits. ``r^2`` is exactly D4-symmetric on the grid, so the
+    penalty is D4-invariant. ``|kappa|`` keeps it bounded below for maps of either sign (a model's ``kappa >= 0``).
+    """
+    check_field(kappa, "kappa", 1, grid)
+    x, y = grid.coordinates(kappa.dtype, kappa.device)
+    weight = (x * x + y * y) / grid.half_extent**2
+    return (kappa.abs() * weight).mean()
+
+
+def poisson_residual_loss(psi: torch.Tensor, kappa: torch.Tensor, grid: PixelGrid) -> torch.Tensor:
+    """Mean square of :func:`~d4lenspinn.physics.poisson_residual`, ``laplacian_5pt(psi) - 2 kappa``; dimensionless.
+
+    ``psi`` [arcsec^2] and ``kappa`` are ``(B, 1, n, n)`` on ``grid``; the border pixels are left out. Our solver
+    inverts this very Laplacian, so for ``psi = potential_from_kappa(kappa)`` (every physics-informed model here) the
+    term is round-off, and so is its gradient: on the 150 x 0.05" grid we measured 3e-26 (Gaussian ``kappa``) to
+    5e-24 (SIE capped at 5) in float64 and 1e-8 to 1.5e-6 in float32. It constrains training only when ``psi`` comes
+    from elsewhere (a network head, another solver).
+    """
+    return poisson_residual(psi, kappa, grid).square().mean()
+
+
+def image_plane_coverage(
+    source_weight: torch.Tensor,
+    alpha: torch.Tensor,
+    grid: PixelGrid,
+    source_grid: PixelGrid | None = None,
+    min_weight: float = 1e-2,
+) -> torch.Tensor:
+    """Fraction ``(B, 1, n, n)`` in [0, 1] of each image pixel whose source is covered; no gradient.
+
+    A source pixel is covered when at least ``min_weight`` of an image pixel landed on it
+    (``source_weight (B, 1, m, m)`` on ``source_grid`` from :func:`~d4lenspinn.physics.inverse_lens`; the default
+    matches :class:`~d4lenspinn.physics.LensingEngine`, below which the reconstruction fades to 0). The covered
+    indicator is ray-traced through ``alpha (B, 2, n, n)`` [arcsec], exactly as the reconstruction itself is, so an
+    image pixel is uncovered where its ``beta`` falls off the source grid or next to source pixels nothing reached.
+    The result is detached: it selects pixels and must not reward the model for shrinking the covered area.
+    """
+    if min_weight <= 0:
+        raise ValueError(f"min_weight must be > 0, got {min_weight}")
+    check_field(source_weight, "source_weight", 1)
+    covered = (source_weight.detach() >= min_weight).to(alpha.dtype)
+    return ray_trace(covered, alpha.detach(), grid, source_grid)
+
+
+def relensing_loss(image: torch.Tensor, relensed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked mean squared difference between ``image`` and ``relensed``, averaged over the batch; scalar.
+
+    ``image`` and ``relensed`` are ``(B, C, n, n)`` in image units (the DeepLense images are min-max normalised), so
+    the loss is in image units squared. ``mask`` is a weight ``(B or 1, 1 or C, n, n)`` >= 0 on the image plane,
+    e.g. :func:`image_plane_coverage`; ``None`` uses every pixel. Each image contributes its mask-weighted mean and
+    one whose mask is empty contributes 0. The re-lensed image is a consistency check: multiple images of one source
+    point must agree. Note the degenerate minimum: with ``kappa = 0`` reconstruction and re-lensing are the identity
+    and the loss vanishes (up to round-off), so use it only with a small weight next to the classification loss.
+    """
+    check_field(image, "image", None)
+    if relensed.shape != image.shape:
+        raise ValueError(f"relensed must have the shape of image {tuple(image.shape)}, got {tuple(relensed.shape)}")
+    squared = (image - relensed).square()
+    if mask is None:
+        return squared.mean()
+    batch, channels, n = image.shape[:3]
+    if (
+        mask.dim() != 4
+        or mask.shape[0] not in (1, batch)
+        or mask.shape[1] not in (1, channels)
+        or mask.shape[2:] != (n, n)
+    ):
+        raise ValueError(f"mask must have shape ({batch} or 1, {channels} or 1, {n}, {n}), got {tuple(mask.shape)}")
+    weight = mask.to(squared.dtype).expand_as(squared)
+    numerator = (weight * squared).flatten(1).sum(1)
+    # a weighted mean of non-negative values never exceeds their maximum, so the clamp only fades empty masks to 0
+    denominator = weight.flatten(1).sum(1).clamp_min(torch.finfo(squared.dtype).eps)
+    return (numerator / denominator).mean()
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of ``logits (B, K)`` against integer ``labels (B,)``, averaged over the batch; nats."""
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (B, K) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+@dataclass(frozen=True)
+class PhysicsLossWeights:
+    """Weight of each physics term in ``total``; field names are the term names of :func:`physics_losses`.
+
+    ``tv``, ``l1``, ``centre`` and ``poisson`` default to the published D4LensPINN values. ``relensing`` defaults to
+    0: the published model has no such term, and on its own it is minimised by ``kappa = 0`` (see
+    :func:`relensing_loss`). A weight of 0 switches its term off entirely (not computed, not reported).
+    """
+
+    tv: float = 0.005
+    l1: float = 0.001
+    centre: float = 0.002
+    poisson: float = 0.01
+    relensing: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"PhysicsLossWeights.{field.name} must be a finite number >= 0, got {value!r}")
+
+
+def physics_losses(
+    output: ModelOutput,
+    images: torch.Tensor,
+    grid: PixelGrid,
+    weights: PhysicsLossWeights | None = None,
+    source_grid: PixelGrid | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every applicable physics term of ``output``, unweighted, by name, plus ``"total"``, their weighted sum.
+
+    ``images (B, 1, n, n)`` are the model's inputs on ``grid``; ``source_grid`` is the engine's source plane
+    (default: ``grid``). A term is computed when its weight is nonzero and its maps are not ``None``: ``tv``, ``l1``,
+    ``centre`` need ``kappa``; ``poisson`` needs ``psi`` and ``kappa``; ``relensing`` needs ``relensed`` and is
+    masked by :func:`image_plane_coverage` when ``source_weight`` and ``alpha`` are present too. For a model without
+    maps the result is ``{"total": 0}``, so ``classification_loss(...) + result["total"]`` works for every model.
+    A non-finite value shows up under its own name and in ``total``.
+    """
+    weights = PhysicsLossWeights() if weights is None else weights
+    o = output
+
+    def relensing() -> torch.Tensor:
+        mask = None
+        if o.source_weight is not None and o.alpha is not None:
+            mask = image_plane_coverage(o.source_weight, o.alpha, grid, source_grid)
+        return relensing_loss(images, o.relensed, mask)
+
+    candidates: dict[str, tuple[tuple[torch.Tensor | None, ...], Callable[[], torch.Tensor]]] = {
+        "tv": ((o.kappa,), lambda: total_variation(o.kappa)),
+        "l1": ((o.kappa,), lambda: l1_sparsity(o.kappa)),
+        "centre": ((o.kappa,), lambda: centre_penalty(o.kappa, grid)),
+        "poisson": ((o.psi, o.kappa), lambda: poisson_residual_loss(o.psi, o.kappa, grid)),
+        "relensing": ((o.relensed,), relensing),
+    }
+    terms = {
+        name: compute()
+        for name, (maps, compute) in candidates.items()
+        if getattr(weights, name) != 0 and all(m is not None for m in maps)
+    }
+    total = o.logits.new_zeros(())
+    for name, value in terms.items():
+        total = total + getattr(weights, name) * value
+    return {**terms, "total": total}

@@ -1,0 +1,28 @@
+"""The structured output every model returns: logits plus whatever intermediate maps the model computes."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["ModelOutput"]
+
+
+class ModelOutput(NamedTuple):
+    """Logits ``(B, num_classes)`` and, for physics-informed models, the maps they computed on the way.
+
+    Maps are ``None`` when a model does not compute them. Shapes for ``B`` images of ``n x n`` pixels:
+    ``kappa (B, 1, n, n)`` convergence, ``psi (B, 1, n, n)`` potential [arcsec^2], ``alpha (B, 2, n, n)`` deflection
+    [arcsec], ``source (B, 1, m, m)`` reconstructed source, ``source_weight (B, 1, m, m)`` its coverage,
+    ``relensed (B, 1, n, n)`` the source ray-traced back, ``features (B, C, n, n)`` the preprocessed input channels.
+    """
+
+    logits: torch.Tensor
+    kappa: torch.Tensor | None = None
+    psi: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    source_weight: torch.Tensor | None = None
+    relensed: torch.Tensor | None = None
+    features: torch.Tensor | None = None

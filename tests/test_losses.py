@@ -1,0 +1,247 @@
+"""Losses: exact values on hand-made maps, D4 invariance, skipping and weighting of terms, gradients."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from d4lenspinn.losses import (
+    PhysicsLossWeights,
+    centre_penalty,
+    classification_loss,
+    image_plane_coverage,
+    l1_sparsity,
+    physics_losses,
+    poisson_residual_loss,
+    relensing_loss,
+    total_variation,
+)
+from d4lenspinn.models import ModelOutput
+from d4lenspinn.physics import LensingEngine, PixelGrid, inverse_lens, potential_from_kappa
+from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
+
+GRID = PixelGrid(16, 0.1)
+
+
+def _random_kappa(seed: int = 0, batch: int = 2, grid: PixelGrid = GRID) -> torch.Tensor:
+    return torch.rand(batch, 1, grid.n, grid.n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def _blob(grid: PixelGrid, x0: float, y0: float, width: float = 0.15) -> torch.Tensor:
+    x, y = grid.coordinates(torch.float64)
+    return torch.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * width**2))[None, None]
+
+
+def _engine_output(kappa: torch.Tensor, image: torch.Tensor, grid: PixelGrid = GRID) -> ModelOutput:
+    out = LensingEngine(grid).to(kappa.dtype)(kappa, image)
+    logits = kappa.new_zeros(kappa.shape[0], 3)
+    return ModelOutput(logits, kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed)
+
+
+# ---------------------------------------------------------------- regularisers on kappa
+
+
+def test_total_variation_of_constant_map_is_zero():
+    assert total_variation(torch.full((3, 1, 8, 8), 0.7)).item() == 0.0
+
+
+def test_total_variation_of_step_equals_hand_computed_value():
+    # 4x4, left half 0, right half 1: one unit jump per row among 4 x 3 horizontal differences, no vertical ones
+    step = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    step[0, ..., 2:] = 1.0
+    assert total_variation(step[:1]).item() == pytest.approx(4 / 12)
+    assert total_variation(step).item() == pytest.approx(2 / 12)  # the second map is constant
+    assert total_variation(step.transpose(-1, -2)[:1]).item() == pytest.approx(4 / 12)
+
+
+def test_l1_sparsity_of_known_map():
+    kappa = torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]], [[[0.0, 0.0], [0.0, 2.0]]]])
+    assert l1_sparsity(kappa).item() == pytest.approx(8 / 8)
+
+
+def test_centre_penalty_exact_value_for_a_delta():
+    grid = PixelGrid(5, 0.1)  # pixel centres at -0.2 .. 0.2 arcsec, half extent 0.2
+    kappa = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    kappa[0, 0, 1, 4] = 2.0  # y = -0.1, x = 0.2: r^2 / h^2 = 1.25
+    assert centre_penalty(kappa, grid).item() == pytest.approx(2.0 * 1.25 / 25, rel=1e-12)
+    kappa.zero_()
+    kappa[0, 0, 2, 2] = 5.0  # the central pixel sits on the optical axis
+    assert centre_penalty(kappa, grid).item() == 0.0
+
+
+def test_centre_penalty_prefers_a_centred_blob():
+    centred, offset = _blob(GRID, 0.0, 0.0), _blob(GRID, 0.4, -0.3)
+    assert centre_penalty(centred, GRID) < 0.25 * centre_penalty(offset, GRID)
+
+
+@pytest.mark.parametrize("g", D4_ELEMENTS, ids=str)
+def test_regularisers_are_d4_invariant(g):
+    kappa = _random_kappa(1)
+    moved = transform_scalar(kappa, g)
+    for loss in (total_variation, l1_sparsity, lambda k: centre_penalty(k, GRID)):
+        torch.testing.assert_close(loss(moved), loss(kappa), rtol=1e-13, atol=0)
+    psi = potential_from_kappa(kappa, GRID) + 0.01 * _random_kappa(2)
+    torch.testing.assert_close(
+        poisson_residual_loss(transform_scalar(psi, g), moved, GRID), poisson_residual_loss(psi, kappa, GRID)
+    )
+
+
+# ---------------------------------------------------------------- Poisson residual
+
+
+def test_poisson_residual_loss_is_round_off_for_the_solver_and_large_otherwise():
+    kappa = _blob(GRID, 0.1, 0.0, 0.3) + _blob(GRID, -0.3, 0.2, 0.1)
+    psi = potential_from_kappa(kappa, GRID)
+    assert poisson_residual_loss(psi, kappa, GRID).item() < 1e-20
+    assert poisson_residual_loss(psi, 1.1 * kappa, GRID).item() > 1e-3
+    x, y = GRID.coordinates(torch.float64)
+    assert poisson_residual_loss(psi + (x * x)[None, None], kappa, GRID).item() == pytest.approx(4.0, rel=1e-6)
+
+
+# ---------------------------------------------------------------- re-lensing consistency
+
+
+def test_relensing_loss_zero_for_identical_images_and_positive_otherwise():
+    image = _random_kappa(3)
+    assert relensing_loss(image, image.clone()).item() == 0.0
+    assert relensing_loss(image, image + 0.1).item() == pytest.approx(0.01)
+    assert relensing_loss(image, image + 0.1, torch.ones(1, 1, 16, 16)).item() == pytest.approx(0.01)
+
+
+def test_relensing_loss_ignores_uncovered_pixels():
+    image = _random_kappa(4)
+    relensed = image.clone()
+    relensed[..., :, 8:] += 1.0
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :, :8] = 1.0
+    assert relensing_loss(image, relensed, mask).item() == 0.0
+    assert relensing_loss(image, relensed, 1.0 - mask).item() == pytest.approx(1.0)
+    assert relensing_loss(image, relensed, torch.zeros(2, 1, 16, 16)).item() == 0.0  # empty mask contributes 0
+    with pytest.raises(ValueError, match="mask"):
+        relensing_loss(image, relensed, torch.ones(3, 1, 16, 16))
+
+
+def test_image_plane_coverage_is_zero_where_beta_leaves_the_source_grid():
+    grid = PixelGrid(8, 1.0)  # pixel centres at -3.5 .. 3.5
+    alpha = torch.zeros(1, 2, 8, 8)
+    alpha[:, 0] = -4.0  # beta_x = x + 4: columns 0..3 land on the grid, columns 4..7 beyond its edge
+    image = torch.rand(1, 1, 8, 8)
+    weight = inverse_lens(image, alpha, grid).weight
+    coverage = image_plane_coverage(weight, alpha, grid)
+    assert torch.equal(coverage[..., :4], torch.ones(1, 1, 8, 4))
+    assert coverage[..., 4:].max() < 1e-6  # beta_x >= 4.5: at or beyond the half pixel over which light fades
+
+
+def test_relensing_is_degenerate_at_zero_convergence():
+    """Documented caveat: with kappa = 0 the re-lensed image is the image itself."""
+    image = _random_kappa(5)
+    out = _engine_output(torch.zeros_like(image), image)
+    assert relensing_loss(image, out.relensed).item() < 1e-24
+    out = _engine_output(_blob(GRID, 0.0, 0.0, 0.3).expand(2, -1, -1, -1) * 3.0, image)
+    assert relensing_loss(image, out.relensed).item() > 1e-3
+
+
+# ---------------------------------------------------------------- composition
+
+
+def test_physics_losses_weights_and_total():
+    kappa, image = _random_kappa(6), _random_kappa(7)
+    out = _engine_output(kappa, image)
+    weights = PhysicsLossWeights(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0)
+    terms = physics_losses(out, image, GRID, weights)
+    assert set(terms) == {"tv", "l1", "centre", "poisson", "relensing", "total"}
+    assert all(value.dim() == 0 for value in terms.values())
+    torch.testing.assert_close(terms["tv"], total_variation(kappa))
+    torch.testing.assert_close(terms["centre"], centre_penalty(kappa, GRID))
+    mask = image_plane_coverage(out.source_weight, out.alpha, GRID)
+    torch.testing.assert_close(terms["relensing"], relensing_loss(image, out.relensed, mask))
+    expected = sum(getattr(weights, name) * terms[name] for name in ("tv", "l1", "centre", "poisson", "relensing"))
+    torch.testing.assert_close(terms["total"], expected)
+
+
+def test_physics_losses_defaults_skip_zero_weights():
+    kappa, image = _random_kappa(8), _random_kappa(9)
+    terms = physics_losses(_engine_output(kappa, image), image, GRID)
+    assert set(terms) == {"tv", "l1", "centre", "poisson", "total"}  # relensing weight is 0 by default
+    expected = 0.005 * terms["tv"] + 0.001 * terms["l1"] + 0.002 * terms["centre"] + 0.01 * terms["poisson"]
+    torch.testing.assert_close(terms["total"], expected)
+
+
+def test_physics_losses_skip_terms_without_maps():
+    image = _random_kappa(10)
+    weights = PhysicsLossWeights(relensing=1.0)
+    baseline = physics_losses(ModelOutput(torch.zeros(2, 3)), image, GRID, weights)
+    assert set(baseline) == {"total"} and baseline["total"].item() == 0.0
+    kappa_only = physics_losses(ModelOutput(torch.zeros(2, 3), kappa=_random_kappa(11)), image, GRID, weights)
+    assert set(kappa_only) == {"tv", "l1", "centre", "total"}
+    relensed_only = ModelOutput(torch.zeros(2, 3, dtype=torch.float64), relensed=image + 0.5)
+    assert physics_losses(relensed_only, image, GRID, weights)["relensing"].item() == pytest.approx(0.25)
+
+
+def test_non_finite_term_is_named():
+    kappa = _random_kappa(12)
+    kappa[0, 0, 3, 3] = float("nan")
+    terms = physics_losses(ModelOutput(torch.zeros(2, 3), kappa=kappa), kappa, GRID)
+    assert {name for name, value in terms.items() if not torch.isfinite(value)} == {"tv", "l1", "centre", "total"}
+
+
+@pytest.mark.parametrize("g", D4_ELEMENTS[1:], ids=str)
+def test_physics_losses_are_d4_invariant_through_the_engine(g):
+    kappa, image = 2.0 * _blob(GRID, 0.1, -0.05, 0.3).expand(2, -1, -1, -1), _random_kappa(13)
+    weights = PhysicsLossWeights(relensing=1.0)
+    terms = physics_losses(_engine_output(kappa, image), image, GRID, weights)
+    assert terms["relensing"] > 1e-3
+    moved_image = transform_scalar(image, g)
+    moved = physics_losses(_engine_output(transform_scalar(kappa, g), moved_image), moved_image, GRID, weights)
+    for name in ("tv", "l1", "centre", "relensing", "total"):
+        torch.testing.assert_close(moved[name], terms[name], rtol=1e-10, atol=1e-15)
+
+
+def test_physics_loss_weights_validation():
+    assert dataclasses.asdict(PhysicsLossWeights()) == {
+        "tv": 0.005,
+        "l1": 0.001,
+        "centre": 0.002,
+        "poisson": 0.01,
+        "relensing": 0.0,
+    }
+    for bad in (-0.1, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="PhysicsLossWeights.tv"):
+            PhysicsLossWeights(tv=bad)
+
+
+def test_classification_loss_is_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    expected = (-torch.log_softmax(logits, 1)[torch.arange(2), labels]).mean()
+    torch.testing.assert_close(classification_loss(logits, labels), expected)
+    smoothed = 0.9 * expected + 0.1 * (-torch.log_softmax(logits, 1)).mean()  # smoothing spreads 0.1 over classes
+    torch.testing.assert_close(classification_loss(logits, labels, label_smoothing=0.1), smoothed)
+    with pytest.raises(ValueError, match="labels"):
+        classification_loss(logits, labels[:1])
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def test_gradcheck_regularisers_and_poisson_term():
+    grid = PixelGrid(6, 0.1)
+    kappa = (_random_kappa(14, batch=1, grid=grid) + 0.1).requires_grad_()  # distinct values: TV away from its kinks
+    psi = _random_kappa(15, batch=1, grid=grid).requires_grad_()
+    assert torch.autograd.gradcheck(total_variation, (kappa,))
+    assert torch.autograd.gradcheck(lambda k: centre_penalty(k, grid), (kappa,))
+    assert torch.autograd.gradcheck(lambda p, k: poisson_residual_loss(p, k, grid), (psi, kappa))
+    image = _random_kappa(16, batch=1, grid=grid)
+    assert torch.autograd.gradcheck(lambda r: relensing_loss(image, r, (image > 0.5).double()), (psi,))
+
+
+def test_gradients_flow_to_kappa_through_the_engine():
+    kappa = (0.5 + _random_kappa(17)).requires_grad_()
+    image = _random_kappa(18)
+    terms = physics_losses(_engine_output(kappa, image), image, GRID, PhysicsLossWeights(relensing=1.0))
+    terms["total"].backward()
+    assert torch.isfinite(kappa.grad).all() and kappa.grad.abs().sum() > 0
+    kappa.grad = None
+    terms = physics_losses(_engine_output(kappa, image), image, GRID, PhysicsLossWeights(0, 0, 0, 0, relensing=1.0))
+    terms["total"].backward()
+    assert kappa.grad.abs().sum() > 0  # the re-lensing term alone reaches kappa through alpha
