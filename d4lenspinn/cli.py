@@ -1,7 +1,12 @@
 """The ``d4lenspinn`` command line: one sub-command per task, each a thin wrapper over the Python API.
 
-d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --seed 0
-d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
+    d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --seed 0
+    d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
+    d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
+    d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume]
+    d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta]
+    d4lenspinn models
+    d4lenspinn demo
 """
 
 from __future__ import annotations
@@ -49,6 +54,75 @@ def _plot_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.set)
+    print(f"run directory: {train(config, resume=args.resume)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out)
+    print(result["table"])
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import count_parameters, create_model, list_models
+
+    for name in list_models():
+        print(f"{name:20s} {count_parameters(create_model(name, image_size=args.image_size)):>12,d} parameters")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .evaluate import evaluate
+    from .train import train
+
+    config = load_config(args.config, args.set)
+    run_dir = train(config)
+    result = evaluate(run_dir / "best.pt")
+    print(result["table"])
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (config YAML + overrides)")
+    p.add_argument("--config", default=None, help="YAML file (configs/*.yaml); defaults otherwise")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="continue the run in the config's out directory")
+    p.set_defaults(handler=_train)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
+    p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
+    p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
+    p.set_defaults(handler=_evaluate)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list every registered model with its parameter count")
+    p.add_argument("--image-size", type=int, default=64)
+    p.set_defaults(handler=_models)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="simulate, train briefly and evaluate (the main job on its default config)")
+    p.add_argument("--config", default="configs/demo.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=_demo)
+
+
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from .data.presets import PRESETS
 
@@ -87,7 +161,15 @@ def _add_plot_examples(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_plot_examples)
 
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_simulate, _add_download, _add_plot_examples)
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_simulate,
+    _add_download,
+    _add_plot_examples,
+    _add_train,
+    _add_evaluate,
+    _add_models,
+    _add_demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

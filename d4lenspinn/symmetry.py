@@ -31,6 +31,7 @@ __all__ = [
     "IDENTITY",
     "transform_scalar",
     "transform_vector",
+    "random_transform",
 ]
 
 # torch.rot90(k=1, dims=(-2, -1)) maps the value at (x, y) to (y, -x): a clockwise quarter turn in (x, y)
@@ -109,3 +110,18 @@ def transform_vector(field: torch.Tensor, g: D4Element) -> torch.Tensor:
     (a, b), (c, d) = g.matrix
     vx, vy = moved.unbind(dim=-3)
     return torch.stack((a * vx + b * vy, c * vx + d * vy), dim=-3)
+
+
+def random_transform(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply an independent uniformly random D4 element to each image of ``(B, C, H, W)`` (data augmentation).
+
+    ``generator`` (a CPU generator) makes the choice reproducible; the transform runs on ``images``' device.
+    """
+    _check_spatial(images, "images", 3)
+    choice = torch.randint(len(D4_ELEMENTS), (images.shape[0],), generator=generator).to(images.device)
+    out = images.clone()
+    for index, g in enumerate(D4_ELEMENTS[1:], start=1):
+        selected = choice == index
+        if selected.any():
+            out[selected] = transform_scalar(images[selected], g)
+    return out

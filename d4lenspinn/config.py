@@ -1,0 +1,145 @@
+"""Run configuration: nested dataclasses loaded from YAML and overridden from the command line.
+
+    config = load_config("configs/demo.yaml", overrides=["optim.lr=3e-4", "model.name=resnet18"])
+    save_config(config, run_dir / "config.yaml")
+
+Unknown keys are errors that list the valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LossConfig", "TrainConfig", "load_config", "save_config"]
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split and batched."""
+
+    source: str = "simulate"  # "simulate", a folder / .h5 path, or a named dataset (d4lenspinn download)
+    root: str = "data/simulated"  # where "simulate" writes (and reuses) its dataset
+    preset: str = "model_ii"  # simulation preset, for source == "simulate"
+    hard: bool = False
+    n_per_class: int = 600  # simulated training images per class
+    n_val_per_class: int | None = None  # simulated "val/" images per class (default n_per_class / 4)
+    scheme: str = "80/10/10"  # split of train/ (or "official": val/ is the test set)
+    batch_size: int = 32
+    num_workers: int = 0
+    augment: bool = True  # random D4 element per training image
+    skip_bad: bool = False  # drop unreadable / non-finite files with a warning instead of failing
+
+
+@dataclass
+class ModelConfig:
+    name: str = "d4lenspinn"  # any name from `d4lenspinn models`
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, per step."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    label_smoothing: float = 0.0
+    amp: bool = True  # bfloat16 autocast on CUDA; CPU always runs float32
+    early_stopping_patience: int = 5  # epochs without a better validation macro AUC
+
+
+@dataclass
+class LossConfig:
+    """Weights of the physics terms (d4lenspinn.losses); phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
+
+    tv: float = 0.005
+    l1: float = 0.001
+    centre: float = 0.002
+    poisson: float = 0.01
+    relensing: float = 0.0
+    physics_start_epoch: int = 0
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
+    out: str = "runs/run"  # run directory: config, checkpoints, metrics, report
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+    n_bootstrap: int = 1000  # resamples for the confidence intervals of the evaluation
+
+
+def _build(cls, values: dict, where: str):
+    """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; reject unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; valid keys: {sorted(valid)}")
+    kwargs = {}
+    for name, value in values.items():
+        if is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set(values: dict, dotted: str) -> None:
+    """Apply one ``a.b.c=value`` override (the value parsed as YAML) to the nested dict ``values``."""
+    if "=" not in dotted:
+        raise ValueError(f"override {dotted!r} must look like key.subkey=value")
+    key, raw = dotted.split("=", 1)
+    *parents, leaf = key.strip().split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The defaults, updated by the YAML file at ``path`` and then by ``key=value`` overrides."""
+    values = asdict(TrainConfig())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a YAML mapping of config sections")
+        _merge(values, loaded, "")
+    for item in overrides or []:
+        _set(values, item)
+    return _build(TrainConfig, values, "")
+
+
+def _merge(base: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "kwargs":
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    os.replace(tmp, path)
+    return path

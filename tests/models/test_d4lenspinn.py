@@ -1,0 +1,114 @@
+"""D4LensPINN: exact equivariance of everything before the head, TTA invariance and fast path, export."""
+
+import pytest
+import torch
+
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.simulator import render_images, sample_lenses
+from d4lenspinn.models import create_model
+from d4lenspinn.models.preprocessing import Preprocessing
+from d4lenspinn.models.unet import UNet, level_sizes
+from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar, transform_vector
+from d4lenspinn.tta import predict, predict_naive_tta
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _lensed_images(n, count=2, seed=0):
+    preset = get_preset("model_ii", n_pixels=n, pixel_scale=6.46 / n)
+    return render_images(sample_lenses(preset, 1, count, torch.Generator().manual_seed(seed)), preset,
+                         torch.Generator().manual_seed(seed + 1))
+
+
+@pytest.fixture(scope="module")
+def model64():
+    torch.manual_seed(0)
+    return create_model("d4lenspinn", image_size=64).eval()
+
+
+@pytest.mark.parametrize("n", [64, 150])
+def test_preprocessing_is_invariant(n):
+    images = _lensed_images(n)
+    features = Preprocessing()(images)
+    assert features.shape == (2, 5, n, n)
+    for g in D4_ELEMENTS:
+        assert _relative(Preprocessing()(transform_scalar(images, g)), transform_scalar(features, g)) < 1e-6
+
+
+@pytest.mark.parametrize("n", [64, 150, 65])
+def test_unet_is_equivariant_for_every_element(n):
+    torch.manual_seed(1)
+    unet = UNet(5, n, widths=(2, 4, 8, 16)).eval()
+    features = Preprocessing()(_lensed_images(n, count=1))
+    with torch.no_grad():
+        kappa = unet(features)
+        assert kappa.shape == (1, 1, n, n) and kappa.min() >= 0
+        for g in D4_ELEMENTS:
+            assert _relative(unet(transform_scalar(features, g)), transform_scalar(kappa, g)) < 1e-5
+
+
+def test_sizes_keep_every_resampling_exact():
+    assert level_sizes(150, 3) == [150, 75, 38, 19]
+    assert level_sizes(64, 3) == [64, 32, 16, 8]
+    with pytest.raises(ValueError, match="too small"):
+        level_sizes(12, 4)
+
+
+def test_plain_unet_is_not_equivariant_and_has_a_similar_size():
+    torch.manual_seed(1)
+    d4, plain = UNet(5, 64, equivariant=True).eval(), UNet(5, 64, equivariant=False).eval()
+    n_d4, n_plain = (sum(p.numel() for p in m.parameters()) for m in (d4, plain))
+    assert 0.8 < n_plain / n_d4 < 1.25
+    features = Preprocessing()(_lensed_images(64, count=1))
+    g = D4_ELEMENTS[1]
+    with torch.no_grad():
+        assert _relative(plain(transform_scalar(features, g)), transform_scalar(plain(features), g)) > 1e-3
+
+
+def test_kappa_alpha_and_source_outputs_are_equivariant(model64):
+    images = _lensed_images(64)
+    with torch.no_grad():
+        out = model64(images)
+        for g in D4_ELEMENTS:
+            moved = model64(transform_scalar(images, g))
+            assert _relative(moved.kappa, transform_scalar(out.kappa, g)) < 1e-5
+            assert _relative(moved.alpha, transform_vector(out.alpha, g)) < 1e-5
+            assert _relative(moved.source, transform_scalar(out.source, g)) < 1e-5
+            assert _relative(moved.relensed, transform_scalar(out.relensed, g)) < 1e-5
+
+
+def test_tta_is_invariant_and_the_fast_path_equals_eight_passes(model64):
+    images = _lensed_images(64, count=3)
+    fast = predict(model64, images, tta=True)
+    assert fast.shape == (3, 3) and torch.allclose(fast.sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(fast, predict_naive_tta(model64, images), rtol=0, atol=1e-5)
+    for g in D4_ELEMENTS:
+        torch.testing.assert_close(predict(model64, transform_scalar(images, g), tta=True), fast, rtol=0, atol=1e-5)
+    single = predict(model64, images)
+    assert (single - fast).abs().max() > 0  # the head alone is not invariant: TTA does something
+
+
+def test_export_gives_the_same_outputs_with_plain_torch(model64):
+    from escnn import nn as enn
+
+    images = _lensed_images(64)
+    exported = model64.export()
+    assert not any(isinstance(m, enn.EquivariantModule) for m in exported.modules())
+    with torch.no_grad():
+        reference, plain = model64(images), exported(images)
+    torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain.kappa, reference.kappa, rtol=1e-5, atol=1e-6)
+    assert exported.head is not model64.head  # an independent copy
+
+
+def test_wrong_inputs_give_clear_errors(model64):
+    with pytest.raises(ValueError, match=r"built for 64x64 images \(B, 1, 64, 64\)"):
+        model64(torch.rand(1, 1, 150, 150))
+    with pytest.raises(ValueError, match="input channel"):
+        model64(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="in_chans=1"):
+        create_model("d4lenspinn", image_size=64, in_chans=3)
+    with pytest.raises(ValueError, match="unknown model 'resnet19'.*d4lenspinn"):
+        create_model("resnet19")
