@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -94,8 +95,32 @@ def _build(cls, values: dict, where: str):
         if is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], value, f"{where}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hints[name], where + name)
     return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a scalar field type; numbers written as strings (YAML reads ``3e-4`` as one) become
+    numbers. Other types (dicts, tuples) pass through."""
+    union = get_origin(hint) in (Union, types.UnionType)
+    allowed = tuple(t for t in get_args(hint) if t is not type(None)) if union else (hint,)
+    if value is None and type(None) in get_args(hint):
+        return None
+    for kind in (bool, int, float, str):
+        if kind in allowed:
+            if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+                return value
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if kind in (int, float) and isinstance(value, str):
+                try:
+                    return kind(value)
+                except ValueError:
+                    pass
+    if any(kind in allowed for kind in (bool, int, float, str)):
+        expected = " or ".join(t.__name__ for t in allowed)
+        raise ValueError(f"config key {key} expects {expected}, got {value!r}")
+    return value
 
 
 def _set(values: dict, dotted: str) -> None:

@@ -154,7 +154,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     no_physics = PhysicsLossWeights(tv=0.0, l1=0.0, centre=0.0, poisson=0.0, relensing=0.0)
     use_amp = optim.amp and device.type == "cuda"
 
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "history": [], "sums": {}}
     if resume:
         checkpoint = torch.load(run_dir / "last.pt", map_location=device, weights_only=True)
         core.load_state_dict(checkpoint["model"])
@@ -193,7 +193,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         epoch_generator = generator.get_state()  # replaying from here reproduces this epoch's order
         loss_weights = weights if epoch >= config.loss.physics_start_epoch else no_physics
         model.train()
-        sums = {"loss": 0.0, "correct": 0, "seen": 0}
+        if state["step"] == 0:  # running sums of a resumed epoch continue where they stopped
+            state["sums"] = {"loss": 0.0, "correct": 0, "seen": 0}
+        sums = state["sums"]
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{optim.epochs}", disable=not ddp.main, leave=False)
         try:
             for step, (images, labels) in enumerate(bar):

@@ -1,0 +1,132 @@
+"""Training: config handling, determinism, exact resume after an interruption, non-finite losses, checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from d4lenspinn import train as train_module
+from d4lenspinn.config import load_config, save_config
+from d4lenspinn.train import TrainingDiverged, load_trained_model, train
+
+
+def _config(tmp_path, name="run", model="resnet18", **extra):
+    overrides = [
+        f"data.root={tmp_path / 'data'}",
+        "data.n_per_class=8",
+        "data.batch_size=6",
+        "data.preset=model_ii",
+        f"model.name={model}",
+        "optim.epochs=2",
+        "optim.warmup_epochs=0.5",
+        f"out={tmp_path / name}",
+        "n_bootstrap=20",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(overrides=overrides)
+
+
+def _weights(run_dir, checkpoint="last.pt"):
+    return torch.load(run_dir / checkpoint, weights_only=True)["model"]
+
+
+def test_unknown_keys_and_bad_overrides_are_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) optim.learning_rate; valid keys: .*'lr'"):
+        load_config(overrides=["optim.learning_rate=0.1"])
+    with pytest.raises(ValueError, match="key.subkey=value"):
+        load_config(overrides=["optim.lr"])
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  batch_sise: 4\n")
+    with pytest.raises(ValueError, match="data.batch_sise"):
+        load_config(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    config = load_config(overrides=["optim.lr=3e-4", "model.kwargs={widths: [2, 4, 8]}", "data.augment=false"])
+    assert config.optim.lr == 3e-4 and config.model.kwargs == {"widths": [2, 4, 8]} and config.data.augment is False
+    assert load_config(save_config(config, tmp_path / "config.yaml")) == config
+
+
+def test_same_seed_same_metrics_and_checkpoints(tmp_path):
+    first = train(_config(tmp_path, "a"))
+    second = train(_config(tmp_path, "b"))
+    rows_a = (first / "metrics.jsonl").read_text().splitlines()
+    assert len(rows_a) == 2 and rows_a == (second / "metrics.jsonl").read_text().splitlines()
+    for key, value in _weights(first).items():
+        assert torch.equal(value, _weights(second)[key]), key
+    model, config, size = load_trained_model(first / "best.pt")
+    assert size == 64 and config["model"]["name"] == "resnet18" and not model.training
+    assert (first / "config.yaml").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    reference = train(_config(tmp_path, "reference"))
+    real_transform, calls = train_module.random_transform, []
+
+    def interrupt_in_epoch_two(images, generator):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2 (3 steps per epoch), second step
+            raise KeyboardInterrupt
+        return real_transform(images, generator)
+
+    monkeypatch.setattr(train_module, "random_transform", interrupt_in_epoch_two)
+    config = _config(tmp_path, "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    saved = torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 1
+    monkeypatch.setattr(train_module, "random_transform", real_transform)
+    resumed = train(config, resume=True)
+    for key, value in _weights(reference).items():
+        torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0, msg=key)
+    assert (resumed / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+
+
+def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real_losses, calls = train_module.physics_losses, []
+
+    def poisoned(output, images, grid, weights):
+        terms = real_losses(output, images, grid, weights)
+        calls.append(1)
+        if len(calls) > 4:  # in epoch 2
+            terms["tv"] = torch.tensor(float("nan"))
+        return terms
+
+    monkeypatch.setattr(train_module, "physics_losses", poisoned)
+    config = _config(tmp_path, "nan", model="d4lenspinn", **{"optim.epochs": 3, "model.kwargs": "{widths: [1, 2]}"})
+    with pytest.raises(TrainingDiverged, match="loss term 'tv' became nan at epoch 2"):
+        train(config)
+    saved = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1  # the good checkpoint of epoch 1 is kept
+    assert len((tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_batch_must_split_across_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(train_module, "_Distributed", _FakeWorld)
+    with pytest.raises(ValueError, match="batch_size 6 must be divisible by the 4 processes"):
+        train(_config(tmp_path, "ddp"))
+
+
+class _FakeWorld:
+    def __init__(self, device):
+        self.world, self.rank = 4, 0
+
+
+def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
+    seen = []
+    real_losses = train_module.physics_losses
+
+    def spy(output, images, grid, weights):
+        seen.append(weights.tv)
+        return real_losses(output, images, grid, weights)
+
+    monkeypatch.setattr(train_module, "physics_losses", spy)
+    config = _config(tmp_path, "phases", model="d4lenspinn", **{"loss.physics_start_epoch": 1,
+                                                                 "model.kwargs": "{widths: [1, 2]}"})
+    train(config)
+    assert seen[:3] == [0.0, 0.0, 0.0] and seen[3:] == [0.005] * 3
+    rows = [json.loads(line) for line in (tmp_path / "phases" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2] and all("val_macro_auc" in row for row in rows)
