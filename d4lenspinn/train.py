@@ -44,7 +44,15 @@ from .models import create_model
 from .symmetry import random_transform
 from .tta import predict
 
-__all__ = ["train", "prepare_data", "resolve_device", "collect_predictions", "load_trained_model", "TrainedModel", "TrainingDiverged"]
+__all__ = [
+    "train",
+    "prepare_data",
+    "resolve_device",
+    "collect_predictions",
+    "load_trained_model",
+    "TrainedModel",
+    "TrainingDiverged",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +149,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
-    train_loader = DataLoader(splits.train, batch_size=config.data.batch_size, shuffle=True, generator=generator,
-                              num_workers=config.data.num_workers, drop_last=True)
+    train_loader = DataLoader(
+        splits.train,
+        batch_size=config.data.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=config.data.num_workers,
+        drop_last=True,
+    )
     val_loader = DataLoader(splits.val, batch_size=config.data.batch_size, num_workers=config.data.num_workers)
     optim = config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
@@ -267,4 +281,3 @@ def load_trained_model(checkpoint_path: str | Path, device: str | torch.device =
     model = create_model(config["model"]["name"], image_size=size, **config["model"]["kwargs"])
     model.load_state_dict(checkpoint["model"])
     return TrainedModel(model.to(device).eval(), config, size)
-
