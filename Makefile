@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all lint bench demo clean
+.PHONY: install test lint bench demo clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/physics.py
+	$(BIN)/python benchmarks/physics_accuracy.py
+
+# The main job: simulate a small 64x64 set, train D4LensPINN briefly, evaluate with and without D4 TTA.
+demo: $(STAMP)
+	$(BIN)/d4lenspinn demo --config configs/demo.yaml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache runs/demo data/demo

@@ -138,6 +138,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train ``config.model`` on ``config.data``; returns the run directory."""
     device = resolve_device(config.device)
     ddp = _Distributed(device)
+    if ddp.world > 1 and device.type == "cuda":  # one GPU per process
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     run_dir = Path(config.out)
     torch.manual_seed(config.seed)
     splits = prepare_data(config)
