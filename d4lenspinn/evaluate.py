@@ -1,0 +1,132 @@
+"""Evaluation of a trained checkpoint: metrics with bootstrap confidence intervals, with and without D4 TTA, plots
+and a markdown report.
+
+    report = evaluate("runs/demo/best.pt")            # or: d4lenspinn evaluate --checkpoint runs/demo/best.pt
+
+Writes ``metrics.json``, ``report.md`` and ``figures/*.png`` into the checkpoint's run directory (or ``out``).
+The test split is rebuilt from the training config and seed, so it is exactly the images the run never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .config import TrainConfig, load_config
+from .data.datasets import CLASS_NAMES
+from .data.presets import get_preset
+from .data.simulator import true_convergence
+from .data.writer import read_truth
+from .metrics import evaluation_report, format_metrics_table
+from .plots import plot_confusion_matrix, plot_prediction_gallery, plot_roc_curves, plot_training_curves
+from .train import collect_predictions, load_trained_model, prepare_data, resolve_device
+
+__all__ = ["evaluate"]
+
+
+def _config_from(saved: dict, data_source: str | None) -> TrainConfig:
+    """The training config of a checkpoint, optionally pointed at other data."""
+    overrides = [] if data_source is None else [f"data.source={data_source}"]
+    config = load_config(overrides=overrides)
+    for section in ("data", "model", "optim", "loss"):
+        for key, value in saved[section].items():
+            if not (section == "data" and key == "source" and data_source is not None):
+                setattr(getattr(config, section), key, value)
+    config.seed, config.n_bootstrap = saved["seed"], saved["n_bootstrap"]
+    return config
+
+
+def _gallery_maps(model, images: torch.Tensor, device: torch.device) -> dict:
+    with torch.no_grad():
+        out = model(images.to(device))
+    return {name: None if getattr(out, name) is None else getattr(out, name).cpu().numpy()
+            for name in ("kappa", "source", "relensed")}
+
+
+def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray | None:
+    """True convergence of the gallery images when the data is our simulation (truth.h5 beside it)."""
+    truth_path = Path(config.data.root) / "truth.h5"
+    if config.data.source != "simulate" or not truth_path.exists():
+        return None
+    maps = []
+    for index in indices:
+        split, *_ = relative = Path(dataset.sources[index]).parts[-3:]  # split/class/file.npy
+        sample, files = read_truth(truth_path, split)
+        row = files.index("/".join(relative))
+        maps.append(true_convergence(sample.select([row]), get_preset(config.data.preset)))
+    return torch.cat(maps).numpy()
+
+
+def evaluate(
+    checkpoint: str | Path, data_source: str | None = None, tta: bool = True, out: str | Path | None = None
+) -> dict:
+    """Evaluate ``checkpoint`` on its run's test split (or the test split of ``data_source``); returns the report."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ValueError(f"checkpoint {checkpoint} does not exist")
+    device = resolve_device("auto")
+    model, saved, image_size = load_trained_model(checkpoint, device)
+    config = _config_from(saved, data_source)
+    splits = prepare_data(config)
+    if splits.image_size != image_size:
+        raise ValueError(
+            f"{checkpoint} holds a model for {image_size}x{image_size} images but the data has "
+            f"{splits.image_size}x{splits.image_size} images"
+        )
+    if tuple(splits.class_names) != tuple(CLASS_NAMES):
+        raise ValueError(f"the data's classes {splits.class_names} differ from the model's {CLASS_NAMES}")
+    out_dir = Path(out) if out is not None else checkpoint.parent
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+
+    loader = DataLoader(splits.test, batch_size=config.data.batch_size)
+    predictions = {"no TTA": collect_predictions(model, loader, device, tta=False)}
+    if tta:
+        predictions["D4 TTA"] = collect_predictions(model, loader, device, tta=True)
+    reports, plots = {}, {}
+    for label, (probabilities, labels) in predictions.items():
+        reports[label] = evaluation_report(probabilities, labels, CLASS_NAMES, config.n_bootstrap, config.seed)
+        suffix = label.replace(" ", "_").lower()
+        plots[f"ROC ({label})"] = plot_roc_curves(probabilities, labels, CLASS_NAMES, figures / f"roc_{suffix}.png",
+                                                 title=f"{saved['model']['name']}, test set, {label}")
+        plots[f"confusion matrix ({label})"] = plot_confusion_matrix(
+            np.array(reports[label]["metrics"]["confusion_matrix"]), CLASS_NAMES, figures / f"confusion_{suffix}.png"
+        )
+    single_probabilities, labels = predictions["no TTA"]
+
+    history_path = checkpoint.parent / "metrics.jsonl"
+    if history_path.exists():
+        history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+        plots["training curves"] = plot_training_curves(history, figures / "training_curves.png")
+
+    gallery_index = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(len(CLASS_NAMES))])
+    images = torch.stack([splits.test[int(i)][0] for i in gallery_index])
+    plots["gallery"] = plot_prediction_gallery(
+        images.numpy(), _gallery_maps(model, images, device), labels[gallery_index],
+        single_probabilities[gallery_index], CLASS_NAMES, figures / "gallery.png",
+        true_kappa=_true_kappa(config, gallery_index, splits.test),
+    )
+
+    result = {"checkpoint": str(checkpoint), "model": saved["model"]["name"], "n_test": len(splits.test),
+              "reports": reports}
+    _write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    table = format_metrics_table(reports)
+    lines = [f"# Evaluation of `{checkpoint}`", "", f"Model `{saved['model']['name']}`, {len(splits.test)} test images "
+             f"(split `{config.data.scheme}`, seed {config.seed}); 95% bootstrap intervals ({config.n_bootstrap} "
+             "resamples, stratified by class).", "", table, ""]
+    lines += [f"## {name}\n\n![{name}]({path.relative_to(out_dir).as_posix()})\n" for name, path in plots.items()]
+    _write_text(out_dir / "report.md", "\n".join(lines))
+    result["report"] = str(out_dir / "report.md")
+    result["table"] = table
+    return result
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

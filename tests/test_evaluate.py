@@ -1,0 +1,55 @@
+"""Evaluation: report, metrics with intervals for both TTA settings, figures, and clear errors."""
+
+import json
+
+import pytest
+
+from d4lenspinn.cli import main
+from d4lenspinn.config import load_config
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.writer import simulate_dataset
+from d4lenspinn.evaluate import evaluate
+from d4lenspinn.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    config = load_config(
+        overrides=[
+            f"data.root={root / 'data'}",
+            "data.n_per_class=8",
+            "data.batch_size=6",
+            "model.name=d4lenspinn",
+            "model.kwargs={widths: [1, 2]}",
+            "optim.epochs=1",
+            f"out={root / 'run'}",
+            "n_bootstrap=20",
+        ]
+    )
+    return train(config)
+
+
+def test_report_with_and_without_tta(trained_run):
+    result = evaluate(trained_run / "best.pt")
+    saved = json.loads((trained_run / "metrics.json").read_text())
+    assert set(saved["reports"]) == {"no TTA", "D4 TTA"} and saved["n_test"] == 3
+    for report in saved["reports"].values():
+        assert 0 <= report["metrics"]["macro_auc"] <= 1 and "macro_auc" in report["ci95"]
+    report = (trained_run / "report.md").read_text()
+    for figure in ("roc_no_tta.png", "roc_d4_tta.png", "confusion_no_tta.png", "training_curves.png", "gallery.png"):
+        assert f"figures/{figure}" in report and (trained_run / "figures" / figure).stat().st_size > 1000
+    assert "| macro AUC |" in result["table"] and result["report"].endswith("report.md")
+
+
+def test_data_of_another_size_is_refused(trained_run, tmp_path):
+    simulate_dataset(tmp_path / "small", get_preset("model_ii", n_pixels=32), n_per_class=4, progress=False)
+    with pytest.raises(ValueError, match="model for 64x64 images but the data has 32x32"):
+        evaluate(trained_run / "best.pt", data_source=str(tmp_path / "small"))
+
+
+def test_cli_evaluate_and_missing_checkpoint(trained_run, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(trained_run / "best.pt"), "--no-tta", "--out", str(tmp_path)]) == 0
+    assert "D4 TTA" not in capsys.readouterr().out and (tmp_path / "report.md").exists()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
