@@ -26,8 +26,20 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     single = train(load_config(overrides=overrides + [f"out={tmp_path / 'single'}"]))
     config_path = save_config(load_config(overrides=overrides + [f"out={tmp_path / 'ddp'}"]), tmp_path / "ddp.yaml")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "-m", "d4lenspinn", "train", "--config", str(config_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "d4lenspinn",
+        "train",
+        "--config",
+        str(config_path),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     a = torch.load(single / "last.pt", weights_only=True)["model"]

@@ -124,8 +124,9 @@ def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
         return real_losses(output, images, grid, weights)
 
     monkeypatch.setattr(train_module, "physics_losses", spy)
-    config = _config(tmp_path, "phases", model="d4lenspinn", **{"loss.physics_start_epoch": 1,
-                                                                 "model.kwargs": "{widths: [1, 2]}"})
+    config = _config(
+        tmp_path, "phases", model="d4lenspinn", **{"loss.physics_start_epoch": 1, "model.kwargs": "{widths: [1, 2]}"}
+    )
     train(config)
     assert seen[:3] == [0.0, 0.0, 0.0] and seen[3:] == [0.005] * 3
     rows = [json.loads(line) for line in (tmp_path / "phases" / "metrics.jsonl").read_text().splitlines()]

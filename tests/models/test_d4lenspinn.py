@@ -18,8 +18,11 @@ def _relative(a, b):
 
 def _lensed_images(n, count=2, seed=0):
     preset = get_preset("model_ii", n_pixels=n, pixel_scale=6.46 / n)
-    return render_images(sample_lenses(preset, 1, count, torch.Generator().manual_seed(seed)), preset,
-                         torch.Generator().manual_seed(seed + 1))
+    return render_images(
+        sample_lenses(preset, 1, count, torch.Generator().manual_seed(seed)),
+        preset,
+        torch.Generator().manual_seed(seed + 1),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,180 @@
+"""Metrics match hand-computed values and scikit-learn; bootstrap intervals behave; the table prints what it holds."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from d4lenspinn.metrics import (
+    _metrics_from_counts,
+    bootstrap_intervals,
+    classification_metrics,
+    evaluation_report,
+    format_metrics_table,
+)
+
+NAMES = ("no", "sphere", "vort")
+
+# Hand-made case. Column "no": positives 0.9, 0.15 against negatives 0.8, 0.2, 0.1, 0.05 win 4 + 2 of 8 pairs -> 0.75.
+# Column "sphere": positives 0.1, 0.7 against 0.05, 0.8, 0.1, 0.15 win 1.5 (one tie) + 3 of 8 -> 0.5625. "vort": 1.
+HAND_PROBS = np.array(
+    [
+        [0.90, 0.05, 0.05],
+        [0.15, 0.80, 0.05],
+        [0.80, 0.10, 0.10],
+        [0.20, 0.70, 0.10],
+        [0.10, 0.10, 0.80],
+        [0.05, 0.15, 0.80],
+    ]
+)
+HAND_LABELS = np.array([0, 0, 1, 1, 2, 2])
+
+
+def _synthetic(n, seed=0, separation=1.5):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    logits = np.round(rng.normal(size=(n, 3)), 1)  # rounding makes score ties
+    logits[np.arange(n), labels] += separation
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True), labels
+
+
+def test_perfect_classifier():
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    metrics = classification_metrics(np.eye(3)[labels] * 0.9 + 0.1 / 3, labels, NAMES)
+    for key in ("macro_auc", "auc_no", "auc_sphere", "auc_vort", "accuracy", "micro_f1", "macro_f1"):
+        assert metrics[key] == pytest.approx(1.0)
+    assert metrics["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+
+def test_hand_computed_case():
+    metrics = classification_metrics(HAND_PROBS, HAND_LABELS, NAMES)
+    assert metrics["auc_no"] == pytest.approx(0.75)
+    assert metrics["auc_sphere"] == pytest.approx(0.5625)
+    assert metrics["auc_vort"] == pytest.approx(1.0)
+    assert metrics["macro_auc"] == pytest.approx((0.75 + 0.5625 + 1.0) / 3)
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [1, 1, 0], [0, 0, 2]]
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["micro_f1"] == pytest.approx(4 / 6)
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)  # F1 = 2TP / (2TP + FP + FN) per class
+
+
+def test_matches_sklearn_on_random_data():
+    probs, labels = _synthetic(500)
+    metrics = classification_metrics(probs, labels, NAMES)
+    assert metrics["macro_auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"))
+    assert np.array(metrics["confusion_matrix"]).sum() == 500
+
+
+def test_weighted_metrics_equal_metrics_of_repeated_data():
+    """The vectorised bootstrap kernel gives, per row of counts, exactly the metrics of the data repeated that often."""
+    probs, labels = _synthetic(200, seed=1)
+    counts = np.random.default_rng(2).integers(0, 4, size=(3, 200))
+    counts[0] = 1
+    resampled = _metrics_from_counts(probs, labels, list(NAMES), counts)
+    for b in range(3):
+        index = np.repeat(np.arange(200), counts[b])
+        expected = classification_metrics(probs[index], labels[index], NAMES)
+        for key, values in resampled.items():
+            assert values[b] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_absent_class_gives_nan_auc_and_macro_over_present():
+    probs, labels = HAND_PROBS[:4], HAND_LABELS[:4]
+    metrics = classification_metrics(probs, labels, NAMES)
+    assert math.isnan(metrics["auc_vort"])
+    assert metrics["macro_auc"] == pytest.approx((metrics["auc_no"] + metrics["auc_sphere"]) / 2)
+    intervals = bootstrap_intervals(probs, labels, NAMES, n_bootstrap=50)
+    assert all(math.isnan(bound) for bound in intervals["auc_vort"])
+    report = evaluation_report(probs, labels, NAMES, n_bootstrap=50)
+    assert report["metrics"]["auc_vort"] is None and report["ci95"]["auc_vort"] == [None, None]
+    json.dumps(report, allow_nan=False)
+    assert "| AUC vort | n/a |" in format_metrics_table({"run": report})
+
+
+def test_bootstrap_contains_estimate_shrinks_and_is_deterministic():
+    small, large = _synthetic(300, seed=3), _synthetic(3000, seed=3)
+    point = classification_metrics(*large, NAMES)
+    intervals = bootstrap_intervals(*large, NAMES, n_bootstrap=300, seed=5)
+    assert set(intervals) == set(point) - {"confusion_matrix"}
+    for key, (low, high) in intervals.items():
+        assert low <= point[key] <= high, key
+    small_intervals = bootstrap_intervals(*small, NAMES, n_bootstrap=300, seed=5)
+    for key, (low, high) in intervals.items():
+        assert high - low < 0.6 * (small_intervals[key][1] - small_intervals[key][0]), key
+    assert bootstrap_intervals(*large, NAMES, n_bootstrap=300, seed=5) == intervals
+    assert bootstrap_intervals(*large, NAMES, n_bootstrap=300, seed=6) != intervals
+    wider = bootstrap_intervals(*large, NAMES, n_bootstrap=300, confidence=0.99, seed=5)
+    assert wider["macro_auc"][0] <= intervals["macro_auc"][0] and wider["macro_auc"][1] >= intervals["macro_auc"][1]
+
+
+def test_bootstrap_is_stratified():
+    """Every resample keeps the class counts, so accuracy of a classifier perfect on one class and wrong on the
+    others never moves."""
+    labels = np.repeat([0, 1, 2], [5, 7, 9])
+    probs = np.tile([0.8, 0.1, 0.1], (21, 1))
+    low, high = bootstrap_intervals(probs, labels, NAMES, n_bootstrap=200)["accuracy"]
+    assert low == high == pytest.approx(5 / 21)
+
+
+def test_evaluation_report_is_json():
+    probs, labels = _synthetic(100)
+    report = evaluation_report(probs, labels, NAMES, n_bootstrap=100, seed=1)
+    assert report["n"] == 100 and report["n_bootstrap"] == 100 and report["seed"] == 1
+    assert report["metrics"] == classification_metrics(probs, labels, NAMES)
+    assert json.loads(json.dumps(report, allow_nan=False)) == {
+        **report,
+        "ci95": {k: list(v) for k, v in report["ci95"].items()},
+    }
+
+
+@pytest.mark.parametrize(
+    ("probs", "labels", "names", "match"),
+    [
+        (np.ones((4, 2)) / 2, np.zeros(4, int), NAMES, r"shape \(N >= 1, K = 3\)"),
+        (np.ones(3) / 3, np.zeros(1, int), NAMES, "probabilities must have shape"),
+        (np.ones((4, 3)) / 3, np.zeros(5, int), NAMES, r"labels must have shape \(4,\)"),
+        (np.full((4, 3), np.nan), np.zeros(4, int), NAMES, "finite; 12 entries"),
+        (np.ones((4, 3)) / 3, np.array([0, 1, 2, 3]), NAMES, r"labels must lie in \[0, 3\)"),
+        (np.ones((4, 3)) / 3, np.zeros(4), NAMES, "labels must be integers"),
+        (np.ones((4, 3)) / 3, np.zeros(4, int), ("a", "a", "b"), "unique"),
+    ],
+)
+def test_input_validation(probs, labels, names, match):
+    with pytest.raises(ValueError, match=match):
+        classification_metrics(probs, labels, names)
+
+
+def test_bootstrap_argument_validation():
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        bootstrap_intervals(HAND_PROBS, HAND_LABELS, NAMES, n_bootstrap=0)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_intervals(HAND_PROBS, HAND_LABELS, NAMES, confidence=1.0)
+
+
+def test_format_metrics_table():
+    def report(scale):
+        metrics = {"macro_auc": 0.97349 * scale, "auc_no": 0.99, "auc_vort": 0.5, "accuracy": 0.9, "micro_f1": 0.9}
+        metrics["macro_f1"] = None
+        return {"n": 3000, "metrics": metrics, "ci95": {"macro_auc": [0.96751, 0.97849], "auc_no": [0.98, 1.0]}}
+
+    table = format_metrics_table({"no TTA": report(1.0), "D4 TTA": report(1.001)})
+    assert table.splitlines() == [
+        "| metric | no TTA | D4 TTA |",
+        "|---|---:|---:|",
+        "| macro AUC | 0.973 [0.968, 0.978] | 0.974 [0.968, 0.978] |",
+        "| AUC no | 0.990 [0.980, 1.000] | 0.990 [0.980, 1.000] |",
+        "| AUC vort | 0.500 | 0.500 |",
+        "| accuracy | 0.900 | 0.900 |",
+        "| micro F1 | 0.900 | 0.900 |",
+        "| macro F1 | n/a | n/a |",
+        "| images | 3000 | 3000 |",
+    ]
+    assert "| AUC sphere | - |" in format_metrics_table(
+        {"a": report(1.0), "b": evaluation_report(HAND_PROBS, HAND_LABELS, NAMES, 20)}
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        format_metrics_table({})
