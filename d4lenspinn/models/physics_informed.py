@@ -69,6 +69,9 @@ class D4LensPINN(nn.Module):
         self.head = timm.create_model(
             head, pretrained=False, in_chans=HEAD_CHANNELS, num_classes=num_classes, drop_rate=head_drop_rate
         )
+        classifier = self.head.get_classifier()  # zero-initialised: uniform predictions (cross-entropy ln K) at start
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
 
     def maps(self, images: torch.Tensor) -> ModelOutput:
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
