@@ -1,9 +1,11 @@
-"""One-line description of the machine a benchmark ran on, printed above its numbers."""
+"""Shared by the benchmarks: the one-line machine description printed above their numbers, and wall-clock timing."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -20,3 +22,18 @@ def describe_machine(device: torch.device) -> str:
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
+
+
+def wall_times(step: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``step()`` after ``warmup`` untimed ones (CUDA synchronised)."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times

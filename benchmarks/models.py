@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _machine import describe_machine
+from _machine import describe_machine, wall_times
 from torch import nn
 
 from d4lenspinn.losses import classification_loss, physics_losses
@@ -43,17 +42,7 @@ COLUMNS = ("model", "size", "parameters", "train img/s", "infer img/s", "TTA img
 
 def _median_seconds(step: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``step()`` in seconds over ``repeats`` runs, after ``warmup`` untimed runs."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(wall_times(step, device, repeats, warmup))
 
 
 def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from _machine import describe_machine
+from _machine import describe_machine, wall_times
 
 from d4lenspinn.physics import LensingEngine, PixelGrid, fft_size
 from d4lenspinn.physics import profiles as P
@@ -24,17 +23,7 @@ GRIDS = {"64x64": PixelGrid(64, 0.101), "150x150": PixelGrid(150, 0.05)}
 
 def _median_ms(step, device: torch.device, repeats: int) -> tuple[float, float, float]:
     """Median and quartiles of ``step()``'s wall time in ms, after five warm-up calls."""
-    times = []
-    for i in range(repeats + 5):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= 5:
-            times.append(1e3 * (time.perf_counter() - start))
-    q1, median, q3 = statistics.quantiles(times, n=4)
+    q1, median, q3 = statistics.quantiles([1e3 * t for t in wall_times(step, device, repeats, warmup=5)], n=4)
     return median, q1, q3
 
 
