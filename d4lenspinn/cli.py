@@ -1,12 +1,12 @@
 """The ``d4lenspinn`` command line: one sub-command per task, each a thin wrapper over the Python API.
 
-    d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --seed 0
-    d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
-    d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
-    d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume]
-    d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta]
-    d4lenspinn models
-    d4lenspinn demo
+d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --seed 0
+d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
+d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
+d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume]
+d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta]
+d4lenspinn models
+d4lenspinn demo
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ def _config_from(saved: dict, data_source: str | None) -> TrainConfig:
 def _gallery_maps(model, images: torch.Tensor, device: torch.device) -> dict:
     with torch.no_grad():
         out = model(images.to(device))
-    return {name: None if getattr(out, name) is None else getattr(out, name).cpu().numpy()
-            for name in ("kappa", "source", "relensed")}
+    return {
+        name: None if getattr(out, name) is None else getattr(out, name).cpu().numpy()
+        for name in ("kappa", "source", "relensed")
+    }
 
 
 def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray | None:
@@ -92,8 +94,13 @@ def evaluate(
     for label, (probabilities, labels) in predictions.items():
         reports[label] = evaluation_report(probabilities, labels, CLASS_NAMES, config.n_bootstrap, config.seed)
         suffix = label.replace(" ", "_").lower()
-        plots[f"ROC ({label})"] = plot_roc_curves(probabilities, labels, CLASS_NAMES, figures / f"roc_{suffix}.png",
-                                                 title=f"{saved['model']['name']}, test set, {label}")
+        plots[f"ROC ({label})"] = plot_roc_curves(
+            probabilities,
+            labels,
+            CLASS_NAMES,
+            figures / f"roc_{suffix}.png",
+            title=f"{saved['model']['name']}, test set, {label}",
+        )
         plots[f"confusion matrix ({label})"] = plot_confusion_matrix(
             np.array(reports[label]["metrics"]["confusion_matrix"]), CLASS_NAMES, figures / f"confusion_{suffix}.png"
         )
@@ -107,18 +114,33 @@ def evaluate(
     gallery_index = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(len(CLASS_NAMES))])
     images = torch.stack([splits.test[int(i)][0] for i in gallery_index])
     plots["gallery"] = plot_prediction_gallery(
-        images.numpy(), _gallery_maps(model, images, device), labels[gallery_index],
-        single_probabilities[gallery_index], CLASS_NAMES, figures / "gallery.png",
+        images.numpy(),
+        _gallery_maps(model, images, device),
+        labels[gallery_index],
+        single_probabilities[gallery_index],
+        CLASS_NAMES,
+        figures / "gallery.png",
         true_kappa=_true_kappa(config, gallery_index, splits.test),
     )
 
-    result = {"checkpoint": str(checkpoint), "model": saved["model"]["name"], "n_test": len(splits.test),
-              "reports": reports}
+    result = {
+        "checkpoint": str(checkpoint),
+        "model": saved["model"]["name"],
+        "n_test": len(splits.test),
+        "reports": reports,
+    }
     _write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
     table = format_metrics_table(reports)
-    lines = [f"# Evaluation of `{checkpoint}`", "", f"Model `{saved['model']['name']}`, {len(splits.test)} test images "
-             f"(split `{config.data.scheme}`, seed {config.seed}); 95% bootstrap intervals ({config.n_bootstrap} "
-             "resamples, stratified by class).", "", table, ""]
+    lines = [
+        f"# Evaluation of `{checkpoint}`",
+        "",
+        f"Model `{saved['model']['name']}`, {len(splits.test)} test images "
+        f"(split `{config.data.scheme}`, seed {config.seed}); 95% bootstrap intervals ({config.n_bootstrap} "
+        "resamples, stratified by class).",
+        "",
+        table,
+        "",
+    ]
     lines += [f"## {name}\n\n![{name}]({path.relative_to(out_dir).as_posix()})\n" for name, path in plots.items()]
     _write_text(out_dir / "report.md", "\n".join(lines))
     result["report"] = str(out_dir / "report.md")

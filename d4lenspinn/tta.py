@@ -23,8 +23,10 @@ __all__ = ["predict", "predict_naive_tta"]
 
 
 def _has_equivariant_maps(model: nn.Module) -> bool:
-    return callable(getattr(model, "maps", None)) and callable(getattr(model, "head_input", None)) and getattr(
-        getattr(model, "unet", None), "equivariant", False
+    return (
+        callable(getattr(model, "maps", None))
+        and callable(getattr(model, "head_input", None))
+        and getattr(getattr(model, "unet", None), "equivariant", False)
     )
 
 

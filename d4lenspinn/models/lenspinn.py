@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..data.presets import PRESETS
+from ..data.presets import default_pixel_scale
 from ..physics import PixelGrid, SourceReconstruction, inverse_lens
 from ..physics.profiles import sis_deflection
 from .baselines import vit_patch_size
@@ -50,15 +50,8 @@ from .output import ModelOutput
 from .preprocessing import distortion_map
 from .registry import register_model
 
-__all__ = ["LensPINN", "default_pixel_scale", "lenspinn_small", "lenspinn_large"]
+__all__ = ["LensPINN", "lenspinn_small", "lenspinn_large"]
 
-_FIELD_OF_VIEW = 7.5  # arcsec, DeepLense Model I (150 px x 0.05")
-
-
-def default_pixel_scale(image_size: int) -> float:
-    """Arcsec per pixel: the simulation preset with ``image_size`` pixels, else 7.5" / ``image_size``."""
-    scales = {preset.n_pixels: preset.pixel_scale for preset in PRESETS.values()}
-    return scales.get(image_size, _FIELD_OF_VIEW / image_size)
 
 
 class LensPINN(nn.Module):

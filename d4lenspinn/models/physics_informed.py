@@ -26,6 +26,7 @@ import timm
 import torch
 from torch import nn
 
+from ..data.presets import default_pixel_scale
 from ..physics import LensingEngine, PixelGrid
 from .inputs import check_images
 from .output import ModelOutput
@@ -33,14 +34,9 @@ from .preprocessing import Preprocessing
 from .registry import register_model
 from .unet import UNet
 
-__all__ = ["D4LensPINN", "default_pixel_scale"]
+__all__ = ["D4LensPINN"]
 
 HEAD_CHANNELS = 4 + Preprocessing.channels - 1  # image, kappa, source, residual + the 4 derived maps
-
-
-def default_pixel_scale(image_size: int) -> float:
-    """Arcsec per pixel of the DeepLense grids: 0.05 for 150 px (Model I), 0.101 for 64 px (Model II), else 7.5"/n."""
-    return {150: 0.05, 64: 0.101}.get(image_size, 7.5 / image_size)
 
 
 class D4LensPINN(nn.Module):
@@ -62,7 +58,7 @@ class D4LensPINN(nn.Module):
             raise ValueError(f"D4LensPINN works on single-band images (in_chans=1), got in_chans={in_chans}")
         self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
         self.name = "d4lenspinn" if equivariant else "vanilla_lenspinn"
-        self.grid = PixelGrid(image_size, pixel_scale or default_pixel_scale(image_size))
+        self.grid = PixelGrid(image_size, default_pixel_scale(image_size) if pixel_scale is None else pixel_scale)
         self.preprocessing = Preprocessing()
         self.unet = UNet(Preprocessing.channels, image_size, tuple(widths), equivariant=equivariant)
         self.engine = LensingEngine(self.grid)

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from d4lenspinn.data.presets import default_pixel_scale
 from d4lenspinn.models import count_parameters, create_model
 from d4lenspinn.models.baselines import GaussianResidual, vit_patch_size
 from d4lenspinn.models.d4_cnn import D4CNN
-from d4lenspinn.models.lenspinn import default_pixel_scale
 from d4lenspinn.models.preprocessing import distortion_map
 from d4lenspinn.physics import PixelGrid, inverse_lens, ray_trace
 from d4lenspinn.physics.profiles import sis_deflection
