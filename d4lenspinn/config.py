@@ -17,7 +17,16 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LossConfig", "TrainConfig", "load_config", "save_config"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "LossConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
 
 
 @dataclass
@@ -137,9 +146,18 @@ def _set(values: dict, dotted: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def config_from_dict(values: dict, overrides: list[str] | None = None) -> TrainConfig:
+    """The defaults updated by the (possibly partial) nested dict ``values``, then by ``key=value`` overrides."""
+    merged = asdict(TrainConfig())
+    _merge(merged, values, "")
+    for item in overrides or []:
+        _set(merged, item)
+    return _build(TrainConfig, merged, "")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """The defaults, updated by the YAML file at ``path`` and then by ``key=value`` overrides."""
-    values = asdict(TrainConfig())
+    loaded = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -147,10 +165,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path} must hold a YAML mapping of config sections")
-        _merge(values, loaded, "")
-    for item in overrides or []:
-        _set(values, item)
-    return _build(TrainConfig, values, "")
+    return config_from_dict(loaded, overrides)
 
 
 def _merge(base: dict, update: dict, where: str) -> None:

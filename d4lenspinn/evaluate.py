@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig, config_from_dict
 from .data.datasets import CLASS_NAMES
 from .data.presets import get_preset
 from .data.simulator import true_convergence
@@ -27,18 +27,6 @@ from .plots import plot_confusion_matrix, plot_prediction_gallery, plot_roc_curv
 from .train import collect_predictions, load_trained_model, prepare_data, resolve_device
 
 __all__ = ["evaluate"]
-
-
-def _config_from(saved: dict, data_source: str | None) -> TrainConfig:
-    """The training config of a checkpoint, optionally pointed at other data."""
-    overrides = [] if data_source is None else [f"data.source={data_source}"]
-    config = load_config(overrides=overrides)
-    for section in ("data", "model", "optim", "loss"):
-        for key, value in saved[section].items():
-            if not (section == "data" and key == "source" and data_source is not None):
-                setattr(getattr(config, section), key, value)
-    config.seed, config.n_bootstrap = saved["seed"], saved["n_bootstrap"]
-    return config
 
 
 def _gallery_maps(model, images: torch.Tensor, device: torch.device) -> dict:
@@ -73,7 +61,7 @@ def evaluate(
         raise ValueError(f"checkpoint {checkpoint} does not exist")
     device = resolve_device("auto")
     model, saved, image_size = load_trained_model(checkpoint, device)
-    config = _config_from(saved, data_source)
+    config = config_from_dict(saved, [] if data_source is None else [f"data.source={data_source}"])
     splits = prepare_data(config)
     if splits.image_size != image_size:
         raise ValueError(

@@ -53,7 +53,6 @@ from .registry import register_model
 __all__ = ["LensPINN", "lenspinn_small", "lenspinn_large"]
 
 
-
 class LensPINN(nn.Module):
     """LensPINN classifier; see the module docstring for the data flow and the returned maps.
 
