@@ -43,12 +43,12 @@ def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray
     truth_path = Path(config.data.root) / "truth.h5"
     if config.data.source != "simulate" or not truth_path.exists():
         return None
+    relative = [Path(dataset.sources[i]).parts[-3:] for i in indices]  # (split, class, file.npy)
+    truth = {split: read_truth(truth_path, split) for split in {parts[0] for parts in relative}}
     maps = []
-    for index in indices:
-        split, *_ = relative = Path(dataset.sources[index]).parts[-3:]  # split/class/file.npy
-        sample, files = read_truth(truth_path, split)
-        row = files.index("/".join(relative))
-        maps.append(true_convergence(sample.select([row]), get_preset(config.data.preset)))
+    for parts in relative:
+        sample, files = truth[parts[0]]
+        maps.append(true_convergence(sample.select([files.index("/".join(parts))]), get_preset(config.data.preset)))
     return torch.cat(maps).numpy()
 
 

@@ -171,7 +171,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     no_physics = PhysicsLossWeights(tv=0.0, l1=0.0, centre=0.0, poisson=0.0, relensing=0.0)
     use_amp = optim.amp and device.type == "cuda"
 
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "history": [], "sums": {}}
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "sums": {}}
     if resume:
         checkpoint = torch.load(run_dir / "last.pt", map_location=device, weights_only=True)
         core.load_state_dict(checkpoint["model"])
@@ -264,7 +264,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        state["history"].append(row)
         state["epoch"], state["step"] = epoch + 1, 0
         checkpoint(generator.get_state())
         ddp.barrier()
