@@ -143,7 +143,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         torch.cuda.set_device(device)
     run_dir = Path(config.out)
     torch.manual_seed(config.seed)
+    if not ddp.main:
+        ddp.barrier()  # rank 0 simulates or downloads first; the others then read what it wrote
     splits = prepare_data(config)
+    if ddp.main:
+        ddp.barrier()
     model = create_model(config.model.name, image_size=splits.image_size, **config.model.kwargs).to(device)
     core = model
     if config.data.batch_size % ddp.world:
@@ -173,6 +177,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "sums": {}}
     if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise ValueError(f"--resume: no checkpoint {run_dir / 'last.pt'} to continue from")
         checkpoint = torch.load(run_dir / "last.pt", map_location=device, weights_only=True)
         core.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])

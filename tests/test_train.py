@@ -111,8 +111,15 @@ def test_batch_must_split_across_processes(tmp_path, monkeypatch):
 
 
 class _FakeWorld:
+    """Rank 0 of four processes, without a process group."""
+
+    main = True
+
     def __init__(self, device):
         self.world, self.rank = 4, 0
+
+    def barrier(self):
+        pass
 
 
 def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
@@ -131,3 +138,8 @@ def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
     assert seen[:3] == [0.0, 0.0, 0.0] and seen[3:] == [0.005] * 3
     rows = [json.loads(line) for line in (tmp_path / "phases" / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2] and all("val_macro_auc" in row for row in rows)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint .*last.pt to continue from"):
+        train(_config(tmp_path, "fresh"), resume=True)
