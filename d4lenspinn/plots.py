@@ -35,12 +35,14 @@ __all__ = [
     "plot_prediction_gallery",
     "plot_roc_curves",
     "plot_training_curves",
+    "save_figure",
 ]
 
 _CLASS_TITLES = ("no substructure", "CDM subhalos (sphere)", "axion vortex (vort)")
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` (PNG, 110 dpi, tight) atomically to ``path``, creating its folder; close it; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -84,7 +86,7 @@ def plot_class_examples(preset: SimulationPreset, path: str | Path, seed: int = 
             ax.set_ylabel("y [arcsec]", fontsize=8)
             fig.colorbar(shown, ax=ax, shrink=0.8)
     fig.suptitle(f"preset {preset.name}, seed {seed}: same lens and source in every row")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc_curves(
@@ -116,7 +118,7 @@ def plot_roc_curves(
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", aspect="equal")
     ax.set_title(title or f"one-vs-rest ROC, {len(labels)} images", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -142,7 +144,7 @@ def plot_confusion_matrix(
     ax.set(xlabel="predicted class", ylabel="true class")
     ax.set_title(f"confusion matrix, {counts.sum():g} images", fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class" if normalise else "images")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _TRAINING_PANELS = (
@@ -178,7 +180,7 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> Path:
         ax.set(xlabel="epoch", ylabel=label, yscale=scale)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_prediction_gallery(
@@ -250,4 +252,4 @@ def plot_prediction_gallery(
             fig.colorbar(shown, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
     title = f"predictions on {len(chosen)} images (probabilities in the order {', '.join(names)})"
     fig.suptitle(title, fontsize=10, y=1 - 0.15 / (2.4 * len(chosen)))
-    return _save(fig, path)
+    return save_figure(fig, path)
