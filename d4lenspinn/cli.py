@@ -5,6 +5,7 @@ d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
 d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
 d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume]
 d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta]
+d4lenspinn interp --checkpoint runs/demo/best.pt --out runs/demo/interp [--data PATH] [--studies probes ...]
 d4lenspinn models
 d4lenspinn demo
 """
@@ -72,6 +73,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interp(args: argparse.Namespace) -> int:
+    from interp.report import run_studies
+
+    summary = run_studies(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        studies=args.studies,
+        layers=args.layers,
+        preset=args.preset,
+        n_images=args.n_images,
+        n_pairs=args.n_pairs,
+        n_probe=args.n_probe,
+        seed=args.seed,
+        device=args.device,
+        progress=lambda study: print(f"running {study} ...", flush=True),
+    )
+    print(f"report: {summary['report']}")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, list_models
 
@@ -108,6 +130,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
     p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
     p.set_defaults(handler=_evaluate)
+
+
+def _add_interp(sub: argparse._SubParsersAction) -> None:
+    from interp.report import STUDIES
+
+    p = sub.add_parser("interp", help="equivariance, patching, probes and attribution studies of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="folder for report.md, the JSON results and figures/")
+    p.add_argument("--data", default=None, help="take the equivariance/attribution images from this data's test split")
+    p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=STUDIES)
+    p.add_argument("--layers", nargs="+", default=None, help="module names to study (default: two levels deep)")
+    p.add_argument("--preset", default=None, help="simulation preset (default: the checkpoint's)")
+    p.add_argument("--n-images", type=int, default=8, help="images for the equivariance study")
+    p.add_argument("--n-pairs", type=int, default=32, help="pairs per kind for patching and kappa localisation")
+    p.add_argument("--n-probe", type=int, default=100, help="lenses per class for the probes")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the simulated lenses (not the training data's)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=_interp)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +207,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_plot_examples,
     _add_train,
     _add_evaluate,
+    _add_interp,
     _add_models,
     _add_demo,
 )

@@ -21,7 +21,7 @@ import torch
 from escnn import nn as enn
 from torch import nn
 
-__all__ = ["resolve_layers", "default_layers", "capture", "patch", "map_tensors"]
+__all__ = ["resolve_layers", "default_layers", "forward_order", "capture", "patch", "map_tensors"]
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
@@ -51,6 +51,19 @@ def default_layers(model: nn.Module, depth: int = 2) -> list[str]:
 
     walk(model, "", 1)
     return names
+
+
+@torch.no_grad()
+def forward_order(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> list[str]:
+    """The ``layers`` that run on ``images``, in the order their outputs are produced (eval mode, restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with capture(model, layers) as activations:
+            model(images)
+    finally:
+        model.train(was_training)
+    return list(activations)
 
 
 def map_tensors(value: Any, fn) -> Any:

@@ -36,11 +36,10 @@ from .unet import UNet
 
 __all__ = ["D4LensPINN"]
 
-HEAD_CHANNELS = 4 + Preprocessing.channels - 1  # image, kappa, source, residual + the 4 derived maps
-
 
 class D4LensPINN(nn.Module):
-    """The physics-informed classifier; ``equivariant=False`` swaps in the plain U-Net (``vanilla_lenspinn``)."""
+    """The physics-informed classifier; ``equivariant=False`` swaps in the plain U-Net (``vanilla_lenspinn``);
+    ``preprocessing=False`` feeds the bare image to the U-Net and the head (the no-preprocessing ablation)."""
 
     def __init__(
         self,
@@ -52,6 +51,7 @@ class D4LensPINN(nn.Module):
         equivariant: bool = True,
         head: str = "tf_efficientnetv2_b0",
         head_drop_rate: float = 0.2,
+        preprocessing: bool = True,
     ) -> None:
         super().__init__()
         if in_chans != 1:
@@ -59,11 +59,12 @@ class D4LensPINN(nn.Module):
         self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
         self.name = "d4lenspinn" if equivariant else "vanilla_lenspinn"
         self.grid = PixelGrid(image_size, default_pixel_scale(image_size) if pixel_scale is None else pixel_scale)
-        self.preprocessing = Preprocessing()
-        self.unet = UNet(Preprocessing.channels, image_size, tuple(widths), equivariant=equivariant)
+        self.preprocessing = Preprocessing() if preprocessing else nn.Identity()
+        channels = Preprocessing.channels if preprocessing else in_chans
+        self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant)
         self.engine = LensingEngine(self.grid)
         self.head = timm.create_model(
-            head, pretrained=False, in_chans=HEAD_CHANNELS, num_classes=num_classes, drop_rate=head_drop_rate
+            head, pretrained=False, in_chans=3 + channels, num_classes=num_classes, drop_rate=head_drop_rate
         )
         classifier = self.head.get_classifier()  # zero-initialised: uniform predictions (cross-entropy ln K) at start
         nn.init.zeros_(classifier.weight)
@@ -72,7 +73,7 @@ class D4LensPINN(nn.Module):
     def maps(self, images: torch.Tensor) -> ModelOutput:
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
         check_images(images, self.in_chans, self.image_size, self.name)
-        features = self.preprocessing(images)  # (B, 5, n, n)
+        features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
         kappa = self.unet(features)  # (B, 1, n, n)
         physics = self.engine(kappa, images)
         return ModelOutput(
@@ -88,7 +89,8 @@ class D4LensPINN(nn.Module):
 
     @staticmethod
     def head_input(maps: ModelOutput) -> torch.Tensor:
-        """Stack the scalar maps the head sees: ``(B, 8, n, n)``; every channel transforms as a scalar field."""
+        """Stack the scalar maps the head sees: ``(B, 3 + C, n, n)`` for ``C`` feature channels (8 with the
+        preprocessing, 4 without); every channel transforms as a scalar field."""
         image = maps.features[:, :1]
         return torch.cat(
             (image, torch.log1p(maps.kappa), maps.source, image - maps.relensed, maps.features[:, 1:]), dim=1

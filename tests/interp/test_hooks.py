@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from interp.hooks import capture, default_layers, patch, resolve_layers
+from interp.hooks import capture, default_layers, forward_order, patch, resolve_layers
 
 
 def _model() -> nn.Sequential:
@@ -57,3 +57,9 @@ def test_default_layers_descend_through_containers():
     model.head = nn.Sequential(nn.Linear(1, 1), nn.Sequential(nn.Linear(1, 1)))
     assert default_layers(model, depth=2) == ["blocks.a", "blocks.a.0", "blocks.b", "head", "head.0", "head.1"]
     assert default_layers(model, depth=1) == ["blocks.a", "blocks.b", "head"]
+
+
+def test_forward_order_follows_execution_not_the_given_order():
+    model = _model().train()
+    assert forward_order(model, torch.randn(2, 3), ["2", "1", "0", "2.1"]) == ["0", "1", "2.1", "2"]
+    assert model.training

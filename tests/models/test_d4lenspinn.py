@@ -118,3 +118,16 @@ def test_wrong_inputs_give_clear_errors(model64):
         create_model("d4lenspinn", image_size=64, in_chans=3)
     with pytest.raises(ValueError, match="unknown model 'resnet19'.*d4lenspinn"):
         create_model("resnet19")
+
+
+def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
+    torch.manual_seed(0)
+    model = create_model("d4lenspinn", image_size=32, preprocessing=False).eval()
+    images = _lensed_images(32)
+    with torch.no_grad():
+        out = model(images)
+        assert out.features.shape == (2, 1, 32, 32) and torch.equal(out.features, images)
+        assert model.head_input(out).shape == (2, 4, 32, 32)
+        moved = model(transform_scalar(images, D4_ELEMENTS[5]))
+    assert _relative(moved.kappa, transform_scalar(out.kappa, D4_ELEMENTS[5])) < 1e-5
+    assert torch.allclose(predict(model, images, tta=True), predict_naive_tta(model, images), atol=1e-6)

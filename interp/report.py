@@ -1,0 +1,258 @@
+"""All interpretability studies for one trained checkpoint, written to a folder (``d4lenspinn interp``).
+
+    summary = run_studies("runs/demo/best.pt", "runs/demo/interp")        # report.md, *.json, figures/*.png
+
+Inputs are fresh lenses simulated from the checkpoint's preset (or ``preset``) with ``seed``, so every study has
+the simulator's ground truth and same-lens pairs; ``data`` (a dataset folder or file) replaces the simulated images
+of the equivariance and attribution studies by the first test images of that data. Studies:
+
+* ``equivariance``: :func:`interp.equivariance.equivariance_errors` on ``n_images`` images;
+* ``patching``: :func:`interp.patching.activation_patching` on ``n_pairs`` subhalo/no-substructure pairs,
+  vortex/no-substructure pairs, and image/rotated-image pairs (``rot90``);
+* ``probes``: linear probes for the class, the simulator truth and the D4 element, ``n_probe`` lenses per class;
+* ``attribution``: Integrated Gradients and Grad-CAM on two images per class, and (models with a kappa map) how
+  well the predicted kappa localises the true substructure on ``n_pairs`` lenses of each substructure class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from d4lenspinn.data import load_splits
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
+from d4lenspinn.symmetry import D4_ELEMENTS
+from d4lenspinn.train import load_trained_model
+
+from .attribution import (
+    default_cam_layer,
+    grad_cam,
+    integrated_gradients,
+    kappa_localisation,
+    plot_attributions,
+    plot_kappa_localisation,
+    predicted_kappa,
+)
+from .equivariance import equivariance_errors, format_equivariance_table, plot_equivariance, summarise_equivariance
+from .hooks import default_layers, forward_order
+from .pairs import d4_pairs, substructure_pairs
+from .patching import activation_patching, plot_patching
+from .probes import collect_pooled, d4_element_dataset, plot_probes, probe_layers, simulator_targets
+
+__all__ = ["STUDIES", "run_studies"]
+
+STUDIES = ("equivariance", "patching", "probes", "attribution")
+CLASS_NAMES = ("no", "sphere", "vort")
+
+
+def _simulated(preset, per_class: int, seed: int):
+    """``per_class`` lenses of each class: images ``(3 per_class, 1, n, n)`` and their LensSample."""
+    samples = [
+        sample_lenses(preset, label, per_class, torch.Generator().manual_seed(seed + label)) for label in (0, 1, 2)
+    ]
+    sample = LensSample.concatenate(samples)
+    return render_images(sample, preset, torch.Generator().manual_seed(seed + 3)), sample
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_studies(
+    checkpoint: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    studies: Sequence[str] = STUDIES,
+    layers: Sequence[str] | None = None,
+    preset: str | None = None,
+    n_images: int = 8,
+    n_pairs: int = 32,
+    n_probe: int = 100,
+    n_bootstrap: int = 1000,
+    seed: int = 12345,
+    device: str = "cpu",
+    progress=None,
+) -> dict:
+    """Run ``studies`` on ``checkpoint``; write ``report.md``, one JSON per study and ``figures/`` into ``out``.
+
+    ``layers`` default to :func:`interp.hooks.default_layers` (taken in forward order). ``progress`` (optional
+    callable taking a message) is told when each study starts. Returns the JSON summaries.
+    """
+    unknown = sorted(set(studies) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"unknown studies {unknown}; choose from {list(STUDIES)}")
+    model, config, image_size = load_trained_model(checkpoint, device)
+    preset_obj = get_preset(preset or config["data"]["preset"])
+    if preset_obj.n_pixels != image_size:
+        raise ValueError(
+            f"preset {preset_obj.name} makes {preset_obj.n_pixels} px images, the model takes {image_size} px; "
+            "pass a preset of the model's size"
+        )
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    name = config["model"]["name"]
+    tell = progress or (lambda message: None)
+    if data is not None:
+        test = load_splits(data, seed=config["seed"]).test
+        images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
+        image_labels = torch.tensor([int(test[i][1]) for i in range(len(images))])
+    else:
+        images, sample = _simulated(preset_obj, max(1, n_images // 3), seed)
+        image_labels = sample.label
+    images = images.to(device)
+    layers = forward_order(model, images[:1], default_layers(model) if layers is None else layers)
+    sections = [f"# Interpretability of `{checkpoint}` ({name})", ""]
+    summary: dict = {"checkpoint": str(checkpoint), "model": name, "preset": preset_obj.name, "seed": seed}
+
+    if "equivariance" in studies:
+        tell("equivariance")
+        rows = equivariance_errors(model, images, layers)
+        summary["equivariance"] = summarise_equivariance(rows)
+        _write(out / "equivariance.json", json.dumps(rows, indent=1))
+        plot_equivariance(rows, figures / "equivariance.png", title=f"{name}: D4 equivariance error per layer")
+        sections += [
+            "## Equivariance",
+            "",
+            f"Relative error ||f(gx) - g f(x)|| / ||f(x)|| over {len(images)} images, max and mean over the 7 "
+            "non-identity elements.",
+            "",
+            format_equivariance_table(rows),
+            "",
+            "![equivariance](figures/equivariance.png)",
+            "",
+        ]
+
+    if "patching" in studies:
+        tell("patching")
+        results = {}
+        for label in (1, 2):
+            clean, corrupted, _ = substructure_pairs(preset_obj, label, n_pairs, seed=seed + 10 * label)
+            results[f"{CLASS_NAMES[label]} vs no"] = activation_patching(
+                model, clean.to(device), corrupted.to(device), label, 0, layers, n_bootstrap=n_bootstrap, seed=seed
+            )
+        clean, _, _ = substructure_pairs(preset_obj, 1, n_pairs, seed=seed + 30)
+        clean, rotated = d4_pairs(clean.to(device), D4_ELEMENTS[1])
+        results["image vs rot90 image"] = activation_patching(
+            model, clean, rotated, 1, 0, layers, n_bootstrap=n_bootstrap, seed=seed
+        )
+        summary["patching"] = {
+            key: {"gap_ci95": r.gap_ci95, "final_layer": r.final_layer, "rows": r.rows()} for key, r in results.items()
+        }
+        _write(out / "patching.json", json.dumps(summary["patching"], indent=1))
+        plot_patching(results, figures / "patching.png", title=f"{name}: activation patching ({n_pairs} pairs each)")
+        sections += [
+            "## Activation patching",
+            "",
+            "| layer | " + " | ".join(results) + " |",
+            "|---|" + "---:|" * len(results),
+        ]
+        for index, layer in enumerate(next(iter(results.values())).layers):
+            cells = [
+                f"{r.effect[index]:.3f} [{r.ci95[index, 0]:.3f}, {r.ci95[index, 1]:.3f}]" for r in results.values()
+            ]
+            sections.append(f"| `{layer}` | " + " | ".join(cells) + " |")
+        gaps = ", ".join(f"{key}: [{r.gap_ci95[0]:.3f}, {r.gap_ci95[1]:.3f}]" for key, r in results.items())
+        sections += [
+            "",
+            f"Normalised effect (0 none, 1 full recovery) with 95% bootstrap intervals. Mean clean - corrupted logit "
+            f"difference (95% interval): {gaps}; an interval that includes 0 leaves the effect ill-defined.",
+            "",
+            "![patching](figures/patching.png)",
+            "",
+        ]
+
+    if "probes" in studies:
+        tell("probes")
+        probe_images, probe_sample = _simulated(preset_obj, n_probe, seed + 100)
+        pooled = collect_pooled(model, probe_images.to(device), layers)
+        rows = probe_layers(pooled, simulator_targets(probe_sample), seed=seed)
+        moved, element = d4_element_dataset(probe_images, seed=seed)
+        pooled_moved = collect_pooled(model, moved.to(device), layers)
+        rows += probe_layers(pooled_moved, {"d4_element": (element, "classification")}, seed=seed)
+        summary["probes"] = rows
+        _write(out / "probes.json", json.dumps(rows, indent=1))
+        plot_probes(rows, figures / "probes.png")
+        targets = list(dict.fromkeys(row["target"] for row in rows))
+        sections += [
+            "## Linear probes",
+            "",
+            f"5-fold cross-validated score of a linear probe on spatially pooled activations ({3 * n_probe} lenses); "
+            "in brackets the same probe on shuffled targets. Accuracy for class and d4_element, R^2 otherwise.",
+            "",
+            "| layer | " + " | ".join(targets) + " |",
+            "|---|" + "---:|" * len(targets),
+        ]
+        by_key = {(row["layer"], row["target"]): row for row in rows}
+        for layer in dict.fromkeys(row["layer"] for row in rows):
+            cells = [
+                f"{by_key[layer, t]['score']:.2f} ({by_key[layer, t]['shuffled']:.2f})" if (layer, t) in by_key else "-"
+                for t in targets
+            ]
+            sections.append(f"| `{layer}` | " + " | ".join(cells) + " |")
+        sections += ["", "![probes](figures/probes.png)", ""]
+
+    if "attribution" in studies:
+        tell("attribution")
+        picked = torch.cat([torch.nonzero(image_labels == k).flatten()[:2] for k in range(3)])
+        chosen, targets = images[picked], image_labels[picked].to(device)
+        ig, delta = integrated_gradients(model, chosen, targets)
+        cam_layer = default_cam_layer(model)
+        cam = grad_cam(model, chosen, targets, cam_layer)
+        plot_attributions(
+            chosen.cpu(),
+            {"Integrated Gradients": ig.cpu(), f"Grad-CAM ({cam_layer})": cam.cpu()},
+            figures / "attributions.png",
+            titles=[CLASS_NAMES[int(k)] for k in targets],
+        )
+        scale = (ig.flatten(1).sum(1) - delta).abs().clamp_min(1e-12)  # |F(x) - F(baseline)|
+        attribution = {
+            "ig_completeness_delta": delta.cpu().tolist(),
+            "ig_relative_delta_max": float((delta.abs() / scale).max()),
+            "cam_layer": cam_layer,
+        }
+        sections += [
+            "## Attribution",
+            "",
+            f"Integrated Gradients (black-image baseline) and Grad-CAM at `{cam_layer}` for the true class. "
+            f"Completeness: max |delta| / |F(x) - F(baseline)| = {attribution['ig_relative_delta_max']:.2e}.",
+            "",
+            "![attributions](figures/attributions.png)",
+            "",
+        ]
+        if model(images[:1]).kappa is not None:
+            localisation = {}
+            for label in (1, 2):
+                lenses = sample_lenses(preset_obj, label, n_pairs, torch.Generator().manual_seed(seed + 40 + label))
+                result = kappa_localisation(predicted_kappa(model), lenses, preset_obj, seed=seed)
+                localisation[CLASS_NAMES[label]] = {
+                    "mean_r": result["mean_r"],
+                    "control_mean_r": result["control_mean_r"],
+                    "r": np.asarray(result["r"]).tolist(),
+                }
+                plot_kappa_localisation(result, figures / f"kappa_localisation_{CLASS_NAMES[label]}.png")
+            attribution["kappa_localisation"] = localisation
+            sections += [
+                "Does the predicted kappa put the substructure where it is? Pearson r between the predicted kappa "
+                "change (image with minus without substructure) and the true substructure kappa, both smoothed; "
+                "control: the true map of another lens.",
+                "",
+                "| class | mean r | control mean r |",
+                "|---|---:|---:|",
+            ]
+            sections += [f"| {k} | {v['mean_r']:.3f} | {v['control_mean_r']:.3f} |" for k, v in localisation.items()]
+            sections += [""] + [f"![kappa {k}](figures/kappa_localisation_{k}.png)" for k in localisation] + [""]
+        summary["attribution"] = attribution
+        _write(out / "attribution.json", json.dumps(attribution, indent=1))
+
+    _write(out / "report.md", "\n".join(sections) + "\n")
+    summary["report"] = str(out / "report.md")
+    return summary
