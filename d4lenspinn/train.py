@@ -2,7 +2,8 @@
 
     run_dir = train(load_config("configs/demo.yaml"))            # or: d4lenspinn train --config ... [--resume]
 
-Per epoch the run directory gets a line in ``metrics.jsonl``; ``last.pt`` (everything needed to continue) and
+Per epoch the run directory gets a line in ``metrics.jsonl`` (and TensorBoard scalars in ``tensorboard/`` when
+TensorBoard is installed); ``last.pt`` (everything needed to continue) and
 ``best.pt`` (the model with the best validation macro AUC, never a physics-loss criterion) are written atomically.
 Checkpoints hold tensors and plain Python values only and are read with ``torch.load(weights_only=True)``.
 An interruption (Ctrl-C) saves ``last.pt`` at the current step; ``resume=True`` restores model, optimiser,
@@ -126,6 +127,15 @@ class _Distributed:
             dist.barrier()
 
 
+def _tensorboard(run_dir: Path):
+    """A TensorBoard ``SummaryWriter`` into ``run_dir/tensorboard`` when TensorBoard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
 def _shard(batch: torch.Tensor, ddp: _Distributed) -> torch.Tensor:
     """This rank's contiguous slice of a global batch."""
     if ddp.world == 1:
@@ -190,9 +200,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "last.pt", "best.pt"):
             (run_dir / stale).unlink(missing_ok=True)
+    board = None
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
+        board = _tensorboard(run_dir)
 
     def checkpoint(epoch_generator: torch.Tensor) -> None:
         if ddp.main:
@@ -269,10 +281,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 _atomic_save({**best, "epoch": epoch + 1, "val_macro_auc": val["macro_auc"]}, run_dir / "best.pt")
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if board is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
         state["epoch"], state["step"] = epoch + 1, 0
         checkpoint(generator.get_state())
         ddp.barrier()
+    if board is not None:
+        board.close()
     return run_dir
 
 

@@ -245,18 +245,22 @@ def d4_element_dataset(images: torch.Tensor, seed: int = 0) -> tuple[torch.Tenso
 
 
 def plot_probes(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """One panel per target: probe score per layer (solid, +-1 std over folds shaded), shuffled-target control
-    (dashed) and chance (dotted horizontal). Layers and targets appear in the order of ``rows``
-    (from :func:`probe_layers`); the y axis is accuracy or R^2 as the target's probe reports."""
+    """One panel per target (three per row): probe score per layer (solid, +-1 std over folds shaded),
+    shuffled-target control (dashed) and chance (dotted horizontal). Layers and targets appear in the order of
+    ``rows`` (from :func:`probe_layers`); the y axis is accuracy or R^2 as the target's probe reports; R^2 below
+    -0.5 is clipped."""
     if not rows:
         raise ValueError("rows is empty; nothing to plot")
     layers = list(dict.fromkeys(row["layer"] for row in rows))
     targets = list(dict.fromkeys(row["target"] for row in rows))
-    fig, axes = plt.subplots(
-        1, len(targets), figsize=(max(3.0, 0.45 * len(layers) + 1.5) * len(targets), 4), squeeze=False
-    )
+    ncols = min(3, len(targets))
+    nrows = -(-len(targets) // ncols)
+    width = min(7.0, max(3.0, 0.22 * len(layers) + 1.5))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(targets) :]:
+        ax.set_visible(False)
     positions = np.arange(len(layers))
-    for ax, target in zip(axes[0], targets, strict=True):
+    for ax, target in zip(axes.flat, targets, strict=False):  # axes beyond the targets are hidden
         by_layer = {row["layer"]: row for row in rows if row["target"] == target}
         series = {
             key: np.array([by_layer[layer][key] if layer in by_layer else np.nan for layer in layers])
@@ -269,7 +273,11 @@ def plot_probes(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         first = next(iter(by_layer.values()))
         ax.axhline(first["chance"], color="0.6", ls=":", label="chance")
         ax.set_xticks(positions, layers, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("accuracy" if first["metric"] == "accuracy" else "R$^2$ (held out)")
+        if first["metric"] == "accuracy":
+            ax.set_ylabel("accuracy")
+        else:
+            ax.set_ylabel("R$^2$ (held out)")
+            ax.set_ylim(bottom=max(-0.5, ax.get_ylim()[0]))
         ax.set_title(target, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -143,3 +143,25 @@ def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint .*last.pt to continue from"):
         train(_config(tmp_path, "fresh"), resume=True)
+
+
+def test_epoch_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
+    """TensorBoard is optional (not installed in CI): a stand-in writer checks what training logs to it."""
+    logged, closed = [], []
+
+    class Writer:
+        def __init__(self, log_dir):
+            assert log_dir == str(tmp_path / "board" / "tensorboard")
+
+        def add_scalar(self, key, value, step):
+            logged.append((key, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(train_module, "_tensorboard", lambda run_dir: Writer(str(run_dir / "tensorboard")))
+    train(_config(tmp_path, "board"))
+    assert ("val_macro_auc", 1) in logged and ("train_loss", 2) in logged and closed == [True]
