@@ -168,33 +168,28 @@ def _check_sanity(result: PatchingResult, tolerance: float) -> None:
 
 
 def plot_patching(results: dict[str, PatchingResult], path, title: str = ""):
-    """Normalised effect per layer with its 95% interval, one series per pair kind (the dict's keys). The y axis
-    shows -0.5 to 1.5; a series whose clean - corrupted gap is not significant (its interval contains 0, so the
-    effect is ill-defined) is drawn with open markers and says so in the legend."""
+    """Normalised effect per layer with its 95% interval, one series per pair kind (the dict's keys), on a -0.5 to
+    1.5 axis. A kind whose clean - corrupted gap is not significant (its interval contains 0, so the effect is
+    ill-defined) is not drawn; a note under the axis names it."""
     import matplotlib.pyplot as plt
 
     layers = list(dict.fromkeys(layer for r in results.values() for layer in r.layers))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(layers) + 2), 4.2), constrained_layout=True)
-    width = 0.8 / max(1, len(results))
-    for k, (label, r) in enumerate(results.items()):
-        x = np.array([layers.index(layer) for layer in r.layers]) + (k - (len(results) - 1) / 2) * width
+    drawn = {label: r for label, r in results.items() if not r.gap_ci95[0] <= 0 <= r.gap_ci95[1]}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(layers) + 2), 4.4), constrained_layout=True)
+    width = 0.8 / max(1, len(drawn))
+    for k, (label, r) in enumerate(drawn.items()):
+        x = np.array([layers.index(layer) for layer in r.layers]) + (k - (len(drawn) - 1) / 2) * width
         errors = np.abs(r.ci95.T - r.effect)
-        ill_defined = r.gap_ci95[0] <= 0 <= r.gap_ci95[1]
-        ax.errorbar(
-            x,
-            r.effect,
-            yerr=errors,
-            fmt="o",
-            ms=4,
-            capsize=2,
-            mfc="none" if ill_defined else None,
-            label=f"{label} (gap not significant: ill-defined)" if ill_defined else label,
-        )
+        ax.errorbar(x, r.effect, yerr=errors, fmt="o", ms=4, capsize=2, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, ls=":")
     ax.set_ylim(-0.5, 1.5)
     ax.set_xticks(np.arange(len(layers)), layers, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("normalised patching effect\n(0 none, 1 full recovery)")
     ax.set_title(title or "activation patching")
-    ax.legend(fontsize=8)
+    skipped = [label for label in results if label not in drawn]
+    if skipped:
+        ax.set_xlabel(f"not drawn (clean - corrupted gap not significant, effect ill-defined): {', '.join(skipped)}")
+    if drawn:
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
