@@ -1,4 +1,7 @@
-"""Figures (matplotlib, Agg backend): each function draws one figure, saves it atomically and returns the path.
+"""Figures (matplotlib): each function draws one figure, saves it atomically, closes it and returns the path.
+
+The backend is left to matplotlib (Agg on a headless machine, inline in a notebook); figures are closed after saving,
+so nothing is shown twice.
 
 Every figure in the docs is made by a command (see docs/), e.g.::
 
@@ -17,17 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from .data.presets import SimulationPreset  # noqa: E402
-from .data.simulator import render_images, sample_lenses, true_convergence  # noqa: E402
-from .metrics import classification_metrics  # noqa: E402
+from .data.presets import SimulationPreset
+from .data.simulator import render_images, sample_lenses, true_convergence
+from .metrics import classification_metrics
 
 __all__ = [
     "plot_class_examples",

@@ -38,7 +38,7 @@ from .data import download_dataset, load_splits
 from .data.datasets import CLASS_NAMES, DataSplits
 from .data.download import DATASETS
 from .data.presets import get_preset
-from .data.writer import simulate_dataset
+from .data.writer import check_simulation, simulate_dataset
 from .losses import PhysicsLossWeights, classification_loss, physics_losses
 from .metrics import classification_metrics
 from .models import create_model
@@ -69,13 +69,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_data(config: TrainConfig) -> DataSplits:
-    """Simulate (once), download (once) or open the configured data and split it with the run's seed."""
+    """Simulate (once), download (once) or open the configured data and split it with the run's seed.
+
+    A complete simulation already in ``data.root`` is reused only if it was made with the same preset, counts and
+    seed; otherwise this is a ``ValueError`` (never silently the wrong data)."""
     data = config.data
     if data.source == "simulate":
         root = Path(data.root)
         manifest = root / "manifest.json"
-        if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
-            preset = get_preset(data.preset, hard=data.hard)
+        preset = get_preset(data.preset, hard=data.hard)
+        if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
+            check_simulation(root, preset, data.n_per_class, data.n_val_per_class, seed=config.seed)  # same data?
+        else:
             simulate_dataset(root, preset, data.n_per_class, data.n_val_per_class, seed=config.seed)
         source = root
     elif data.source in DATASETS:

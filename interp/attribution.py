@@ -28,7 +28,7 @@ from d4lenspinn.data.presets import SimulationPreset
 from d4lenspinn.data.simulator import LensSample, render_images, true_convergence
 from d4lenspinn.plots import save_figure
 
-from .hooks import resolve_layers
+from .hooks import eval_mode, resolve_layers
 
 __all__ = [
     "LogitModel",
@@ -89,9 +89,7 @@ def integrated_gradients(
             f"baseline must have the images' shape {tuple(images.shape)} or (1, *{tuple(images.shape[1:])}), "
             f"got {tuple(baseline.shape)}"
         )
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         attributions, delta = IntegratedGradients(LogitModel(model)).attribute(
             images,
             baselines=baseline.expand_as(images).to(images),
@@ -100,8 +98,6 @@ def integrated_gradients(
             internal_batch_size=internal_batch_size,
             return_convergence_delta=True,
         )
-    finally:
-        model.train(was_training)
     return attributions.detach(), delta.detach()
 
 
@@ -135,14 +131,10 @@ def grad_cam(
     module = resolve_layers(model, [name])[name]
     if isinstance(module, enn.EquivariantModule):
         raise ValueError(f"layer {name!r} outputs an escnn GeometricTensor; Grad-CAM needs a layer with tensor output")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         cam = LayerGradCam(LogitModel(model), module).attribute(
             images, target=_target(target, images), relu_attributions=relu
         )
-    finally:
-        model.train(was_training)
     if cam.dim() != 4:
         raise ValueError(f"layer {name!r} gave a Grad-CAM map of shape {tuple(cam.shape)}; need a (B, C, h, w) output")
     return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear").detach()
@@ -158,18 +150,13 @@ def predicted_kappa(model: nn.Module, batch_size: int = 64) -> Callable[[torch.T
     device = next(model.parameters(), torch.empty(0)).device
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                kappas = []
-                for start in range(0, len(images), batch_size):
-                    kappa = model(images[start : start + batch_size].to(device)).kappa
-                    if kappa is None:
-                        raise ValueError(f"model {name!r} predicts no kappa map (ModelOutput.kappa is None)")
-                    kappas.append(kappa.cpu())
-        finally:
-            model.train(was_training)
+        kappas = []
+        with eval_mode(model), torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                kappa = model(images[start : start + batch_size].to(device)).kappa
+                if kappa is None:
+                    raise ValueError(f"model {name!r} predicts no kappa map (ModelOutput.kappa is None)")
+                kappas.append(kappa.cpu())
         return torch.cat(kappas)
 
     return predict

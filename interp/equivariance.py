@@ -25,7 +25,7 @@ from d4lenspinn.plots import save_figure
 from d4lenspinn.symmetry import D4_ELEMENTS, D4Element, transform_scalar, transform_vector
 
 from .fields import VECTOR_FIELDS, field_kind, flatten_activation, transform_activation
-from .hooks import capture, default_layers
+from .hooks import capture, default_layers, eval_mode
 
 __all__ = ["equivariance_errors", "summarise_equivariance", "format_equivariance_table", "plot_equivariance"]
 
@@ -50,9 +50,7 @@ def equivariance_errors(
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be square (B, C, n, n), got shape {tuple(images.shape)}")
     layers = list(default_layers(model) if layers is None else layers)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with capture(model, layers + [""]) as reference:
             model(images)
         order = list(reference)  # hooks fire in forward order
@@ -71,8 +69,6 @@ def equivariance_errors(
                         error = (diff.norm() / base.norm().clamp_min(1e-30)).item()
                     kind = "vector x1" if field_names else field_kind(before)
                     rows.append({"layer": name, "kind": kind, "element": str(g), "error": error})
-    finally:
-        model.train(was_training)
     return rows
 
 

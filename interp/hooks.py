@@ -21,7 +21,7 @@ import torch
 from escnn import nn as enn
 from torch import nn
 
-__all__ = ["resolve_layers", "default_layers", "forward_order", "capture", "patch", "map_tensors"]
+__all__ = ["resolve_layers", "default_layers", "forward_order", "eval_mode", "capture", "patch", "map_tensors"]
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
@@ -53,16 +53,23 @@ def default_layers(model: nn.Module, depth: int = 2) -> list[str]:
     return names
 
 
-@torch.no_grad()
-def forward_order(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> list[str]:
-    """The ``layers`` that run on ``images``, in the order their outputs are produced (eval mode, restored)."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with ``model`` in eval mode; its train/eval mode comes back afterwards, also after an error."""
     was_training = model.training
     model.eval()
     try:
-        with capture(model, layers) as activations:
-            model(images)
+        yield model
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def forward_order(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> list[str]:
+    """The ``layers`` that run on ``images``, in the order their outputs are produced (eval mode, restored)."""
+    with eval_mode(model):
+        with capture(model, layers) as activations:
+            model(images)
     return list(activations)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from d4lenspinn.plots import save_figure
 
-from .hooks import capture, default_layers, patch
+from .hooks import capture, default_layers, eval_mode, patch
 
 __all__ = ["PatchingResult", "PatchingSanityError", "activation_patching", "plot_patching"]
 
@@ -98,9 +98,7 @@ def activation_patching(
     n = clean.shape[0]
     target, reference = _class_index(target, n, "target"), _class_index(reference, n, "reference")
     layers = list(default_layers(model) if layers is None else layers)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         clean_m, corrupted_m, patched, self_change = [], [], [], 0.0
         order, final = None, None
         for start in range(0, n, batch_size):
@@ -123,8 +121,6 @@ def activation_patching(
                         again = _metric(model(corrupted[part]).logits, target[part], reference[part])
                     self_change = max(self_change, float(np.abs(again - corrupted_m[-1]).max()))
             patched.append(np.stack(rows))
-    finally:
-        model.train(was_training)
     clean_m, corrupted_m, patched = np.concatenate(clean_m), np.concatenate(corrupted_m), np.concatenate(patched, 1)
     effect, ci95, gap_ci = _effects_with_intervals(clean_m, corrupted_m, patched, n_bootstrap, seed)
     result = PatchingResult(order, clean_m, corrupted_m, patched, effect, ci95, gap_ci, final, self_change)

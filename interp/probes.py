@@ -33,7 +33,7 @@ from d4lenspinn.data.simulator import LensSample
 from d4lenspinn.plots import save_figure
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
-from .hooks import capture
+from .hooks import capture, eval_mode
 
 __all__ = [
     "pooled_features",
@@ -95,21 +95,16 @@ def collect_pooled(
     if len(images) == 0:
         raise ValueError("images is empty; need at least one image to collect activations")
     device = next(model.parameters(), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
     parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                with capture(model, layers) as activations:
-                    model(images[start : start + batch_size].to(device))
-                missing = [name for name in layers if name not in activations]
-                if missing:
-                    raise ValueError(f"layer(s) {missing} were not called by the model's forward pass")
-                for name in layers:
-                    parts[name].append(pooled_features(activations[name]))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            with capture(model, layers) as activations:
+                model(images[start : start + batch_size].to(device))
+            missing = [name for name in layers if name not in activations]
+            if missing:
+                raise ValueError(f"layer(s) {missing} were not called by the model's forward pass")
+            for name in layers:
+                parts[name].append(pooled_features(activations[name]))
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 

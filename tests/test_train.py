@@ -165,3 +165,9 @@ def test_epoch_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypa
     monkeypatch.setattr(train_module, "_tensorboard", lambda run_dir: Writer(str(run_dir / "tensorboard")))
     train(_config(tmp_path, "board"))
     assert ("val_macro_auc", 1) in logged and ("train_loss", 2) in logged and closed == [True]
+
+
+def test_reusing_a_data_root_simulated_differently_is_an_error(tmp_path):
+    train(_config(tmp_path, "first", **{"optim.epochs": 1}))
+    with pytest.raises(ValueError, match=r"different simulation \(counts"):
+        train(_config(tmp_path, "second", **{"data.n_per_class": 9}))

@@ -33,7 +33,7 @@ from .datasets import CLASS_NAMES
 from .presets import SimulationPreset
 from .simulator import LensSample, render_images, sample_lenses
 
-__all__ = ["simulate_dataset", "read_truth", "SPLITS"]
+__all__ = ["simulate_dataset", "check_simulation", "read_truth", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -93,7 +93,7 @@ def _check_manifest(path: Path, manifest: dict) -> None:
         if previous.get(key) != manifest[key]:
             raise ValueError(
                 f"{path} describes a different simulation ({key}: {previous.get(key)!r} here, {manifest[key]!r} "
-                f"requested); use another --out directory or delete this one"
+                f"requested); use another directory (--out, or data.root in a run config) or delete this one"
             )
 
 
@@ -154,6 +154,35 @@ class _HDF5Sink:
         self.file.close()
 
 
+def _manifest(preset, n_per_class: int, n_val_per_class: int | None, seed: int, fmt: str, batch_size: int) -> dict:
+    """The manifest of a simulation as it reads back from JSON (tuples become lists); ``complete`` is False."""
+    n_val = max(1, n_per_class // 4) if n_val_per_class is None else n_val_per_class
+    counts = {"train": dict.fromkeys(CLASS_NAMES, n_per_class), "val": dict.fromkeys(CLASS_NAMES, n_val)}
+    manifest = {
+        "preset": asdict(preset),
+        "seed": seed,
+        "counts": counts,
+        "format": fmt,
+        "batch_size": batch_size,
+        "package_version": __version__,
+        "complete": False,
+    }
+    return json.loads(json.dumps(manifest))
+
+
+def check_simulation(
+    out: str | Path,
+    preset: SimulationPreset,
+    n_per_class: int,
+    n_val_per_class: int | None = None,
+    seed: int = 0,
+    fmt: str = "npy",
+    batch_size: int = 64,
+) -> None:
+    """Raise ``ValueError`` when ``out`` holds a simulation made with other arguments than these."""
+    _check_manifest(Path(out) / "manifest.json", _manifest(preset, n_per_class, n_val_per_class, seed, fmt, batch_size))
+
+
 def simulate_dataset(
     out: str | Path,
     preset: SimulationPreset,
@@ -174,20 +203,10 @@ def simulate_dataset(
         raise ValueError(f"format must be one of {_FORMATS}, got {fmt!r}")
     if n_per_class < 1 or batch_size < 1:
         raise ValueError(f"n_per_class and batch_size must be >= 1, got {n_per_class} and {batch_size}")
-    n_val = max(1, n_per_class // 4) if n_val_per_class is None else n_val_per_class
-    counts = {"train": dict.fromkeys(CLASS_NAMES, n_per_class), "val": dict.fromkeys(CLASS_NAMES, n_val)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "preset": asdict(preset),
-        "seed": seed,
-        "counts": counts,
-        "format": fmt,
-        "batch_size": batch_size,
-        "package_version": __version__,
-        "complete": False,
-    }
-    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as they will read back
+    manifest = _manifest(preset, n_per_class, n_val_per_class, seed, fmt, batch_size)
+    counts = manifest["counts"]
     _check_manifest(out / "manifest.json", manifest)
     _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
 
