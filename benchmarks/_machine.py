@@ -18,7 +18,8 @@ def describe_machine(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}"
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text

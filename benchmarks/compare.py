@@ -10,7 +10,8 @@ paired bootstrap interval (both predictions resampled with the same stratified i
 
 Runs live in ``--out/<model>/lr<lr>/`` and are reused: a finished run (``timing.json``) is skipped, an interrupted
 one resumes from its ``last.pt``. ``--report-only`` rebuilds the results from the finished runs without training.
-Outputs: ``--out/results.json``, ``--results`` (markdown) and its figure ``docs/figures/compare_auc.png``.
+Outputs: ``--out/results.json``, ``--results`` (markdown) and its figure ``docs/figures/compare_auc.png``. Text after
+the line ``NOTES_MARKER`` in an existing ``--results`` file (the discussion of the numbers) is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from d4lenspinn.metrics import classification_metrics  # noqa: E402
 from d4lenspinn.models import count_parameters  # noqa: E402
 from d4lenspinn.train import collect_predictions, load_trained_model, prepare_data, resolve_device, train  # noqa: E402
 
+NOTES_MARKER = "<!-- notes below are kept when compare.py rewrites this file -->"
 MODELS = ("d4lenspinn", "resnet18", "vanilla_lenspinn", "lenspinn_small", "d4_cnn", "residual_cnn", "efficientnetv2_b0")
 
 
@@ -255,7 +257,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared CPU)")
     parser.add_argument("--report-only", action="store_true", help="only collect the finished runs and write results")
     args = parser.parse_args()
-    args.command = "python benchmarks/compare.py " + shlex.join(sys.argv[1:])
+    # the command that trains these runs (--report-only only re-reads them)
+    args.command = "python benchmarks/compare.py " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
     torch.set_num_threads(args.threads)
     machine = describe_machine(resolve_device(args.device))
     print(machine, flush=True)
