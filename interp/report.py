@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from d4lenspinn.data import load_splits
-from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.datasets import CLASS_NAMES
+from d4lenspinn.data.presets import SimulationPreset, get_preset
 from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
 from d4lenspinn.symmetry import D4_ELEMENTS
 from d4lenspinn.train import load_trained_model
@@ -48,7 +49,27 @@ from .probes import collect_pooled, d4_element_dataset, plot_probes, probe_layer
 __all__ = ["STUDIES", "run_studies"]
 
 STUDIES = ("equivariance", "patching", "probes", "attribution")
-CLASS_NAMES = ("no", "sphere", "vort")
+
+
+@dataclass
+class _Setup:
+    """What every study needs: the model, its layers (forward order), the preset, and where to write."""
+
+    model: torch.nn.Module
+    name: str
+    layers: list[str]
+    preset: SimulationPreset
+    out: Path
+    device: str
+    seed: int
+    n_bootstrap: int
+
+    @property
+    def figures(self) -> Path:
+        return self.out / "figures"
+
+    def write_json(self, name: str, value) -> None:
+        _write(self.out / f"{name}.json", json.dumps(value, indent=1))
 
 
 def _simulated(preset, per_class: int, seed: int):
@@ -66,6 +87,141 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _equivariance(setup: _Setup, images: torch.Tensor) -> tuple[list, list[str]]:
+    rows = equivariance_errors(setup.model, images, setup.layers)
+    setup.write_json("equivariance", rows)
+    title = f"{setup.name}: D4 equivariance error per layer"
+    plot_equivariance(rows, setup.figures / "equivariance.png", title=title)
+    lines = [
+        "## Equivariance",
+        "",
+        f"Relative error ||f(gx) - g f(x)|| / ||f(x)|| over {len(images)} images, max and mean over the 7 "
+        "non-identity elements.",
+        "",
+        format_equivariance_table(rows),
+        "",
+        "![equivariance](figures/equivariance.png)",
+        "",
+    ]
+    return summarise_equivariance(rows), lines
+
+
+def _patching(setup: _Setup, n_pairs: int) -> tuple[dict, list[str]]:
+    def run(clean, corrupted, target):
+        return activation_patching(
+            setup.model, clean, corrupted, target, 0, setup.layers, n_bootstrap=setup.n_bootstrap, seed=setup.seed
+        )
+
+    results = {}
+    for label in (1, 2):
+        clean, corrupted, _ = substructure_pairs(setup.preset, label, n_pairs, seed=setup.seed + 10 * label)
+        results[f"{CLASS_NAMES[label]} vs no"] = run(clean.to(setup.device), corrupted.to(setup.device), label)
+    clean, _, _ = substructure_pairs(setup.preset, 1, n_pairs, seed=setup.seed + 30)
+    results["image vs rot90 image"] = run(*d4_pairs(clean.to(setup.device), D4_ELEMENTS[1]), 1)
+    summary = {
+        key: {"gap_ci95": r.gap_ci95, "final_layer": r.final_layer, "rows": r.rows()} for key, r in results.items()
+    }
+    setup.write_json("patching", summary)
+    title = f"{setup.name}: activation patching ({n_pairs} pairs each)"
+    plot_patching(results, setup.figures / "patching.png", title=title)
+    lines = ["## Activation patching", "", "| layer | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    for index, layer in enumerate(next(iter(results.values())).layers):
+        cells = [f"{r.effect[index]:.3f} [{r.ci95[index, 0]:.3f}, {r.ci95[index, 1]:.3f}]" for r in results.values()]
+        lines.append(f"| `{layer}` | " + " | ".join(cells) + " |")
+    gaps = ", ".join(f"{key}: [{r.gap_ci95[0]:.3f}, {r.gap_ci95[1]:.3f}]" for key, r in results.items())
+    lines += [
+        "",
+        f"Normalised effect (0 none, 1 full recovery) with 95% bootstrap intervals. Mean clean - corrupted logit "
+        f"difference (95% interval): {gaps}; an interval that includes 0 leaves the effect ill-defined.",
+        "",
+        "![patching](figures/patching.png)",
+        "",
+    ]
+    return summary, lines
+
+
+def _probes(setup: _Setup, n_probe: int) -> tuple[list, list[str]]:
+    images, sample = _simulated(setup.preset, n_probe, setup.seed + 100)
+    pooled = collect_pooled(setup.model, images.to(setup.device), setup.layers)
+    rows = probe_layers(pooled, simulator_targets(sample), seed=setup.seed)
+    moved, element = d4_element_dataset(images, seed=setup.seed)
+    pooled_moved = collect_pooled(setup.model, moved.to(setup.device), setup.layers)
+    rows += probe_layers(pooled_moved, {"d4_element": (element, "classification")}, seed=setup.seed)
+    setup.write_json("probes", rows)
+    plot_probes(rows, setup.figures / "probes.png")
+    targets = list(dict.fromkeys(row["target"] for row in rows))
+    lines = [
+        "## Linear probes",
+        "",
+        f"5-fold cross-validated score of a linear probe on spatially pooled activations ({3 * n_probe} lenses); "
+        "in brackets the same probe on shuffled targets. Accuracy for class and d4_element, R^2 otherwise.",
+        "",
+        "| layer | " + " | ".join(targets) + " |",
+        "|---|" + "---:|" * len(targets),
+    ]
+    by_key = {(row["layer"], row["target"]): row for row in rows}
+    for layer in dict.fromkeys(row["layer"] for row in rows):
+        cells = [
+            f"{by_key[layer, t]['score']:.2f} ({by_key[layer, t]['shuffled']:.2f})" if (layer, t) in by_key else "-"
+            for t in targets
+        ]
+        lines.append(f"| `{layer}` | " + " | ".join(cells) + " |")
+    return rows, lines + ["", "![probes](figures/probes.png)", ""]
+
+
+def _attribution(setup: _Setup, images: torch.Tensor, labels: torch.Tensor, n_pairs: int) -> tuple[dict, list[str]]:
+    picked = torch.cat([torch.nonzero(labels == k).flatten()[:2] for k in range(len(CLASS_NAMES))])
+    chosen, targets = images[picked], labels[picked].to(setup.device)
+    ig, delta = integrated_gradients(setup.model, chosen, targets)
+    cam_layer = default_cam_layer(setup.model)
+    cam = grad_cam(setup.model, chosen, targets, cam_layer)
+    plot_attributions(
+        chosen.cpu(),
+        {"Integrated Gradients": ig.cpu(), f"Grad-CAM ({cam_layer})": cam.cpu()},
+        setup.figures / "attributions.png",
+        titles=[CLASS_NAMES[int(k)] for k in targets],
+    )
+    gap = (ig.flatten(1).sum(1) - delta).abs().clamp_min(1e-12)  # |F(x) - F(baseline)|
+    summary = {
+        "ig_completeness_delta": delta.cpu().tolist(),
+        "ig_relative_delta_max": float((delta.abs() / gap).max()),
+        "cam_layer": cam_layer,
+    }
+    lines = [
+        "## Attribution",
+        "",
+        f"Integrated Gradients (black-image baseline) and Grad-CAM at `{cam_layer}` for the true class. "
+        f"Completeness: max |delta| / |F(x) - F(baseline)| = {summary['ig_relative_delta_max']:.2e}.",
+        "",
+        "![attributions](figures/attributions.png)",
+        "",
+    ]
+    with torch.no_grad():
+        has_kappa = setup.model(images[:1]).kappa is not None
+    if has_kappa:
+        localisation = {}
+        for label in (1, 2):
+            generator = torch.Generator().manual_seed(setup.seed + 40 + label)
+            lenses = sample_lenses(setup.preset, label, n_pairs, generator)
+            result = kappa_localisation(predicted_kappa(setup.model), lenses, setup.preset, seed=setup.seed)
+            name = CLASS_NAMES[label]
+            localisation[name] = {k: result[k] for k in ("mean_r", "control_mean_r")} | {"r": result["r"].tolist()}
+            plot_kappa_localisation(result, setup.figures / f"kappa_localisation_{name}.png")
+        summary["kappa_localisation"] = localisation
+        lines += [
+            "Does the predicted kappa put the substructure where it is? Pearson r between the predicted kappa "
+            "change (image with minus without substructure) and the true substructure kappa, both smoothed; "
+            "control: the true map of another lens.",
+            "",
+            "| class | mean r | control mean r |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {k} | {v['mean_r']:.3f} | {v['control_mean_r']:.3f} |" for k, v in localisation.items()]
+        lines += [""] + [f"![kappa {k}](figures/kappa_localisation_{k}.png)" for k in localisation] + [""]
+    setup.write_json("attribution", summary)
+    return summary, lines
+
+
 def run_studies(
     checkpoint: str | Path,
     out: str | Path,
@@ -79,7 +235,7 @@ def run_studies(
     n_bootstrap: int = 1000,
     seed: int = 12345,
     device: str = "cpu",
-    progress=None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Run ``studies`` on ``checkpoint``; write ``report.md``, one JSON per study and ``figures/`` into ``out``.
 
@@ -96,163 +252,39 @@ def run_studies(
             f"preset {preset_obj.name} makes {preset_obj.n_pixels} px images, the model takes {image_size} px; "
             "pass a preset of the model's size"
         )
-    out = Path(out)
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    name = config["model"]["name"]
-    tell = progress or (lambda message: None)
     if data is not None:
         test = load_splits(data, seed=config["seed"]).test
         images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
-        image_labels = torch.tensor([int(test[i][1]) for i in range(len(images))])
+        labels = torch.tensor([int(test[i][1]) for i in range(len(images))])
     else:
         images, sample = _simulated(preset_obj, max(1, n_images // 3), seed)
-        image_labels = sample.label
+        labels = sample.label
     images = images.to(device)
-    layers = forward_order(model, images[:1], default_layers(model) if layers is None else layers)
-    sections = [f"# Interpretability of `{checkpoint}` ({name})", ""]
-    summary: dict = {"checkpoint": str(checkpoint), "model": name, "preset": preset_obj.name, "seed": seed}
-
-    if "equivariance" in studies:
-        tell("equivariance")
-        rows = equivariance_errors(model, images, layers)
-        summary["equivariance"] = summarise_equivariance(rows)
-        _write(out / "equivariance.json", json.dumps(rows, indent=1))
-        plot_equivariance(rows, figures / "equivariance.png", title=f"{name}: D4 equivariance error per layer")
-        sections += [
-            "## Equivariance",
-            "",
-            f"Relative error ||f(gx) - g f(x)|| / ||f(x)|| over {len(images)} images, max and mean over the 7 "
-            "non-identity elements.",
-            "",
-            format_equivariance_table(rows),
-            "",
-            "![equivariance](figures/equivariance.png)",
-            "",
-        ]
-
-    if "patching" in studies:
-        tell("patching")
-        results = {}
-        for label in (1, 2):
-            clean, corrupted, _ = substructure_pairs(preset_obj, label, n_pairs, seed=seed + 10 * label)
-            results[f"{CLASS_NAMES[label]} vs no"] = activation_patching(
-                model, clean.to(device), corrupted.to(device), label, 0, layers, n_bootstrap=n_bootstrap, seed=seed
-            )
-        clean, _, _ = substructure_pairs(preset_obj, 1, n_pairs, seed=seed + 30)
-        clean, rotated = d4_pairs(clean.to(device), D4_ELEMENTS[1])
-        results["image vs rot90 image"] = activation_patching(
-            model, clean, rotated, 1, 0, layers, n_bootstrap=n_bootstrap, seed=seed
-        )
-        summary["patching"] = {
-            key: {"gap_ci95": r.gap_ci95, "final_layer": r.final_layer, "rows": r.rows()} for key, r in results.items()
-        }
-        _write(out / "patching.json", json.dumps(summary["patching"], indent=1))
-        plot_patching(results, figures / "patching.png", title=f"{name}: activation patching ({n_pairs} pairs each)")
-        sections += [
-            "## Activation patching",
-            "",
-            "| layer | " + " | ".join(results) + " |",
-            "|---|" + "---:|" * len(results),
-        ]
-        for index, layer in enumerate(next(iter(results.values())).layers):
-            cells = [
-                f"{r.effect[index]:.3f} [{r.ci95[index, 0]:.3f}, {r.ci95[index, 1]:.3f}]" for r in results.values()
-            ]
-            sections.append(f"| `{layer}` | " + " | ".join(cells) + " |")
-        gaps = ", ".join(f"{key}: [{r.gap_ci95[0]:.3f}, {r.gap_ci95[1]:.3f}]" for key, r in results.items())
-        sections += [
-            "",
-            f"Normalised effect (0 none, 1 full recovery) with 95% bootstrap intervals. Mean clean - corrupted logit "
-            f"difference (95% interval): {gaps}; an interval that includes 0 leaves the effect ill-defined.",
-            "",
-            "![patching](figures/patching.png)",
-            "",
-        ]
-
-    if "probes" in studies:
-        tell("probes")
-        probe_images, probe_sample = _simulated(preset_obj, n_probe, seed + 100)
-        pooled = collect_pooled(model, probe_images.to(device), layers)
-        rows = probe_layers(pooled, simulator_targets(probe_sample), seed=seed)
-        moved, element = d4_element_dataset(probe_images, seed=seed)
-        pooled_moved = collect_pooled(model, moved.to(device), layers)
-        rows += probe_layers(pooled_moved, {"d4_element": (element, "classification")}, seed=seed)
-        summary["probes"] = rows
-        _write(out / "probes.json", json.dumps(rows, indent=1))
-        plot_probes(rows, figures / "probes.png")
-        targets = list(dict.fromkeys(row["target"] for row in rows))
-        sections += [
-            "## Linear probes",
-            "",
-            f"5-fold cross-validated score of a linear probe on spatially pooled activations ({3 * n_probe} lenses); "
-            "in brackets the same probe on shuffled targets. Accuracy for class and d4_element, R^2 otherwise.",
-            "",
-            "| layer | " + " | ".join(targets) + " |",
-            "|---|" + "---:|" * len(targets),
-        ]
-        by_key = {(row["layer"], row["target"]): row for row in rows}
-        for layer in dict.fromkeys(row["layer"] for row in rows):
-            cells = [
-                f"{by_key[layer, t]['score']:.2f} ({by_key[layer, t]['shuffled']:.2f})" if (layer, t) in by_key else "-"
-                for t in targets
-            ]
-            sections.append(f"| `{layer}` | " + " | ".join(cells) + " |")
-        sections += ["", "![probes](figures/probes.png)", ""]
-
-    if "attribution" in studies:
-        tell("attribution")
-        picked = torch.cat([torch.nonzero(image_labels == k).flatten()[:2] for k in range(3)])
-        chosen, targets = images[picked], image_labels[picked].to(device)
-        ig, delta = integrated_gradients(model, chosen, targets)
-        cam_layer = default_cam_layer(model)
-        cam = grad_cam(model, chosen, targets, cam_layer)
-        plot_attributions(
-            chosen.cpu(),
-            {"Integrated Gradients": ig.cpu(), f"Grad-CAM ({cam_layer})": cam.cpu()},
-            figures / "attributions.png",
-            titles=[CLASS_NAMES[int(k)] for k in targets],
-        )
-        scale = (ig.flatten(1).sum(1) - delta).abs().clamp_min(1e-12)  # |F(x) - F(baseline)|
-        attribution = {
-            "ig_completeness_delta": delta.cpu().tolist(),
-            "ig_relative_delta_max": float((delta.abs() / scale).max()),
-            "cam_layer": cam_layer,
-        }
-        sections += [
-            "## Attribution",
-            "",
-            f"Integrated Gradients (black-image baseline) and Grad-CAM at `{cam_layer}` for the true class. "
-            f"Completeness: max |delta| / |F(x) - F(baseline)| = {attribution['ig_relative_delta_max']:.2e}.",
-            "",
-            "![attributions](figures/attributions.png)",
-            "",
-        ]
-        if model(images[:1]).kappa is not None:
-            localisation = {}
-            for label in (1, 2):
-                lenses = sample_lenses(preset_obj, label, n_pairs, torch.Generator().manual_seed(seed + 40 + label))
-                result = kappa_localisation(predicted_kappa(model), lenses, preset_obj, seed=seed)
-                localisation[CLASS_NAMES[label]] = {
-                    "mean_r": result["mean_r"],
-                    "control_mean_r": result["control_mean_r"],
-                    "r": np.asarray(result["r"]).tolist(),
-                }
-                plot_kappa_localisation(result, figures / f"kappa_localisation_{CLASS_NAMES[label]}.png")
-            attribution["kappa_localisation"] = localisation
-            sections += [
-                "Does the predicted kappa put the substructure where it is? Pearson r between the predicted kappa "
-                "change (image with minus without substructure) and the true substructure kappa, both smoothed; "
-                "control: the true map of another lens.",
-                "",
-                "| class | mean r | control mean r |",
-                "|---|---:|---:|",
-            ]
-            sections += [f"| {k} | {v['mean_r']:.3f} | {v['control_mean_r']:.3f} |" for k, v in localisation.items()]
-            sections += [""] + [f"![kappa {k}](figures/kappa_localisation_{k}.png)" for k in localisation] + [""]
-        summary["attribution"] = attribution
-        _write(out / "attribution.json", json.dumps(attribution, indent=1))
-
-    _write(out / "report.md", "\n".join(sections) + "\n")
-    summary["report"] = str(out / "report.md")
+    setup = _Setup(
+        model=model,
+        name=config["model"]["name"],
+        layers=forward_order(model, images[:1], default_layers(model) if layers is None else layers),
+        preset=preset_obj,
+        out=Path(out),
+        device=device,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+    )
+    setup.figures.mkdir(parents=True, exist_ok=True)
+    tell = progress or (lambda message: None)
+    runs = {
+        "equivariance": lambda: _equivariance(setup, images),
+        "patching": lambda: _patching(setup, n_pairs),
+        "probes": lambda: _probes(setup, n_probe),
+        "attribution": lambda: _attribution(setup, images, labels, n_pairs),
+    }
+    summary: dict = {"checkpoint": str(checkpoint), "model": setup.name, "preset": preset_obj.name, "seed": seed}
+    sections = [f"# Interpretability of `{checkpoint}` ({setup.name})", ""]
+    for study in STUDIES:
+        if study in studies:
+            tell(study)
+            summary[study], lines = runs[study]()
+            sections += lines
+    _write(setup.out / "report.md", "\n".join(sections) + "\n")
+    summary["report"] = str(setup.out / "report.md")
     return summary
