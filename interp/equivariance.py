@@ -59,31 +59,28 @@ def equivariance_errors(
             with capture(model, order) as moved:
                 model(transform_scalar(images, g))
             for layer in order:
-                for name, before, after in _parts(layer or OUTPUT, reference[layer], moved[layer]):
-                    field_names = vector_fields if name.rsplit(".", 1)[-1] in vector_fields else ()
-                    expected = _transform_part(before, g, bool(field_names))
+                for name, field, before, after in _parts(layer or OUTPUT, reference[layer], moved[layer]):
+                    vector = field in vector_fields
+                    expected = transform_vector(before, g) if vector else transform_activation(before, g)
                     error = float("nan")
                     if expected is not None:
                         base = flatten_activation(before).double()
                         diff = flatten_activation(after).double() - flatten_activation(expected).double()
                         error = (diff.norm() / base.norm().clamp_min(1e-30)).item()
-                    kind = "vector x1" if field_names else field_kind(before)
+                    kind = "vector x1" if vector else field_kind(before)
                     rows.append({"layer": name, "kind": kind, "element": str(g), "error": error})
     return rows
 
 
 def _parts(name: str, before, after):
-    """``(name, reference, moved)`` per measured quantity; a named tuple gives one per field (``engine.alpha``)."""
+    """``(name, field, reference, moved)`` per measured quantity: a named tuple gives one per field
+    (``engine.alpha``, field ``alpha``), anything else itself (field None)."""
     if isinstance(before, tuple) and hasattr(before, "_fields"):
         for field, a, b in zip(before._fields, before, after, strict=True):
             if a is not None:
-                yield f"{name}.{field}", a, b
+                yield f"{name}.{field}", field, a, b
     else:
-        yield name, before, after
-
-
-def _transform_part(value, g: D4Element, vector: bool):
-    return transform_vector(value, g) if vector else transform_activation(value, g)
+        yield name, None, before, after
 
 
 def summarise_equivariance(rows: list[dict]) -> list[dict]:
