@@ -55,7 +55,11 @@ def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray
 def evaluate(
     checkpoint: str | Path, data_source: str | None = None, tta: bool = True, out: str | Path | None = None
 ) -> dict:
-    """Evaluate ``checkpoint`` on its run's test split (or the test split of ``data_source``); returns the report."""
+    """Evaluate ``checkpoint`` on its run's test split (or the test split of ``data_source``).
+
+    Returns what ``metrics.json`` holds (``reports`` per TTA setting: metrics and 95% intervals) plus ``report``
+    (path of report.md), ``table`` (markdown) and ``figures`` (title -> PNG path).
+    """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
@@ -133,6 +137,7 @@ def evaluate(
     _write_text(out_dir / "report.md", "\n".join(lines))
     result["report"] = str(out_dir / "report.md")
     result["table"] = table
+    result["figures"] = {name: str(path) for name, path in plots.items()}
     return result
 
 

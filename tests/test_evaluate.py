@@ -40,6 +40,7 @@ def test_report_with_and_without_tta(trained_run):
     for figure in ("roc_no_tta.png", "roc_d4_tta.png", "confusion_no_tta.png", "training_curves.png", "gallery.png"):
         assert f"figures/{figure}" in report and (trained_run / "figures" / figure).stat().st_size > 1000
     assert "| macro AUC |" in result["table"] and result["report"].endswith("report.md")
+    assert result["figures"]["gallery"] == str(trained_run / "figures" / "gallery.png")
 
 
 def test_data_of_another_size_is_refused(trained_run, tmp_path):
