@@ -234,8 +234,9 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
         "",
         "Each selected run's own report (ROC, confusion matrix, curves, gallery) is under `" + args.out + "`.",
     ]
-    if path.exists() and NOTES_MARKER in path.read_text():  # the hand-written reading of the numbers is kept
-        lines += ["", NOTES_MARKER + path.read_text().split(NOTES_MARKER, 1)[1].rstrip("\n")]
+    previous = path.read_text() if path.exists() else ""
+    if NOTES_MARKER in previous:  # the hand-written reading of the numbers is kept
+        lines += ["", NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1].rstrip("\n")]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)

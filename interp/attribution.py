@@ -25,10 +25,11 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from d4lenspinn.data.presets import SimulationPreset
-from d4lenspinn.data.simulator import LensSample, render_images, true_convergence
+from d4lenspinn.data.simulator import LensSample, true_convergence
 from d4lenspinn.plots import save_figure
 
 from .hooks import eval_mode, resolve_layers
+from .pairs import render_pairs
 
 __all__ = [
     "LogitModel",
@@ -212,8 +213,7 @@ def kappa_localisation(
             "localisation needs lenses with subhalos or a vortex (labels 1 or 2)"
         )
     smooth = sample.without_substructure()
-    x_sub = render_images(sample, preset, torch.Generator().manual_seed(seed))
-    x_smooth = render_images(smooth, preset, torch.Generator().manual_seed(seed))
+    x_sub, x_smooth = render_pairs(sample, preset, noise_seed=seed)
     kappa_sub, kappa_smooth = predict_kappa(x_sub), predict_kappa(x_smooth)
     if kappa_sub.shape != x_sub.shape or kappa_smooth.shape != x_sub.shape:
         raise ValueError(

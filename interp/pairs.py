@@ -15,7 +15,15 @@ from d4lenspinn.data.presets import SimulationPreset
 from d4lenspinn.data.simulator import NO_SUBSTRUCTURE, LensSample, render_images, sample_lenses
 from d4lenspinn.symmetry import D4Element, transform_scalar
 
-__all__ = ["substructure_pairs", "d4_pairs"]
+__all__ = ["render_pairs", "substructure_pairs", "d4_pairs"]
+
+
+def render_pairs(sample: LensSample, preset: SimulationPreset, noise_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(with, without)``: images ``(B, 1, n, n)`` of ``sample`` and of the same lenses without substructure, both
+    drawn with the noise generator seeded ``noise_seed``."""
+    with_substructure = render_images(sample, preset, torch.Generator().manual_seed(noise_seed))
+    smooth = render_images(sample.without_substructure(), preset, torch.Generator().manual_seed(noise_seed))
+    return with_substructure, smooth
 
 
 def substructure_pairs(
@@ -26,8 +34,7 @@ def substructure_pairs(
     if label == NO_SUBSTRUCTURE:
         raise ValueError("substructure pairs need label 1 (subhalos) or 2 (vortex); 0 has nothing to remove")
     sample = sample_lenses(preset, label, count, torch.Generator().manual_seed(seed))
-    clean = render_images(sample, preset, torch.Generator().manual_seed(seed + 1))
-    corrupted = render_images(sample.without_substructure(), preset, torch.Generator().manual_seed(seed + 1))
+    clean, corrupted = render_pairs(sample, preset, noise_seed=seed + 1)
     return clean, corrupted, sample
 
 

@@ -5,29 +5,14 @@ import json
 import pytest
 
 from d4lenspinn.cli import main
-from d4lenspinn.config import load_config
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.writer import simulate_dataset
 from d4lenspinn.evaluate import evaluate
-from d4lenspinn.train import train
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    config = load_config(
-        overrides=[
-            f"data.root={root / 'data'}",
-            "data.n_per_class=8",
-            "data.batch_size=6",
-            "model.name=d4lenspinn",
-            "model.kwargs={widths: [1, 2]}",
-            "optim.epochs=1",
-            f"out={root / 'run'}",
-            "n_bootstrap=20",
-        ]
-    )
-    return train(config)
+@pytest.fixture
+def trained_run(tiny_run):
+    return tiny_run
 
 
 def test_report_with_and_without_tta(trained_run):

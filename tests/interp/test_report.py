@@ -5,25 +5,12 @@ import json
 import pytest
 
 from d4lenspinn.cli import main
-from d4lenspinn.config import load_config
-from d4lenspinn.train import train
 from interp.report import run_studies
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("interp")
-    config = load_config(
-        overrides=[
-            f"data.root={root / 'data'}",
-            "data.n_per_class=8",
-            "data.batch_size=6",
-            "model.kwargs={widths: [1, 2]}",
-            "optim.epochs=1",
-            f"out={root / 'run'}",
-        ]
-    )
-    return train(config) / "best.pt"
+@pytest.fixture
+def checkpoint(tiny_run):
+    return tiny_run / "best.pt"
 
 
 @pytest.mark.slow
