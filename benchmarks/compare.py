@@ -33,12 +33,17 @@ import torch  # noqa: E402
 from _machine import describe_machine  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from d4lenspinn.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, config_from_dict  # noqa: E402
-from d4lenspinn.data.datasets import CLASS_NAMES  # noqa: E402
+from d4lenspinn.checkpoint import load_trained_model  # noqa: E402
+from d4lenspinn.classes import CLASS_NAMES  # noqa: E402
+from d4lenspinn.config import DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from d4lenspinn.data import prepare_data  # noqa: E402
+from d4lenspinn.device import resolve_device  # noqa: E402
 from d4lenspinn.evaluate import evaluate  # noqa: E402
+from d4lenspinn.io import atomic_path, write_text  # noqa: E402
 from d4lenspinn.metrics import classification_metrics  # noqa: E402
 from d4lenspinn.models import count_parameters  # noqa: E402
-from d4lenspinn.train import collect_predictions, load_trained_model, prepare_data, resolve_device, train  # noqa: E402
+from d4lenspinn.train import train  # noqa: E402
+from d4lenspinn.tta import collect_predictions  # noqa: E402
 
 NOTES_MARKER = "<!-- notes below are kept when compare.py rewrites this file -->"
 MODELS = ("d4lenspinn", "resnet18", "vanilla_lenspinn", "lenspinn_small", "d4_cnn", "residual_cnn", "efficientnetv2_b0")
@@ -69,9 +74,7 @@ def train_once(config: TrainConfig) -> dict:
     start = time.perf_counter()
     train(config, resume=resume)
     timing = {"train_seconds": time.perf_counter() - start, "resumed": resume, "threads": torch.get_num_threads()}
-    tmp = timing_path.with_name(".timing.json.tmp")
-    tmp.write_text(json.dumps(timing))
-    os.replace(tmp, timing_path)
+    write_text(timing_path, json.dumps(timing))
     return timing
 
 
@@ -85,8 +88,8 @@ def best_validation(run_dir: Path) -> tuple[float, int]:
 def paired_tta_gain(run_dir: Path, n_bootstrap: int, seed: int) -> dict:
     """Macro AUC with D4 TTA minus without, on the test split, with a paired stratified bootstrap 95% interval."""
     device = resolve_device("auto")
-    model, saved, _ = load_trained_model(run_dir / "best.pt", device)
-    splits = prepare_data(config_from_dict(saved))
+    model, config, _ = load_trained_model(run_dir / "best.pt", device)
+    splits = prepare_data(config.data, seed=config.seed)
     loader = DataLoader(splits.test, batch_size=64)
     single, labels = collect_predictions(model, loader, device, tta=False)
     averaged, _ = collect_predictions(model, loader, device, tta=True)
@@ -161,11 +164,11 @@ def plot_auc(results: dict, path: Path) -> Path:
     ax.set_xticks(np.arange(len(models)), models, rotation=20)
     ax.set_ylabel("test macro ROC AUC (95% CI)")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -237,9 +240,7 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
     previous = path.read_text() if path.exists() else ""
     if NOTES_MARKER in previous:  # the hand-written reading of the numbers is kept
         lines += ["", NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1].rstrip("\n")]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -266,7 +267,8 @@ def main() -> None:
     machine = describe_machine(resolve_device(args.device))
     print(machine, flush=True)
     if not args.report_only:
-        prepare_data(run_config(args, args.models[0], args.lrs[0]))  # simulate once, outside the timed runs
+        first = run_config(args, args.models[0], args.lrs[0])
+        prepare_data(first.data, seed=first.seed)  # simulate once, outside the timed runs
         for lr in args.lrs:  # one whole sweep per learning rate, so a partial run still compares every model
             for model in args.models:
                 timing = train_once(run_config(args, model, lr))
@@ -274,9 +276,9 @@ def main() -> None:
     results = collect_results(args)
     if not results:
         raise SystemExit(f"no finished runs under {args.out}")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "results.json").write_text(
-        json.dumps({"machine": machine, "command": args.command, "results": results}, indent=2)
+    write_text(
+        Path(args.out) / "results.json",
+        json.dumps({"machine": machine, "command": args.command, "results": results}, indent=2),
     )
     figure = plot_auc(results, Path(args.figure))
     write_markdown(results, args, machine, figure, Path(args.results))

@@ -14,8 +14,8 @@ import argparse
 import torch
 from _machine import describe_machine
 
+from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.data.presets import get_preset
-from d4lenspinn.train import load_trained_model
 from interp.attribution import integrated_gradients
 from interp.pairs import substructure_pairs
 
@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, config, _ = load_trained_model(args.checkpoint)
     print(describe_machine(torch.device("cpu")))
-    images, _, _ = substructure_pairs(get_preset(config["data"]["preset"]), 1, args.count, seed=args.seed)
+    images, _, _ = substructure_pairs(get_preset(config.data.preset), 1, args.count, seed=args.seed)
     with torch.no_grad():
         gap = model(images).logits[:, 1] - model(torch.zeros_like(images)).logits[:, 1]
     print("logit gap F(x) - F(0):", " ".join(f"{v:+.4f}" for v in gap.tolist()))

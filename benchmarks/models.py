@@ -33,8 +33,9 @@ import torch
 from _machine import describe_machine, wall_times
 from torch import nn
 
+from d4lenspinn.data.presets import PRESETS
 from d4lenspinn.losses import classification_loss, physics_losses
-from d4lenspinn.models import count_parameters, create_model, list_models
+from d4lenspinn.models import capabilities_of, count_parameters, create_model, list_models
 from d4lenspinn.tta import predict, predict_naive_tta
 
 COLUMNS = ("model", "size", "parameters", "train img/s", "infer img/s", "TTA img/s", "TTA/1", "physics/step")
@@ -48,14 +49,14 @@ def _median_seconds(step: Callable[[], object], device: torch.device, repeats: i
 def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     """One AdamW step on ``images`` with the loss of ``d4lenspinn.train`` (physics terms where the model has maps)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    grid = getattr(model, "grid", None)
+    physics = capabilities_of(model).physics_maps
 
     def step() -> None:
         model.train()
         output = model(images)
         loss = classification_loss(output.logits, labels)
-        if grid is not None:
-            loss = loss + physics_losses(output, images, grid)["total"]
+        if physics:
+            loss = loss + physics_losses(output, images, model.grid)["total"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,10 +76,18 @@ def _physics_step(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def _pixel_scale(size: int) -> float:
+    """Arcsec per pixel of the simulation preset of this image size (the physics models' grid)."""
+    scales = {preset.n_pixels: preset.pixel_scale for preset in PRESETS.values()}
+    if size not in scales:
+        raise SystemExit(f"--sizes: no simulation preset makes {size} px images; use one of {sorted(scales)}")
+    return scales[size]
+
+
 def measure(name: str, size: int, batch: int, repeats: int, device: torch.device) -> dict[str, float | str | None]:
     """The figures of one model at one image size (times in seconds, throughputs in images/s)."""
     torch.manual_seed(0)
-    model = create_model(name, image_size=size).to(device)
+    model = create_model(name, image_size=size, pixel_scale=_pixel_scale(size)).to(device)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, size, size, generator=generator).to(device)
     labels = torch.randint(0, 3, (batch,), generator=generator).to(device)
@@ -87,7 +96,7 @@ def measure(name: str, size: int, batch: int, repeats: int, device: torch.device
     single = _median_seconds(lambda: predict(model, images), device, repeats)
     # TTA runs are 8 passes each, so half as many; the naive ones reuse the warmed-up shapes of the single pass
     tta_repeats = (repeats + 1) // 2
-    fast = getattr(getattr(model, "unet", None), "equivariant", False)  # predict takes the one-pass fast path
+    fast = capabilities_of(model).equivariant_maps  # predict takes the one-pass fast path
     row = {"train": train, "single": single, "naive": None, "physics": None}
     if fast:
         row["naive"] = _median_seconds(lambda: predict_naive_tta(model, images), device, tta_repeats, warmup=0)

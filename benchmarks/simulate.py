@@ -8,7 +8,8 @@ multi-threaded torch suffers most). lenstronomy (optional; ``pip install lenstro
 per class, built once, then per image the same lens (SIE + SHEAR + POINT_MASS) and source (SERSIC_ELLIPSE)
 parameters, its Gaussian PSF, then the same Poisson + background noise and normalisation in numpy, in one process.
 Both are first checked to give the same noiseless image for the same parameters. The reader is timed on a freshly
-simulated ``.npy`` folder (files in the OS page cache, dataset cache off).
+simulated ``.npy`` folder (files in the OS page cache, dataset cache off), alone and followed by the trainer's
+D4 augmentation of each batch in the main process (``random_transform``, as ``Trainer.augment``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import torch
 from _machine import describe_machine
 from torch.utils.data import DataLoader
 
-from d4lenspinn.data.datasets import CLASS_NAMES, LensingImageDataset
+from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE, SUBHALOS, VORTEX
+from d4lenspinn.data.datasets import LensingImageDataset
 from d4lenspinn.data.presets import SimulationPreset, get_preset
 from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
 from d4lenspinn.data.writer import simulate_dataset
 from d4lenspinn.physics.light import gaussian_psf_kernel, sersic_b
+from d4lenspinn.symmetry import random_transform
 
 BATCH = 64
 TARGET = 10.0  # ours / lenstronomy single process, mixed model_i set
@@ -70,7 +73,7 @@ class LenstronomySimulator:
                 source_model_class=LightModel(["SERSIC_ELLIPSE"]),
                 kwargs_numerics={"supersampling_factor": 1},
             )
-            for label, points in enumerate((0, preset.n_subhalos, VORTEX_POINTS))
+            for label, points in {NO_SUBSTRUCTURE: 0, SUBHALOS: preset.n_subhalos, VORTEX: VORTEX_POINTS}.items()
         }
 
     def kwargs(self, params: LensSample, i: int) -> tuple[list[dict], list[dict]]:
@@ -82,10 +85,10 @@ class LenstronomySimulator:
             dict(gamma1=p["shear_gamma1"], gamma2=p["shear_gamma2"]),
         ]
         unit = p["theta_e"] ** 2 / self.preset.main_halo_mass  # theta_E^2 per Msun
-        if p["label"] == 1:
+        if p["label"] == SUBHALOS:
             for m, x, y in zip(p["subhalo_mass"], p["subhalo_x"], p["subhalo_y"], strict=True):
                 lens.append(dict(theta_E=math.sqrt(unit * m), center_x=x, center_y=y))
-        elif p["label"] == 2:
+        elif p["label"] == VORTEX:
             theta_e = math.sqrt(unit * p["vortex_mass"] / VORTEX_POINTS)
             xs, ys = _vortex_points(params, i)
             lens += [dict(theta_E=theta_e, center_x=x, center_y=y) for x, y in zip(xs, ys, strict=True)]
@@ -124,7 +127,7 @@ def _agreement(preset: SimulationPreset, count: int = 4) -> list[list[str]]:
     sim = LenstronomySimulator(preset)
     border = 2 * (gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale).numel() // 2)  # both PSFs' reach, pixels
     rows = []
-    for label, ours_preset in ((0, preset), (1, preset), (2, points), (2, preset)):
+    for label, ours_preset in ((NO_SUBSTRUCTURE, preset), (SUBHALOS, preset), (VORTEX, points), (VORTEX, preset)):
         params = sample_lenses(ours_preset, label, count, torch.Generator().manual_seed(label))
         ours = render_images(params, ours_preset, noise=False, normalise=False)[:, 0].double().numpy()
         plain = [sim.noiseless(params, i) for i in range(count)]
@@ -136,7 +139,7 @@ def _agreement(preset: SimulationPreset, count: int = 4) -> list[list[str]]:
         ]
         inner = (slice(border, -border),) * 2
         errors.append(max(np.abs(o - m)[inner].max() / m.max() for o, m in zip(ours, matched, strict=True)))
-        name = CLASS_NAMES[label] + (f" ({ours_preset.vortex_profile})" if label == 2 else "")
+        name = CLASS_NAMES[label] + (f" ({ours_preset.vortex_profile})" if label == VORTEX else "")
         rows.append([preset.name, name] + [f"{e:.1e}" for e in errors])
     return rows
 
@@ -187,7 +190,7 @@ def _rates(preset: SimulationPreset, repeats: int, sim: LenstronomySimulator | N
         statistics.harmonic_mean([rates[name][column] for name in CLASS_NAMES]) if sim or column < 2 else None
         for column in range(3)
     ]
-    thirds = [(0, BATCH - 2 * (BATCH // 3)), (1, BATCH // 3), (2, BATCH // 3)]
+    thirds = [(NO_SUBSTRUCTURE, BATCH - 2 * (BATCH // 3)), (SUBHALOS, BATCH // 3), (VORTEX, BATCH // 3)]
     mixed = [[_ours_seconds(preset, thirds, generator, n) for _ in range(repeats + 1)] for n in (threads, 1)]
     rates["mixed, one batch"] = [BATCH / statistics.median(t[1:]) for t in mixed] + [rates["mixed"][2]]
     return rates
@@ -201,20 +204,23 @@ def _reader_rows(repeats: int) -> list[list[str]]:
         total = len(CLASS_NAMES) * (READER_TRAIN + READER_VAL)
         what = f"simulate_dataset + .npy writing, model_i, {READER_TRAIN}+{READER_VAL} per class"
         rows = [[what, f"{total / (time.perf_counter() - start):.0f}"]]
+        data = LensingImageDataset.from_folder(root, "train", cache=False)
         for workers in (0, 2):
-            for augment in (False, True):
-                data = LensingImageDataset.from_folder(root, "train", cache=False, augment=augment)
+            for augment in (False, True):  # True: plus the trainer's augmentation of each batch (Trainer.augment)
                 loader = DataLoader(
                     data, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0
                 )
+                generator = torch.Generator().manual_seed(0)
                 times = []
                 for epoch in range(repeats + 1):  # epoch 0 warms up (and starts the workers)
                     start = time.perf_counter()
-                    for _ in loader:
-                        pass
+                    for images, _ in loader:
+                        if augment:
+                            random_transform(images, generator)
                     if epoch:
                         times.append(time.perf_counter() - start)
-                what = f"DataLoader, batch {BATCH}, num_workers={workers}, augment={augment}, no cache"
+                what = f"DataLoader, batch {BATCH}, num_workers={workers}, no cache"
+                what += " + random_transform (as Trainer.augment)" if augment else ""
                 rows.append([what, f"{len(data) / statistics.median(times):.0f}"])
     return rows
 

@@ -3,8 +3,9 @@
 d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --seed 0
 d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
 d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
-d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume]
-d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta]
+d4lenspinn check-data PATH [--split train val] [--max-listed 10]
+d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume] [--skip-bad]
+d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta] [--skip-bad]
 d4lenspinn interp --checkpoint runs/demo/best.pt --out runs/demo/interp [--data PATH] [--studies probes ...]
 d4lenspinn models
 d4lenspinn demo
@@ -59,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train import train
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.set + _skip_bad_override(args))
     print(f"run directory: {train(config, resume=args.resume)}")
     return 0
 
@@ -67,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    result = evaluate(args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out)
+    skip_bad = True if args.skip_bad else None  # None: as the run was trained
+    result = evaluate(args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out, skip_bad=skip_bad)
     print(result["table"])
     print(f"report: {result['report']}")
     return 0
@@ -98,7 +100,8 @@ def _models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, list_models
 
     for name in list_models():
-        print(f"{name:20s} {count_parameters(create_model(name, image_size=args.image_size)):>12,d} parameters")
+        model = create_model(name, image_size=args.image_size, pixel_scale=args.pixel_scale)
+        print(f"{name:20s} {count_parameters(model):>12,d} parameters")
     return 0
 
 
@@ -107,7 +110,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .train import train
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.set + _skip_bad_override(args))
     run_dir = train(config)
     result = evaluate(run_dir / "best.pt")
     print(result["table"])
@@ -115,11 +118,43 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from .data.scan import check_data
+
+    report = check_data(args.path, args.split, allow_pickle=not args.no_pickle, progress=True)
+    print(report.format(args.max_listed))
+    return 0 if report.ok else 1
+
+
+def _skip_bad_override(args: argparse.Namespace) -> list[str]:
+    return ["data.skip_bad=true"] if args.skip_bad else []
+
+
+def _add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="drop bad image files with one warning instead of failing (same as --set data.skip_bad=true)",
+    )
+
+
+def _add_check_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-data", help="check every image of a dataset (as training does first); exit 1 if any is bad"
+    )
+    p.add_argument("path", help="folder (train/ val/ split folders, or the class folders) or .h5 file")
+    p.add_argument("--split", nargs="+", default=None, help="split folders / HDF5 groups (default: all present)")
+    p.add_argument("--max-listed", type=int, default=10, help="bad files named in full (0: all); the rest counted")
+    p.add_argument("--no-pickle", action="store_true", help="count pickled object .npy files as bad")
+    p.set_defaults(handler=_check_data)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (config YAML + overrides)")
     p.add_argument("--config", default=None, help="YAML file (configs/*.yaml); defaults otherwise")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's out directory")
+    _add_skip_bad(p)
     p.set_defaults(handler=_train)
 
 
@@ -129,11 +164,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
     p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
+    _add_skip_bad(p)
     p.set_defaults(handler=_evaluate)
 
 
 def _add_interp(sub: argparse._SubParsersAction) -> None:
-    from interp.report import STUDIES
+    from interp.studies import STUDIES
 
     p = sub.add_parser("interp", help="equivariance, patching, probes and attribution studies of a checkpoint")
     p.add_argument("--checkpoint", required=True)
@@ -153,6 +189,9 @@ def _add_interp(sub: argparse._SubParsersAction) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list every registered model with its parameter count")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument(
+        "--pixel-scale", type=float, default=0.101, help="arcsec/pixel for the physics models (no effect on counts)"
+    )
     p.set_defaults(handler=_models)
 
 
@@ -160,6 +199,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, train briefly and evaluate (the main job on its default config)")
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_skip_bad(p)
     p.set_defaults(handler=_demo)
 
 
@@ -205,6 +245,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_simulate,
     _add_download,
     _add_plot_examples,
+    _add_check_data,
     _add_train,
     _add_evaluate,
     _add_interp,

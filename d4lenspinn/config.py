@@ -8,8 +8,7 @@ Unknown keys are errors that list the valid ones, so a typo never silently falls
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import math
 import types
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -17,11 +16,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .io import write_text
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
     "LossConfig",
+    "PhysicsLossWeights",
     "TrainConfig",
     "config_from_dict",
     "load_config",
@@ -44,6 +46,7 @@ class DataConfig:
     num_workers: int = 0
     augment: bool = True  # random D4 element per training image
     skip_bad: bool = False  # drop unreadable / non-finite files with a warning instead of failing
+    pixel_scale: float | None = None  # arcsec/pixel of the images; default: the preset's, dataset's or manifest's
 
 
 @dataclass
@@ -67,14 +70,40 @@ class OptimConfig:
 
 
 @dataclass
-class LossConfig:
-    """Weights of the physics terms (d4lenspinn.losses); phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
+class PhysicsLossWeights:
+    """Weight of each physics term of :func:`d4lenspinn.losses.physics_losses` (field name = term name).
+
+    ``tv``, ``l1``, ``centre`` and ``poisson`` default to the published D4LensPINN values. ``relensing`` defaults to
+    0: the published model has no such term, and on its own it is minimised by ``kappa = 0`` (see
+    :func:`d4lenspinn.losses.relensing_loss`). A weight of 0 switches its term off (not computed, not reported).
+    """
 
     tv: float = 0.005
     l1: float = 0.001
     centre: float = 0.002
     poisson: float = 0.01
     relensing: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in self.term_names():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
+
+    @classmethod
+    def term_names(cls) -> tuple[str, ...]:
+        """The physics terms, in the order :func:`~d4lenspinn.losses.physics_losses` computes them."""
+        return tuple(f.name for f in fields(PhysicsLossWeights))
+
+    def switched_off(self) -> PhysicsLossWeights:
+        """The same terms, every weight 0 (the cross-entropy-only phase)."""
+        return PhysicsLossWeights(**dict.fromkeys(self.term_names(), 0.0))
+
+
+@dataclass
+class LossConfig(PhysicsLossWeights):
+    """The physics-term weights, and the schedule: phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
+
     physics_start_epoch: int = 0
 
 
@@ -178,8 +207,4 @@ def _merge(base: dict, update: dict, where: str) -> None:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump(asdict(config), sort_keys=False))

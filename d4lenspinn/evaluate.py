@@ -4,27 +4,34 @@ and a markdown report.
     report = evaluate("runs/demo/best.pt")            # or: d4lenspinn evaluate --checkpoint runs/demo/best.pt
 
 Writes ``metrics.json``, ``report.md`` and ``figures/*.png`` into the checkpoint's run directory (or ``out``).
-The test split is rebuilt from the training config and seed, so it is exactly the images the run never saw.
+The test split is rebuilt from the training config and seed (:func:`d4lenspinn.data.prepare_data`), so it is
+exactly the images the run never saw. The report starts with the checkpoint's model card, and the data must agree
+with it (image size, pixel scale, classes).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .config import TrainConfig, config_from_dict
-from .data.datasets import CLASS_NAMES
+from .checkpoint import ModelCard, load_trained_model
+from .classes import CLASS_NAMES
+from .config import TrainConfig
+from .data import DataSplits, prepare_data
 from .data.presets import get_preset
 from .data.simulator import true_convergence
 from .data.writer import read_truth
+from .device import resolve_device
+from .io import write_text
 from .metrics import evaluation_report, format_metrics_table
 from .plots import plot_confusion_matrix, plot_prediction_gallery, plot_roc_curves, plot_training_curves
-from .train import collect_predictions, load_trained_model, prepare_data, resolve_device
+from .tta import collect_predictions
 
 __all__ = ["evaluate"]
 
@@ -53,27 +60,28 @@ def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray
 
 
 def evaluate(
-    checkpoint: str | Path, data_source: str | None = None, tta: bool = True, out: str | Path | None = None
+    checkpoint: str | Path,
+    data_source: str | None = None,
+    tta: bool = True,
+    out: str | Path | None = None,
+    skip_bad: bool | None = None,
 ) -> dict:
     """Evaluate ``checkpoint`` on its run's test split (or the test split of ``data_source``).
+
+    ``skip_bad`` overrides the run's ``data.skip_bad`` (drop bad files with one warning instead of failing).
 
     Returns what ``metrics.json`` holds (``reports`` per TTA setting: metrics and 95% intervals) plus ``report``
     (path of report.md), ``table`` (markdown) and ``figures`` (title -> PNG path).
     """
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ValueError(f"checkpoint {checkpoint} does not exist")
     device = resolve_device("auto")
-    model, saved, image_size = load_trained_model(checkpoint, device)
-    config = config_from_dict(saved, [] if data_source is None else [f"data.source={data_source}"])
-    splits = prepare_data(config)
-    if splits.image_size != image_size:
-        raise ValueError(
-            f"{checkpoint} holds a model for {image_size}x{image_size} images but the data has "
-            f"{splits.image_size}x{splits.image_size} images"
-        )
-    if tuple(splits.class_names) != tuple(CLASS_NAMES):
-        raise ValueError(f"the data's classes {splits.class_names} differ from the model's {CLASS_NAMES}")
+    model, config, card = load_trained_model(checkpoint, device)
+    if data_source is not None:
+        config = replace(config, data=replace(config.data, source=data_source))
+    if skip_bad is not None:
+        config = replace(config, data=replace(config.data, skip_bad=skip_bad))
+    splits = prepare_data(config.data, seed=config.seed)
+    check_data_matches_card(splits, card, checkpoint)
     out_dir = Path(out) if out is not None else checkpoint.parent
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -91,7 +99,7 @@ def evaluate(
             labels,
             CLASS_NAMES,
             figures / f"roc_{suffix}.png",
-            title=f"{saved['model']['name']}, test set, {label}",
+            title=f"{card.model}, test set, {label}",
         )
         plots[f"confusion matrix ({label})"] = plot_confusion_matrix(
             np.array(reports[label]["metrics"]["confusion_matrix"]), CLASS_NAMES, figures / f"confusion_{suffix}.png"
@@ -117,16 +125,19 @@ def evaluate(
 
     result = {
         "checkpoint": str(checkpoint),
-        "model": saved["model"]["name"],
+        "model": card.model,
+        "model_card": card.describe(),
         "n_test": len(splits.test),
         "reports": reports,
     }
-    _write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
     table = format_metrics_table(reports)
     lines = [
         f"# Evaluation of `{checkpoint}`",
         "",
-        f"Model `{saved['model']['name']}`, {len(splits.test)} test images "
+        f"Model card: {card.describe()}.",
+        "",
+        f"Model `{card.model}`, {len(splits.test)} test images "
         f"(split `{config.data.scheme}`, seed {config.seed}); 95% bootstrap intervals ({config.n_bootstrap} "
         "resamples, stratified by class).",
         "",
@@ -134,14 +145,28 @@ def evaluate(
         "",
     ]
     lines += [f"## {name}\n\n![{name}]({path.relative_to(out_dir).as_posix()})\n" for name, path in plots.items()]
-    _write_text(out_dir / "report.md", "\n".join(lines))
+    write_text(out_dir / "report.md", "\n".join(lines))
     result["report"] = str(out_dir / "report.md")
     result["table"] = table
     result["figures"] = {name: str(path) for name, path in plots.items()}
     return result
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def check_data_matches_card(splits: DataSplits, card: ModelCard, checkpoint: str | Path) -> None:
+    """Raise ``ValueError`` naming both values when the data's image size, pixel scale or classes differ from what
+    the model card of ``checkpoint`` says the model expects."""
+    if splits.image_size != card.image_size:
+        raise ValueError(
+            f"{checkpoint} holds a model for {card.image_size}x{card.image_size} images but the data has "
+            f"{splits.image_size}x{splits.image_size} images"
+        )
+    known = splits.pixel_scale is not None and card.pixel_scale is not None
+    if known and not math.isclose(splits.pixel_scale, card.pixel_scale, rel_tol=1e-6):
+        raise ValueError(
+            f"{checkpoint} holds a model for {card.pixel_scale} arcsec/pixel but the data has "
+            f"{splits.pixel_scale} arcsec/pixel"
+        )
+    if tuple(splits.class_names) != tuple(card.class_names):
+        raise ValueError(
+            f"the data's classes {list(splits.class_names)} differ from the model's {list(card.class_names)}"
+        )

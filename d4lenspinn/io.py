@@ -23,14 +23,16 @@ __all__ = ["atomic_path", "write_text", "write_bytes", "save_torch", "save_figur
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    The parent folder is created if needed. The temporary name keeps the suffix (``.x.tmp.png``), so writers
-    that pick the format from the suffix (matplotlib, numpy) still do the right thing."""
+    The parent folder is created if needed. By default the temporary name keeps the suffix (``.x.tmp.png``), so
+    writers that pick the format from the suffix (matplotlib, ``np.save`` on a path) still do the right thing.
+    ``keep_suffix=False`` gives ``.x.png.tmp`` instead: use it for files in a folder that readers scan by suffix
+    (``*.npy`` images), so a temporary file left by a killed process is never taken for data."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}" if keep_suffix else f".{path.name}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -23,14 +23,13 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from .config import PhysicsLossWeights
 from .physics import PixelGrid, check_field, poisson_residual, ray_trace
 
 if TYPE_CHECKING:
@@ -155,28 +154,6 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smooth
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits must be (B, K) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-
-
-@dataclass(frozen=True)
-class PhysicsLossWeights:
-    """Weight of each physics term in ``total``; field names are the term names of :func:`physics_losses`.
-
-    ``tv``, ``l1``, ``centre`` and ``poisson`` default to the published D4LensPINN values. ``relensing`` defaults to
-    0: the published model has no such term, and on its own it is minimised by ``kappa = 0`` (see
-    :func:`relensing_loss`). A weight of 0 switches its term off entirely (not computed, not reported).
-    """
-
-    tv: float = 0.005
-    l1: float = 0.001
-    centre: float = 0.002
-    poisson: float = 0.01
-    relensing: float = 0.0
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"PhysicsLossWeights.{field.name} must be a finite number >= 0, got {value!r}")
 
 
 def physics_losses(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
+from . import io
 from .data.presets import SimulationPreset
 from .data.simulator import render_images, sample_lenses, true_convergence
 from .metrics import classification_metrics
@@ -43,13 +44,7 @@ _CLASS_TITLES = ("no substructure", "CDM subhalos (sphere)", "axion vortex (vort
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     """Save ``fig`` (PNG, 110 dpi, tight) atomically to ``path``, creating its folder; close it; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return io.save_figure(fig, path, dpi=110)
 
 
 def plot_class_examples(preset: SimulationPreset, path: str | Path, seed: int = 0) -> Path:

@@ -2,13 +2,19 @@
 
     run_dir = train(load_config("configs/demo.yaml"))            # or: d4lenspinn train --config ... [--resume]
 
-Per epoch the run directory gets a line in ``metrics.jsonl`` (and TensorBoard scalars in ``tensorboard/`` when
-TensorBoard is installed); ``last.pt`` (everything needed to continue) and
-``best.pt`` (the model with the best validation macro AUC, never a physics-loss criterion) are written atomically.
-Checkpoints hold tensors and plain Python values only and are read with ``torch.load(weights_only=True)``.
+    trainer = Trainer(config)                                    # the same, one piece at a time
+    trainer.run_epoch()                                          # train_epoch(), validate(), checkpoints
+    trainer.fit()
+
+A :class:`Trainer` prepares the data (every file is checked before the first step; see
+:func:`d4lenspinn.data.prepare_data`), builds the model with the data's pixel scale, and runs epochs. Per epoch the
+run directory gets a line in ``metrics.jsonl`` (and TensorBoard scalars in ``tensorboard/`` when TensorBoard is
+installed); ``last.pt`` (everything needed to continue) and ``best.pt`` (the model with the best validation macro
+AUC, never a physics-loss criterion) are written atomically by :mod:`d4lenspinn.checkpoint`, with the model card.
 An interruption (Ctrl-C) saves ``last.pt`` at the current step; ``resume=True`` restores model, optimiser,
-scheduler, random generators, epoch and step, and replays the data order, so an interrupted run ends with the same
-weights as an uninterrupted one. A non-finite loss stops the run naming the term; the last good checkpoint stays.
+scheduler, random generators and the :class:`TrainingState`, and replays the data order, so an interrupted run ends
+with the same weights as an uninterrupted one, for every registered model. A non-finite loss stops the run naming
+the term; the last good checkpoint stays. Files dropped by ``data.skip_bad`` are listed in ``bad_files.txt``.
 
 Under ``torchrun --nproc_per_node N -m d4lenspinn train ...`` each process trains on ``1/N`` of every batch with
 DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 evaluates, logs and writes checkpoints. Every rank reads
@@ -23,37 +29,27 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from .checkpoint import ModelCard, ResumeState, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig, save_config
-from .data import download_dataset, load_splits
-from .data.datasets import CLASS_NAMES, DataSplits
-from .data.download import DATASETS
-from .data.presets import get_preset
-from .data.writer import check_simulation, simulate_dataset
-from .losses import PhysicsLossWeights, classification_loss, physics_losses
+from .data import DataSplits, prepare_data
+from .device import resolve_device
+from .io import write_text
+from .losses import classification_loss, physics_losses
 from .metrics import classification_metrics
-from .models import create_model
+from .models import capabilities_of, create_model
+from .progress import progress_bar
 from .symmetry import random_transform
-from .tta import predict
+from .tta import collect_predictions
 
-__all__ = [
-    "train",
-    "prepare_data",
-    "resolve_device",
-    "collect_predictions",
-    "load_trained_model",
-    "TrainedModel",
-    "TrainingDiverged",
-]
+__all__ = ["train", "Trainer", "TrainingState", "TrainingDiverged"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,56 +58,42 @@ class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass
+class TrainingState:
+    """Where a run stands; saved in ``last.pt`` and restored on resume."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimisation steps completed in the current epoch
+    best_auc: float = -1.0  # best validation macro AUC so far
+    stale_epochs: int = 0  # epochs since the best validation macro AUC last improved
+    loss_sum: float = 0.0  # running sums over the current epoch's steps
+    correct: int = 0
+    seen: int = 0
+
+    def record_step(self, loss: float, correct: int, seen: int) -> None:
+        self.step += 1
+        self.loss_sum += loss * seen
+        self.correct += correct
+        self.seen += seen
+
+    def record_validation(self, macro_auc: float) -> bool:
+        """Update the early-stopping bookkeeping; whether ``macro_auc`` is a new best."""
+        improved = macro_auc > self.best_auc
+        self.best_auc = max(self.best_auc, macro_auc)
+        self.stale_epochs = 0 if improved else self.stale_epochs + 1
+        return improved
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step = self.epoch + 1, 0
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
 
 
-def prepare_data(config: TrainConfig) -> DataSplits:
-    """Simulate (once), download (once) or open the configured data and split it with the run's seed.
-
-    A complete simulation already in ``data.root`` is reused only if it was made with the same preset, counts and
-    seed; otherwise this is a ``ValueError`` (never silently the wrong data)."""
-    data = config.data
-    if data.source == "simulate":
-        root = Path(data.root)
-        manifest = root / "manifest.json"
-        preset = get_preset(data.preset, hard=data.hard)
-        if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
-            check_simulation(root, preset, data.n_per_class, data.n_val_per_class, seed=config.seed)  # same data?
-        else:
-            simulate_dataset(root, preset, data.n_per_class, data.n_val_per_class, seed=config.seed)
-        source = root
-    elif data.source in DATASETS:
-        source = download_dataset(data.source)
-    else:
-        source = Path(data.source)
-    return load_splits(source, scheme=data.scheme, seed=config.seed, augment_train=False, skip_bad=data.skip_bad)
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@torch.no_grad()
-def collect_predictions(model: nn.Module, loader: DataLoader, device: torch.device, tta: bool = False):
-    """Probabilities ``(N, K)`` and labels ``(N,)`` as numpy arrays, in eval mode."""
-    probabilities, labels = [], []
-    for images, targets in loader:
-        probabilities.append(predict(model, images.to(device), tta=tta).float().cpu())
-        labels.append(targets)
-    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 class _Distributed:
@@ -131,6 +113,13 @@ class _Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous slice of a global batch."""
+        if self.world == 1:
+            return batch
+        per_rank = math.ceil(batch.shape[0] / self.world)
+        return batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+
 
 def _tensorboard(run_dir: Path):
     """A TensorBoard ``SummaryWriter`` into ``run_dir/tensorboard`` when TensorBoard is installed, else None."""
@@ -141,175 +130,239 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _shard(batch: torch.Tensor, ddp: _Distributed) -> torch.Tensor:
-    """This rank's contiguous slice of a global batch."""
-    if ddp.world == 1:
-        return batch
-    per_rank = math.ceil(batch.shape[0] / ddp.world)
-    return batch[ddp.rank * per_rank : (ddp.rank + 1) * per_rank]
+class Trainer:
+    """One training run of ``config`` (``resume``: continue the run in ``config.out`` from its ``last.pt``)."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.config, self.run_dir = config, Path(config.out)
+        self.device = resolve_device(config.device)
+        self.ddp = _Distributed(self.device)
+        if self.ddp.world > 1 and self.device.type == "cuda":  # one GPU per process
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        if config.data.batch_size % self.ddp.world:
+            raise ValueError(
+                f"data.batch_size {config.data.batch_size} must be divisible by the {self.ddp.world} processes"
+            )
+        if "pixel_scale" in config.model.kwargs:
+            raise ValueError("model.kwargs.pixel_scale: set data.pixel_scale instead (the model takes the data's)")
+        torch.manual_seed(config.seed)
+        self.splits = self._prepare_data()
+        self.card = ModelCard(
+            model=config.model.name,
+            image_size=self.splits.image_size,
+            pixel_scale=self.splits.pixel_scale,
+            class_names=self.splits.class_names,
+            training_data=self.splits.description,
+        )
+        self.model = create_model(
+            config.model.name,
+            image_size=self.splits.image_size,
+            pixel_scale=self.splits.pixel_scale,
+            num_classes=len(self.splits.class_names),
+            **config.model.kwargs,
+        ).to(self.device)
+        self.network = self.model  # what the training steps call: the model, or its DDP wrapper
+        if self.ddp.world > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.physics = capabilities_of(self.model).physics_maps
+
+        self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
+        data = config.data
+        self.train_loader = DataLoader(
+            self.splits.train,
+            batch_size=data.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            num_workers=data.num_workers,
+            drop_last=True,
+        )
+        self.val_loader = DataLoader(self.splits.val, batch_size=data.batch_size, num_workers=data.num_workers)
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        steps_per_epoch = len(self.train_loader)
+        warmup = max(1, round(optim.warmup_epochs * steps_per_epoch))
+        total = optim.epochs * steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        self.use_amp = optim.amp and self.device.type == "cuda"
+
+        self.state = TrainingState()
+        if resume:
+            self._restore()
+        elif self.ddp.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in ("metrics.jsonl", "last.pt", "best.pt", "bad_files.txt"):
+                (self.run_dir / stale).unlink(missing_ok=True)
+        self.board = None
+        if self.ddp.main:
+            save_config(config, self.run_dir / "config.yaml")
+            if self.splits.bad_files:
+                write_text(self.run_dir / "bad_files.txt", "\n".join(self.splits.bad_files) + "\n")
+            self.board = _tensorboard(self.run_dir)
+
+    # ------------------------------------------------------------------------------------------------ the run
+    @property
+    def finished(self) -> bool:
+        optim = self.config.optim
+        return self.state.epoch >= optim.epochs or self.state.stale_epochs >= optim.early_stopping_patience
+
+    def fit(self) -> Path:
+        """Run epochs until the budget or the early-stopping patience is spent; returns the run directory."""
+        try:
+            while not self.finished:
+                self.run_epoch()
+        finally:
+            if self.board is not None:
+                self.board.close()
+        return self.run_dir
+
+    def run_epoch(self) -> dict:
+        """Train one epoch, validate (rank 0), write the checkpoints and the epoch's metrics row; return the row."""
+        epoch_start = self.generator.get_state()  # replaying from here reproduces this epoch's order
+        try:
+            self.train_epoch()
+        except KeyboardInterrupt:
+            self.save_last(epoch_start)
+            logger.warning("interrupted: saved %s (resume with --resume)", self.run_dir / "last.pt")
+            raise
+        state = self.state
+        row = {"epoch": state.epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
+        if state.seen:
+            row.update(train_loss=state.loss_sum / state.seen, train_accuracy=state.correct / state.seen)
+        if self.ddp.main:
+            val = self.validate()
+            row.update(val_accuracy=val["accuracy"], val_macro_auc=val["macro_auc"])
+            if state.record_validation(val["macro_auc"]):
+                save_checkpoint(
+                    self.run_dir / "best.pt",
+                    self.model,
+                    self.config,
+                    self.card,
+                    metadata={"epoch": state.epoch + 1, "val_macro_auc": val["macro_auc"]},
+                )
+            self._log(row)
+        state.next_epoch()
+        self.save_last(self.generator.get_state())
+        self.ddp.barrier()
+        return row
+
+    def train_epoch(self) -> None:
+        """The optimisation steps of the current epoch; an interrupted epoch is replayed up to where it stopped."""
+        self.network.train()
+        epochs = self.config.optim.epochs
+        bar = progress_bar(
+            self.train_loader, desc=f"epoch {self.state.epoch + 1}/{epochs}", disable=not self.ddp.main, leave=False
+        )
+        for step, (images, labels) in enumerate(bar):
+            images = self.augment(images)  # drawn for every batch, replayed ones too: the stream stays aligned
+            if step < self.state.step:
+                continue
+            self.train_step(images, labels)
+            bar.set_postfix(
+                loss=f"{self.state.loss_sum / self.state.seen:.3f}", acc=f"{self.state.correct / self.state.seen:.3f}"
+            )
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """A random D4 element per image from the run's generator (the one augmentation path), if configured."""
+        return random_transform(images, self.generator) if self.config.data.augment else images
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """One optimisation step on this rank's slice of a global batch ``images (B, 1, n, n)``, ``labels (B,)``."""
+        images = self.ddp.shard(images).to(self.device)
+        labels = self.ddp.shard(labels).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            output = self.network(images)
+            terms = self.loss_terms(output, images, labels)
+        loss = terms["cross_entropy"] + terms["total"]
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss term '{name}' became {value.item()} at epoch {self.state.epoch + 1}, step "
+                    f"{self.state.step}; the last good checkpoint is {self.run_dir / 'last.pt'}"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        correct = (output.logits.argmax(dim=1) == labels).sum().item()
+        self.state.record_step(loss.item(), correct, labels.shape[0])
+
+    def loss_terms(self, output, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy, and the physics terms of the current phase by name with their weighted sum ``total``."""
+        loss = self.config.loss
+        terms = {"cross_entropy": classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)}
+        weights = loss if self.state.epoch >= loss.physics_start_epoch else loss.switched_off()
+        if self.physics:
+            terms.update(physics_losses(output, images, self.model.grid, weights))
+        else:
+            terms["total"] = terms["cross_entropy"].new_zeros(())
+        return terms
+
+    def validate(self) -> dict:
+        """Metrics of the model on the validation split (eval mode, no TTA)."""
+        probabilities, targets = collect_predictions(self.model, self.val_loader, self.device)
+        return classification_metrics(probabilities, targets, self.splits.class_names)
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def save_last(self, data_rng: torch.Tensor) -> None:
+        """``last.pt`` (rank 0): weights, optimiser, scheduler, generators (``data_rng``: the data generator's state
+        to replay from) and the training state."""
+        if not self.ddp.main:
+            return
+        resume = ResumeState(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            data_rng=data_rng,
+            progress=asdict(self.state),
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
+        save_checkpoint(self.run_dir / "last.pt", self.model, self.config, self.card, resume=resume)
+
+    def _restore(self) -> None:
+        path = self.run_dir / "last.pt"
+        if not path.is_file():
+            raise ValueError(f"--resume: no checkpoint {path} to continue from")
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.resume is None:
+            raise ValueError(f"--resume: {path} holds weights only (no optimiser or training state)")
+        if checkpoint.config.model != self.config.model:
+            raise ValueError(
+                f"--resume: {path} was trained as model {asdict(checkpoint.config.model)}, the config asks for "
+                f"{asdict(self.config.model)}"
+            )
+        load_weights(self.model, checkpoint.model_state, path)
+        resume = checkpoint.resume
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.scheduler.load_state_dict(resume.scheduler)
+        torch.set_rng_state(resume.torch_rng)
+        if resume.cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume.cuda_rng)
+        self.generator.set_state(resume.data_rng)
+        self.state = TrainingState(**resume.progress)
+
+    def _prepare_data(self) -> DataSplits:
+        if not self.ddp.main:
+            self.ddp.barrier()  # rank 0 simulates or downloads first; the others then read what it wrote
+        splits = prepare_data(self.config.data, seed=self.config.seed)
+        if self.ddp.main:
+            self.ddp.barrier()
+        return splits
+
+    def _log(self, row: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.board.add_scalar(key, value, row["epoch"])
+            self.board.flush()
+        logger.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train ``config.model`` on ``config.data``; returns the run directory."""
-    device = resolve_device(config.device)
-    ddp = _Distributed(device)
-    if ddp.world > 1 and device.type == "cuda":  # one GPU per process
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    run_dir = Path(config.out)
-    torch.manual_seed(config.seed)
-    if not ddp.main:
-        ddp.barrier()  # rank 0 simulates or downloads first; the others then read what it wrote
-    splits = prepare_data(config)
-    if ddp.main:
-        ddp.barrier()
-    model = create_model(config.model.name, image_size=splits.image_size, **config.model.kwargs).to(device)
-    core = model
-    if config.data.batch_size % ddp.world:
-        raise ValueError(f"data.batch_size {config.data.batch_size} must be divisible by the {ddp.world} processes")
-    if ddp.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
-    train_loader = DataLoader(
-        splits.train,
-        batch_size=config.data.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=config.data.num_workers,
-        drop_last=True,
-    )
-    val_loader = DataLoader(splits.val, batch_size=config.data.batch_size, num_workers=config.data.num_workers)
-    optim = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    steps_per_epoch = len(train_loader)
-    warmup = max(1, round(optim.warmup_epochs * steps_per_epoch))
-    total = optim.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total))
-    weights = PhysicsLossWeights(**{k: v for k, v in asdict(config.loss).items() if k != "physics_start_epoch"})
-    no_physics = PhysicsLossWeights(tv=0.0, l1=0.0, centre=0.0, poisson=0.0, relensing=0.0)
-    use_amp = optim.amp and device.type == "cuda"
-
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale_epochs": 0, "sums": {}}
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise ValueError(f"--resume: no checkpoint {run_dir / 'last.pt'} to continue from")
-        checkpoint = torch.load(run_dir / "last.pt", map_location=device, weights_only=True)
-        core.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        state = checkpoint["state"]
-        generator.set_state(checkpoint["epoch_generator"])
-    elif ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "last.pt", "best.pt"):
-            (run_dir / stale).unlink(missing_ok=True)
-    board = None
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-        board = _tensorboard(run_dir)
-
-    def checkpoint(epoch_generator: torch.Tensor) -> None:
-        if ddp.main:
-            _atomic_save(
-                {
-                    "model": core.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "epoch_generator": epoch_generator,
-                    "state": state,
-                    "config": asdict(config),
-                    "image_size": splits.image_size,
-                },
-                run_dir / "last.pt",
-            )
-
-    grid = getattr(core, "grid", None)
-    while state["epoch"] < optim.epochs and state["stale_epochs"] < optim.early_stopping_patience:
-        epoch = state["epoch"]
-        epoch_generator = generator.get_state()  # replaying from here reproduces this epoch's order
-        loss_weights = weights if epoch >= config.loss.physics_start_epoch else no_physics
-        model.train()
-        if state["step"] == 0:  # running sums of a resumed epoch continue where they stopped
-            state["sums"] = {"loss": 0.0, "correct": 0, "seen": 0}
-        sums = state["sums"]
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{optim.epochs}", disable=not ddp.main, leave=False)
-        try:
-            for step, (images, labels) in enumerate(bar):
-                images = random_transform(images, generator) if config.data.augment else images
-                if step < state["step"]:
-                    continue  # replaying an interrupted epoch up to where it stopped
-                images, labels = _shard(images, ddp).to(device), _shard(labels, ddp).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    output = model(images)
-                    terms = {"cross_entropy": classification_loss(output.logits.float(), labels, optim.label_smoothing)}
-                    if grid is not None:
-                        terms.update(physics_losses(output, images, grid, loss_weights))
-                    loss = terms["cross_entropy"] + terms.get("total", 0.0)
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise TrainingDiverged(
-                            f"loss term '{name}' became {value.item()} at epoch {epoch + 1}, step {step}; "
-                            f"the last good checkpoint is {run_dir / 'last.pt'}"
-                        )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if optim.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                state["step"] = step + 1
-                sums["loss"] += loss.item() * labels.shape[0]
-                sums["correct"] += (output.logits.argmax(dim=1) == labels).sum().item()
-                sums["seen"] += labels.shape[0]
-                bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}")
-        except KeyboardInterrupt:
-            checkpoint(epoch_generator)
-            logger.warning("interrupted: saved %s (resume with --resume)", run_dir / "last.pt")
-            raise
-
-        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
-        if sums["seen"]:
-            row.update(train_loss=sums["loss"] / sums["seen"], train_accuracy=sums["correct"] / sums["seen"])
-        if ddp.main:
-            probabilities, targets = collect_predictions(core, val_loader, device)
-            val = classification_metrics(probabilities, targets, CLASS_NAMES)
-            row.update(val_accuracy=val["accuracy"], val_macro_auc=val["macro_auc"])
-            improved = val["macro_auc"] > state["best_auc"]
-            state["best_auc"] = max(state["best_auc"], val["macro_auc"])
-            state["stale_epochs"] = 0 if improved else state["stale_epochs"] + 1
-            if improved:
-                best = {"model": core.state_dict(), "config": asdict(config), "image_size": splits.image_size}
-                _atomic_save({**best, "epoch": epoch + 1, "val_macro_auc": val["macro_auc"]}, run_dir / "best.pt")
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if board is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        board.add_scalar(key, value, epoch + 1)
-                board.flush()
-            logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        state["epoch"], state["step"] = epoch + 1, 0
-        checkpoint(generator.get_state())
-        ddp.barrier()
-    if board is not None:
-        board.close()
-    return run_dir
-
-
-class TrainedModel(NamedTuple):
-    model: nn.Module  # in eval mode
-    config: dict  # the TrainConfig it was trained with, as a dict
-    image_size: int
-
-
-def load_trained_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """The model stored in a ``best.pt``/``last.pt``, the config it was trained with, and its input size."""
-    checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
-    config, size = checkpoint["config"], checkpoint["image_size"]
-    model = create_model(config["model"]["name"], image_size=size, **config["model"]["kwargs"])
-    model.load_state_dict(checkpoint["model"])
-    return TrainedModel(model.to(device).eval(), config, size)
+    """Train ``config.model`` on ``config.data`` (see :class:`Trainer`); returns the run directory."""
+    return Trainer(config, resume=resume).fit()

@@ -7,27 +7,26 @@ once, transforms its output maps 8 ways and runs only the (non-equivariant) head
 precision (tests/test_tta.py) and the fast path costs one backbone pass plus 8 head passes
 (benchmarks/models.py measures it).
 
+Models whose logits are D4-invariant by construction (``capabilities.invariant``, e.g. ``d4_cnn``) skip the
+augmentation: its 8 predictions would be equal, so one pass gives the same answer for an eighth of the cost.
+
 Example::
 
     probabilities = predict(model, images, tta=True)        # (B, num_classes), rows sum to 1
+    probabilities, labels = collect_predictions(model, loader, device, tta=True)   # numpy, over a DataLoader
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from .models.capabilities import capabilities_of
 from .symmetry import D4_ELEMENTS, transform_scalar
 
-__all__ = ["predict", "predict_naive_tta"]
-
-
-def _has_equivariant_maps(model: nn.Module) -> bool:
-    return (
-        callable(getattr(model, "maps", None))
-        and callable(getattr(model, "head_input", None))
-        and getattr(getattr(model, "unet", None), "equivariant", False)
-    )
+__all__ = ["predict", "predict_naive_tta", "collect_predictions"]
 
 
 @torch.no_grad()
@@ -42,15 +41,28 @@ def predict_naive_tta(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def predict(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Class probabilities ``(B, num_classes)`` for ``images (B, C, H, W)``, in eval mode.
 
-    With ``tta=True``: the D4-averaged probabilities, by the one-pass fast path when the model exposes equivariant
-    ``maps`` (D4LensPINN) and by :func:`predict_naive_tta` otherwise.
+    With ``tta=True``: the D4-averaged probabilities; one plain pass for an invariant model, the one-pass fast path
+    when the model declares equivariant maps (D4LensPINN), :func:`predict_naive_tta` otherwise.
     """
     model.eval()
-    if not tta:
+    capabilities = capabilities_of(model)
+    if not tta or capabilities.invariant:
         return model(images).logits.softmax(dim=-1)
-    if not _has_equivariant_maps(model):
+    if not capabilities.equivariant_maps:
         return predict_naive_tta(model, images)
     stacked = model.head_input(model.maps(images))  # (B, C, n, n), every channel a scalar field
     # one head call per element: on CPU, 8 calls of B images are faster than one of 8B (benchmarks/models.py)
     probabilities = [model.head(transform_scalar(stacked, g)).softmax(dim=-1) for g in D4_ELEMENTS]
     return torch.stack(probabilities).mean(dim=0)  # (B, K)
+
+
+@torch.no_grad()
+def collect_predictions(
+    model: nn.Module, loader: DataLoader, device: torch.device, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict` over a loader of ``(images, labels)``: probabilities ``(N, K)`` and labels ``(N,)``, numpy."""
+    probabilities, labels = [], []
+    for images, targets in loader:
+        probabilities.append(predict(model, images.to(device), tta=tta).float().cpu())
+        labels.append(torch.as_tensor(targets))
+    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()

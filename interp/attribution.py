@@ -26,6 +26,7 @@ from torch import nn
 
 from d4lenspinn.data.presets import SimulationPreset
 from d4lenspinn.data.simulator import LensSample, true_convergence
+from d4lenspinn.models import capabilities_of
 from d4lenspinn.plots import save_figure
 
 from .hooks import eval_mode, resolve_layers
@@ -103,12 +104,12 @@ def integrated_gradients(
 
 
 def default_cam_layer(model: nn.Module) -> str:
-    """``"head.conv_head"`` (the last conv of D4LensPINN's EfficientNetV2 head) when the model has it, else the
-    name of the model's last ``nn.Conv2d`` in ``named_modules`` order."""
-    modules = dict(model.named_modules())
-    if isinstance(modules.get("head.conv_head"), nn.Conv2d):
-        return "head.conv_head"
-    convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d)]
+    """The layer the model declares for Grad-CAM (``capabilities.cam_layer``; D4LensPINN: the last conv of its
+    EfficientNetV2 head), else the name of the model's last ``nn.Conv2d`` in ``named_modules`` order."""
+    declared = capabilities_of(model).cam_layer
+    if declared is not None:
+        return declared
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer for Grad-CAM; name a layer explicitly")
     return convs[-1]

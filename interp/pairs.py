@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from d4lenspinn.classes import NO_SUBSTRUCTURE
 from d4lenspinn.data.presets import SimulationPreset
-from d4lenspinn.data.simulator import NO_SUBSTRUCTURE, LensSample, render_images, sample_lenses
+from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
 from d4lenspinn.symmetry import D4Element, transform_scalar
 
 __all__ = ["render_pairs", "substructure_pairs", "d4_pairs"]

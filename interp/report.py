@@ -17,19 +17,20 @@ of the equivariance and attribution studies by the first test images of that dat
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from d4lenspinn.data import load_splits
-from d4lenspinn.data.datasets import CLASS_NAMES
+from d4lenspinn.checkpoint import load_trained_model
+from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE, SUBHALOS, SUBSTRUCTURE_LABELS
+from d4lenspinn.data import prepare_data
 from d4lenspinn.data.presets import SimulationPreset, get_preset
 from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
+from d4lenspinn.io import write_text
+from d4lenspinn.models import capabilities_of
 from d4lenspinn.symmetry import D4_ELEMENTS
-from d4lenspinn.train import load_trained_model
 
 from .attribution import (
     default_cam_layer,
@@ -45,10 +46,9 @@ from .hooks import default_layers, forward_order
 from .pairs import d4_pairs, substructure_pairs
 from .patching import activation_patching, plot_patching
 from .probes import collect_pooled, d4_element_dataset, plot_probes, probe_layers, simulator_targets
+from .studies import STUDIES
 
 __all__ = ["STUDIES", "run_studies"]
-
-STUDIES = ("equivariance", "patching", "probes", "attribution")
 
 
 @dataclass
@@ -69,22 +69,15 @@ class _Setup:
         return self.out / "figures"
 
     def write_json(self, name: str, value) -> None:
-        _write(self.out / f"{name}.json", json.dumps(value, indent=1))
+        write_text(self.out / f"{name}.json", json.dumps(value, indent=1))
 
 
 def _simulated(preset, per_class: int, seed: int):
     """``per_class`` lenses of each class: images ``(3 per_class, 1, n, n)`` and their LensSample."""
-    samples = [
-        sample_lenses(preset, label, per_class, torch.Generator().manual_seed(seed + label)) for label in (0, 1, 2)
-    ]
+    labels = range(len(CLASS_NAMES))
+    samples = [sample_lenses(preset, label, per_class, torch.Generator().manual_seed(seed + label)) for label in labels]
     sample = LensSample.concatenate(samples)
-    return render_images(sample, preset, torch.Generator().manual_seed(seed + 3)), sample
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return render_images(sample, preset, torch.Generator().manual_seed(seed + len(labels))), sample
 
 
 def _equivariance(setup: _Setup, images: torch.Tensor) -> tuple[list, list[str]]:
@@ -109,15 +102,23 @@ def _equivariance(setup: _Setup, images: torch.Tensor) -> tuple[list, list[str]]
 def _patching(setup: _Setup, n_pairs: int) -> tuple[dict, list[str]]:
     def run(clean, corrupted, target):
         return activation_patching(
-            setup.model, clean, corrupted, target, 0, setup.layers, n_bootstrap=setup.n_bootstrap, seed=setup.seed
+            setup.model,
+            clean,
+            corrupted,
+            target,
+            NO_SUBSTRUCTURE,
+            setup.layers,
+            n_bootstrap=setup.n_bootstrap,
+            seed=setup.seed,
         )
 
     results = {}
-    for label in (1, 2):
+    for label in SUBSTRUCTURE_LABELS:
         clean, corrupted, _ = substructure_pairs(setup.preset, label, n_pairs, seed=setup.seed + 10 * label)
-        results[f"{CLASS_NAMES[label]} vs no"] = run(clean.to(setup.device), corrupted.to(setup.device), label)
-    clean, _, _ = substructure_pairs(setup.preset, 1, n_pairs, seed=setup.seed + 30)
-    results["image vs rot90 image"] = run(*d4_pairs(clean.to(setup.device), D4_ELEMENTS[1]), 1)
+        key = f"{CLASS_NAMES[label]} vs {CLASS_NAMES[NO_SUBSTRUCTURE]}"
+        results[key] = run(clean.to(setup.device), corrupted.to(setup.device), label)
+    clean, _, _ = substructure_pairs(setup.preset, SUBHALOS, n_pairs, seed=setup.seed + 30)
+    results["image vs rot90 image"] = run(*d4_pairs(clean.to(setup.device), D4_ELEMENTS[1]), SUBHALOS)
     summary = {
         key: {"gap_ci95": r.gap_ci95, "final_layer": r.final_layer, "rows": r.rows()} for key, r in results.items()
     }
@@ -153,8 +154,9 @@ def _probes(setup: _Setup, n_probe: int) -> tuple[list, list[str]]:
     lines = [
         "## Linear probes",
         "",
-        f"5-fold cross-validated score of a linear probe on spatially pooled activations ({3 * n_probe} lenses); "
-        "in brackets the same probe on shuffled targets. Accuracy for class and d4_element, R^2 otherwise.",
+        "5-fold cross-validated score of a linear probe on spatially pooled activations "
+        f"({len(CLASS_NAMES) * n_probe} lenses); in brackets the same probe on shuffled targets. Accuracy for class "
+        "and d4_element, R^2 otherwise.",
         "",
         "| layer | " + " | ".join(targets) + " |",
         "|---|" + "---:|" * len(targets),
@@ -196,11 +198,9 @@ def _attribution(setup: _Setup, images: torch.Tensor, labels: torch.Tensor, n_pa
         "![attributions](figures/attributions.png)",
         "",
     ]
-    with torch.no_grad():
-        has_kappa = setup.model(images[:1]).kappa is not None
-    if has_kappa:
+    if capabilities_of(setup.model).kappa_map:
         localisation = {}
-        for label in (1, 2):
+        for label in SUBSTRUCTURE_LABELS:
             generator = torch.Generator().manual_seed(setup.seed + 40 + label)
             lenses = sample_lenses(setup.preset, label, n_pairs, generator)
             result = kappa_localisation(predicted_kappa(setup.model), lenses, setup.preset, seed=setup.seed)
@@ -245,24 +245,25 @@ def run_studies(
     unknown = sorted(set(studies) - set(STUDIES))
     if unknown:
         raise ValueError(f"unknown studies {unknown}; choose from {list(STUDIES)}")
-    model, config, image_size = load_trained_model(checkpoint, device)
-    preset_obj = get_preset(preset or config["data"]["preset"])
+    model, config, card = load_trained_model(checkpoint, device)
+    image_size = card.image_size
+    preset_obj = get_preset(preset or config.data.preset)
     if preset_obj.n_pixels != image_size:
         raise ValueError(
             f"preset {preset_obj.name} makes {preset_obj.n_pixels} px images, the model takes {image_size} px; "
             "pass a preset of the model's size"
         )
     if data is not None:
-        test = load_splits(data, seed=config["seed"]).test
+        test = prepare_data(replace(config.data, source=str(data)), seed=config.seed).test
         images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
         labels = torch.tensor([int(test[i][1]) for i in range(len(images))])
     else:
-        images, sample = _simulated(preset_obj, max(1, n_images // 3), seed)
+        images, sample = _simulated(preset_obj, max(1, n_images // len(CLASS_NAMES)), seed)
         labels = sample.label
     images = images.to(device)
     setup = _Setup(
         model=model,
-        name=config["model"]["name"],
+        name=card.model,
         layers=forward_order(model, images[:1], default_layers(model) if layers is None else layers),
         preset=preset_obj,
         out=Path(out),
@@ -285,6 +286,6 @@ def run_studies(
             tell(study)
             summary[study], lines = runs[study]()
             sections += lines
-    _write(setup.out / "report.md", "\n".join(sections) + "\n")
+    write_text(setup.out / "report.md", "\n".join(sections) + "\n")
     summary["report"] = str(setup.out / "report.md")
     return summary

@@ -206,7 +206,7 @@ def test_physics_loss_weights_validation():
         "relensing": 0.0,
     }
     for bad in (-0.1, float("nan"), float("inf"), True):
-        with pytest.raises(ValueError, match="PhysicsLossWeights.tv"):
+        with pytest.raises(ValueError, match="loss weight tv must be"):
             PhysicsLossWeights(tv=bad)
 
 

@@ -1,4 +1,4 @@
-"""D4 group actions: group structure, exactness on the pixel grid, and the vector-field rule."""
+"""D4 group actions: group structure, exactness on the pixel grid, the vector-field rule, random augmentation."""
 
 import itertools
 
@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from d4lenspinn.physics import PixelGrid
-from d4lenspinn.symmetry import D4_ELEMENTS, IDENTITY, D4Element, transform_scalar, transform_vector
+from d4lenspinn.symmetry import (
+    D4_ELEMENTS,
+    IDENTITY,
+    D4Element,
+    random_transform,
+    transform_scalar,
+    transform_vector,
+)
 
 
 def test_eight_distinct_elements_closed_under_composition():
@@ -54,6 +61,20 @@ def test_gradient_of_transformed_scalar_is_transformed_gradient(g):
         return torch.stack((gx, gy), dim=1)
 
     torch.testing.assert_close(grad(transform_scalar(field, g)), transform_vector(grad(field), g), rtol=0, atol=1e-14)
+
+
+def test_random_transform_applies_a_d4_element_per_image_reproducibly():
+    images = torch.rand(64, 2, 6, 6, generator=torch.Generator().manual_seed(0))  # no symmetry of their own
+    out = random_transform(images, torch.Generator().manual_seed(7))
+    used = []
+    for original, moved in zip(images, out, strict=True):
+        matches = [g for g in D4_ELEMENTS if torch.equal(moved, transform_scalar(original, g))]
+        assert len(matches) == 1, "the output is not one D4 transform of its input"
+        used.append(matches[0])
+    assert len(set(used)) == len(D4_ELEMENTS)  # 64 independent draws reach all 8 elements
+    assert torch.equal(out, random_transform(images, torch.Generator().manual_seed(7)))
+    assert not torch.equal(out, random_transform(images, torch.Generator().manual_seed(8)))
+    assert torch.equal(images, torch.rand(64, 2, 6, 6, generator=torch.Generator().manual_seed(0)))  # not in place
 
 
 def test_bad_input():

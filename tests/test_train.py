@@ -1,13 +1,17 @@
 """Training: config handling, determinism, exact resume after an interruption, non-finite losses, checkpoints."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from d4lenspinn import train as train_module
+from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.config import load_config, save_config
-from d4lenspinn.train import TrainingDiverged, load_trained_model, train
+from d4lenspinn.data import DataError
+from d4lenspinn.train import TrainingDiverged, train
 
 
 def _config(tmp_path, name="run", model="resnet18", **extra):
@@ -55,8 +59,9 @@ def test_same_seed_same_metrics_and_checkpoints(tmp_path):
     assert len(rows_a) == 2 and rows_a == (second / "metrics.jsonl").read_text().splitlines()
     for key, value in _weights(first).items():
         assert torch.equal(value, _weights(second)[key]), key
-    model, config, size = load_trained_model(first / "best.pt")
-    assert size == 64 and config["model"]["name"] == "resnet18" and not model.training
+    model, config, card = load_trained_model(first / "best.pt")
+    assert card.image_size == 64 and card.pixel_scale == 0.101 and config.model.name == "resnet18"
+    assert not model.training
     assert (first / "config.yaml").exists()
 
 
@@ -75,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(config)
     saved = torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)
-    assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 1
+    assert saved["resume"]["progress"]["epoch"] == 1 and saved["resume"]["progress"]["step"] == 1
     monkeypatch.setattr(train_module, "random_transform", real_transform)
     resumed = train(config, resume=True)
     for key, value in _weights(reference).items():
@@ -98,7 +103,7 @@ def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(tmp
     with pytest.raises(TrainingDiverged, match="loss term 'tv' became nan at epoch 2"):
         train(config)
     saved = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
-    assert saved["state"]["epoch"] == 1  # the good checkpoint of epoch 1 is kept
+    assert saved["resume"]["progress"]["epoch"] == 1  # the good checkpoint of epoch 1 is kept
     assert len((tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()) == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
@@ -120,6 +125,9 @@ class _FakeWorld:
 
     def barrier(self):
         pass
+
+    def shard(self, batch):
+        return batch
 
 
 def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
@@ -171,3 +179,52 @@ def test_reusing_a_data_root_simulated_differently_is_an_error(tmp_path):
     train(_config(tmp_path, "first", **{"optim.epochs": 1}))
     with pytest.raises(ValueError, match=r"different simulation \(counts"):
         train(_config(tmp_path, "second", **{"data.n_per_class": 9}))
+
+
+def _folder_with_three_bad_files(root):
+    """64x64 class folders (4 good images each) plus a corrupt file, a NaN image and a mis-shaped image."""
+    rng = np.random.default_rng(0)
+    for name in ("no", "sphere", "vort"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            np.save(root / name / f"{i}.npy", rng.random((64, 64), dtype=np.float32))
+    (root / "no" / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
+    nan = rng.random((64, 64), dtype=np.float32)
+    nan[3, 4] = np.nan
+    np.save(root / "sphere" / "nan.npy", nan)
+    np.save(root / "vort" / "small.npy", rng.random((32, 32), dtype=np.float32))
+    return root
+
+
+def test_bad_files_fail_before_the_first_step_all_named(tmp_path, monkeypatch):
+    source = _folder_with_three_bad_files(tmp_path / "folder")
+    monkeypatch.setattr(train_module.Trainer, "train_step", _never_called)
+    config = _config(tmp_path, "bad", **{"data.source": str(source), "data.pixel_scale": 0.101})
+    with pytest.raises(DataError) as error:
+        train(config)
+    for name in ("corrupt.npy", "nan.npy", "small.npy"):
+        assert name in str(error.value)
+
+
+def test_skip_bad_drops_them_and_lists_them_in_the_run_directory(tmp_path):
+    source = _folder_with_three_bad_files(tmp_path / "folder")
+    config = _config(tmp_path, "skip", **{"data.source": str(source), "data.skip_bad": True, "optim.epochs": 1})
+    with pytest.warns(UserWarning, match="3 bad"):
+        run_dir = train(config)
+    listed = (run_dir / "bad_files.txt").read_text().splitlines()
+    assert sorted(Path(line.split(":")[0]).name for line in listed) == ["corrupt.npy", "nan.npy", "small.npy"]
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("an optimisation step ran on data with bad files")
+
+
+def test_the_pixel_scale_comes_from_the_data_and_a_contradiction_is_an_error(tmp_path):
+    config = _config(tmp_path, "scale", model="d4lenspinn", **{"model.kwargs": "{widths: [1, 2]}", "optim.epochs": 1})
+    trainer = train_module.Trainer(config)
+    assert trainer.model.grid.pixel_scale == 0.101 == trainer.card.pixel_scale  # the model_ii preset's
+    assert "simulated preset model_ii" in trainer.card.training_data
+    with pytest.raises(ValueError, match="data.pixel_scale 0.05 arcsec/pixel contradicts the 0.101"):
+        train_module.Trainer(_config(tmp_path, "scale2", **{"data.pixel_scale": 0.05}))
+    with pytest.raises(ValueError, match="set data.pixel_scale instead"):
+        train_module.Trainer(_config(tmp_path, "scale3", **{"model.kwargs": "{pixel_scale: 0.1}"}))

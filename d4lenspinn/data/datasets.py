@@ -10,9 +10,11 @@ Two on-disk formats are read (see ``docs/`` for the full description):
   int64 ``(N,)``, and a file attribute ``classes = ["no", "sphere", "vort"]``.
 
 Labels are always ``0 = no substructure, 1 = CDM subhalos, 2 = axion vortices`` (:data:`CLASS_NAMES`). Every
-image is checked when first read (readable, shape, size, finite pixels); a bad one raises :class:`DataError`
-naming the file. With ``skip_bad=True`` the whole set is checked when it is built and bad files are dropped
-with a warning, so nothing is ever dropped or patched inside a batch.
+image is read and checked when a dataset is built (readable, numeric dtype, shape, the same size as the rest,
+finite pixels; unknown class folders too, :mod:`d4lenspinn.data.scan`), before anything trains on it. All the
+problems found make one :class:`DataError` that names the first few and counts the rest; with ``skip_bad=True``
+the bad files are dropped instead, with one warning, and listed in ``bad_files``. Nothing is ever dropped or
+patched inside a batch.
 
 Example::
 
@@ -21,7 +23,7 @@ Example::
 
     splits = load_splits("data/dataset", scheme="80/10/10", seed=0)   # or an .h5 path, or scheme="official"
     loader = DataLoader(splits.train, batch_size=64, shuffle=True, num_workers=4, persistent_workers=True)
-    for images, labels in loader:   # (B, 1, H, W) float32, (B,) int64; train images get a random D4 element
+    for images, labels in loader:   # (B, 1, H, W) float32, (B,) int64 (D4 augmentation: Trainer.augment)
         ...
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -38,10 +41,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
-from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
+from d4lenspinn.classes import CLASS_ALIASES, CLASS_NAMES
+from d4lenspinn.progress import progress_bar
+
+from .scan import MAX_LISTED, ScanReport
 
 __all__ = [
     "CLASS_ALIASES",
@@ -50,20 +55,19 @@ __all__ = [
     "DataSplits",
     "HDF5Entry",
     "LensingImageDataset",
+    "ScanReport",
     "load_splits",
     "split_indices",
 ]
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES: tuple[str, ...] = ("no", "sphere", "vort")
-"""Label ``i`` is ``CLASS_NAMES[i]``: no substructure, CDM subhalos, axion vortices."""
-CLASS_ALIASES: dict[str, int] = {"no": 0, "sphere": 1, "vort": 2, "no_sub": 0, "cdm": 1, "axion": 2}
-"""Class folder / HDF5 class name -> label, for both the Common Test I and the Model II/III naming schemes."""
-
 _AUTO_CACHE_BYTES = 1 << 30  # cache=None keeps a set in memory when its float32 images fit in 1 GiB
 _HDF5_SUFFIXES = (".h5", ".hdf5")
-_MAX_LOGGED_BAD = 20
+_HOW_TO_SKIP = (
+    "fix or remove them, or drop them with skip_bad=True (command line --skip-bad, config data.skip_bad=true); "
+    "`d4lenspinn check-data PATH` scans a dataset on its own"
+)
 
 
 class DataError(ValueError):
@@ -97,6 +101,14 @@ def _npy_is_object_array(path: Path) -> bool:
         return False
 
 
+def _has_npy_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+    except OSError:
+        return False
+
+
 def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
     """Load a ``.npy`` image; object arrays ``[image, mass]`` (DeepLense Model II axions) give their image.
 
@@ -107,6 +119,8 @@ def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         if not (isinstance(exc, ValueError) and _npy_is_object_array(path)):
+            if isinstance(exc, ValueError) and not _has_npy_magic(path):  # numpy would call it "pickled data"
+                raise DataError(f"{path}: could not be read as .npy (no NPY header: not a .npy file)") from exc
             raise DataError(f"{path}: could not be read as .npy ({type(exc).__name__}: {exc})") from exc
     if not allow_pickle:
         raise DataError(f"{path}: is a pickled object array; pass allow_pickle=True to read it (trusted only)")
@@ -149,17 +163,18 @@ class LensingImageDataset(Dataset):
         items: ``(source, label)`` pairs; a source is a ``.npy`` path, an :class:`HDF5Entry` or an array
             ``(H, W)``.
         class_names: name of each label.
-        image_shape: expected ``(H, W)``; default: the first image's (``skip_bad``: the most common) size.
-        augment: apply a random D4 element to each image read (needs square images). The random stream
-            comes from ``seed`` in the main process and from ``seed`` and the DataLoader's worker seed in
-            workers, so results are reproducible given ``seed`` (with workers: and a seeded DataLoader).
-        seed: seed of the augmentation stream.
-        cache: keep decoded images in memory after their first read; ``None``: only if they fit in 1 GiB.
-            With ``num_workers > 0`` call :meth:`validate` first so that workers share the parent's cache.
-        skip_bad: check every image now and drop bad ones with a warning giving the count; otherwise a bad
-            image raises :class:`DataError` when first read.
+        image_shape: expected ``(H, W)``; default: the most common size among the images.
+        cache: keep decoded images in memory after their first read; ``None``: only if they fit in 1 GiB. The
+            check at construction fills the cache, so DataLoader workers share the parent's copy.
+        skip_bad: drop the bad images the check finds, with one warning (count and first few names), and list
+            them in :attr:`bad_files`; otherwise any bad image raises one :class:`DataError` naming them.
         allow_pickle: allow reading pickled object ``.npy`` files (Model II axions); see :func:`_load_npy`.
-        progress: show a tqdm bar during the ``skip_bad`` check.
+        progress: show a progress bar during the check.
+        check: read and check every image now (:meth:`validate`). ``False`` reads nothing: the size is then
+            unknown (unless ``image_shape`` is given) and nothing is cached until :meth:`validate` is called.
+
+    Attributes:
+        bad_files: ``"path: reason"`` of every file (or folder) dropped by ``skip_bad``.
     """
 
     def __init__(
@@ -168,12 +183,11 @@ class LensingImageDataset(Dataset):
         *,
         class_names: Sequence[str] = CLASS_NAMES,
         image_shape: tuple[int, int] | None = None,
-        augment: bool = False,
-        seed: int = 0,
         cache: bool | None = None,
         skip_bad: bool = False,
         allow_pickle: bool = True,
         progress: bool = False,
+        check: bool = True,
     ) -> None:
         self.class_names = tuple(class_names)
         self._items: list[tuple[ImageSource, int]] = []
@@ -182,53 +196,59 @@ class LensingImageDataset(Dataset):
                 raise ValueError(f"label {label!r} of {source!r:.80} is not in 0..{len(self.class_names) - 1}")
             source = Path(source) if isinstance(source, str | os.PathLike) else source
             self._items.append((source, int(label)))
-        self.augment, self.seed, self.skip_bad, self.allow_pickle = augment, seed, skip_bad, allow_pickle
+        self.skip_bad, self.allow_pickle = skip_bad, allow_pickle
         self._image_shape = tuple(image_shape) if image_shape is not None else None
         self._cache_flag = cache
         self._cache: dict[str | HDF5Entry, np.ndarray] = {}
         self._h5: dict[str, h5py.File] = {}
         self._h5_pid = os.getpid()
-        self._rng: torch.Generator | None = None
-        self._rng_owner: tuple[int, int | None] | None = None
-        if skip_bad:
-            self.validate(progress=progress)
-        elif self._image_shape is None and self._items:
-            self._image_shape = self._load(0).shape
-        if self._cache_flag is None:
-            h, w = self._image_shape or (0, 0)
-            self._cache_flag = len(self._items) * h * w * 4 <= _AUTO_CACHE_BYTES
-        if augment and self._image_shape is not None and self._image_shape[0] != self._image_shape[1]:
-            raise DataError(f"augment=True needs square images for D4, got size {self._image_shape}")
+        self._progress = progress
+        self._where = f"{len(self._items)} items"  # what the items are, for messages (the factories set it)
+        self._index_problems: tuple[str, ...] = ()  # found while indexing (unknown class folders)
+        self.bad_files: tuple[str, ...] = ()
+        self._set_shape(self._image_shape)
+        if check:
+            self.validate()
 
     # ---------------------------------------------------------------------------------------------- factories
     @classmethod
     def from_folder(cls, root: str | os.PathLike, split: str | None = "train", **kwargs) -> LensingImageDataset:
-        """Read ``root/<split>/<class>/*.npy``; a root holding the class folders directly is read as it is."""
-        return cls(_index_folder(Path(root), split), **kwargs)
+        """Read ``root/<split>/<class>/*.npy``; a root holding the class folders directly is read as it is.
+
+        An unknown class folder is one problem of the check (reported with the bad files, skipped by
+        ``skip_bad``); a missing, empty or duplicated class folder raises :class:`DataError` at once."""
+        items, problems, base = _index_folder(Path(root), split)
+        return cls._built(items, str(base), problems, **kwargs)
 
     @classmethod
     def from_hdf5(cls, path: str | os.PathLike, split: str = "train", **kwargs) -> LensingImageDataset:
         """Read group ``split`` of a simulator HDF5 file; images are read lazily (one handle per worker)."""
         labels, shape = _index_hdf5(Path(path), split)
         items = [(HDF5Entry(str(path), split, i), int(lab)) for i, lab in enumerate(labels)]
-        kwargs.setdefault("image_shape", shape)
-        return cls(items, **kwargs)
+        if kwargs.get("image_shape") is None:
+            kwargs["image_shape"] = shape
+        return cls._built(items, f"{path}:/{split}", (), **kwargs)
 
     @classmethod
     def from_path(cls, source: str | os.PathLike, split: str = "train", **kwargs) -> LensingImageDataset:
         """:meth:`from_hdf5` for an ``.h5``/``.hdf5`` file, else :meth:`from_folder`."""
-        is_h5 = Path(source).suffix.lower() in _HDF5_SUFFIXES or Path(source).is_file()
-        return (cls.from_hdf5 if is_h5 else cls.from_folder)(source, split, **kwargs)
+        return (cls.from_hdf5 if _is_hdf5_path(Path(source)) else cls.from_folder)(source, split, **kwargs)
 
-    def subset(
-        self, indices: Sequence[int], *, augment: bool | None = None, seed: int | None = None
+    @classmethod
+    def _built(
+        cls, items: list, where: str, problems: Sequence[str], *, check: bool = True, **kwargs
     ) -> LensingImageDataset:
-        """The items at ``indices``, sharing this dataset's cache; ``augment``/``seed`` default to ours."""
+        dataset = cls(items, check=False, **kwargs)
+        dataset._where, dataset._index_problems = where, tuple(problems)
+        if check:
+            dataset.validate()
+        return dataset
+
+    def subset(self, indices: Sequence[int]) -> LensingImageDataset:
+        """The items at ``indices``, sharing this dataset's cache."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__getstate__())
         new._items = [self._items[int(i)] for i in indices]
-        new.augment = self.augment if augment is None else augment
-        new.seed = self.seed if seed is None else seed
         return new
 
     # ---------------------------------------------------------------------------------------------- access
@@ -242,11 +262,7 @@ class LensingImageDataset(Dataset):
             image = self._load(index, self._image_shape)
             if self._cache_flag and key is not None:
                 self._cache[key] = image
-        tensor = torch.tensor(image)[None]  # (1, H, W); a copy, so callers never write into the cache/items
-        if self.augment:
-            g = D4_ELEMENTS[int(torch.randint(len(D4_ELEMENTS), (), generator=self._generator()))]
-            tensor = transform_scalar(tensor, g).contiguous()
-        return tensor, self._items[index][1]
+        return torch.tensor(image)[None], self._items[index][1]  # (1, H, W); a copy: never into the cache/items
 
     @property
     def labels(self) -> np.ndarray:
@@ -268,37 +284,27 @@ class LensingImageDataset(Dataset):
         counts = np.bincount(self.labels, minlength=len(self.class_names))
         return {name: int(n) for name, n in zip(self.class_names, counts, strict=True)}
 
-    def validate(self, progress: bool = True) -> int:
-        """Read and check every image now (filling the cache if on); return how many bad items were dropped.
+    def validate(self, progress: bool | None = None) -> ScanReport:
+        """Read and check every image now (:meth:`scan`) and act on what it found; return its report.
 
-        Without ``skip_bad`` the first bad image raises :class:`DataError`; with it, bad items are removed and
-        a warning gives their count.
+        Without ``skip_bad`` any problem raises one :class:`DataError` that names the first
+        :data:`~d4lenspinn.data.scan.MAX_LISTED` and counts the rest. With it, the bad items are dropped with one
+        warning and added to :attr:`bad_files`; if nothing is left, :class:`DataError`. ``progress``: show a bar
+        (default: the constructor's ``progress``).
         """
-        bad: list[tuple[int, str]] = []
-        shapes: dict[int, tuple[int, int]] = {}
-        for i in tqdm(range(len(self._items)), desc="validating images", disable=not progress, leave=False):
-            try:
-                image = self._load(i, self._image_shape)
-            except DataError as exc:
-                if not self.skip_bad:
-                    raise
-                bad.append((i, str(exc)))
-                continue
-            shapes[i] = image.shape
-            key = _source_key(self._items[i][0])
-            if self._cache_flag and key is not None:
-                self._cache[key] = image
-        if self._image_shape is None and shapes:  # skip_bad without a given size: the most common size wins
-            self._image_shape, n_common = Counter(shapes.values()).most_common(1)[0]
-            bad += [
-                (i, f"{self._items[i][0]}: expected size {self._image_shape} as {n_common} others, got {s}")
-                for i, s in shapes.items()
-                if s != self._image_shape
-            ]
-        self.close()  # do not keep HDF5 handles open in a parent process that will fork DataLoader workers
-        if bad:
-            self._drop(sorted(bad))
-        return len(bad)
+        report, bad = self._scan(progress)
+        _settle([(self, report, bad)], self.skip_bad, self._where)
+        return report
+
+    def scan(self, progress: bool | None = None) -> ScanReport:
+        """Read and check every image (filling the cache if on) and report the problems; nothing is dropped.
+
+        Checks: the file reads (``.npy``, pickled object arrays only with ``allow_pickle``, HDF5 row), the dtype is
+        real numeric, the shape is ``(H, W)`` or ``(1, H, W)``, the size is ``image_shape`` (default: the most
+        common size), every pixel is finite. Unknown class folders found while indexing are problems too. Images
+        already in the cache passed before and are not read again. HDF5 handles are closed afterwards.
+        """
+        return self._scan(progress)[0]
 
     def close(self) -> None:
         """Close the HDF5 handles this process opened (they reopen on the next read)."""
@@ -308,13 +314,13 @@ class LensingImageDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_h5={}, _rng=None, _rng_owner=None)  # open handles and generators are per process
+        state.update(_h5={})  # open handles are per process
         return state
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(n={len(self)}, image_shape={self._image_shape}, "
-            f"counts={self.class_counts()}, augment={self.augment}, cache={self._cache_flag})"
+            f"counts={self.class_counts()}, cache={self._cache_flag})"
         )
 
     # ---------------------------------------------------------------------------------------------- internals
@@ -337,29 +343,107 @@ class LensingImageDataset(Dataset):
             self._h5[path] = h5py.File(path, "r")
         return self._h5[path]
 
-    def _generator(self) -> torch.Generator:
-        info = get_worker_info()
-        owner = (os.getpid(), None if info is None else info.id)
-        if self._rng is None or self._rng_owner != owner:
-            seed = self.seed if info is None else (self.seed * 1_000_003 + info.seed) % (1 << 63)
-            self._rng, self._rng_owner = torch.Generator().manual_seed(seed), owner
-        return self._rng
+    def _set_shape(self, shape: tuple[int, int] | None) -> None:
+        """Fix the image size; decide ``cache=None`` from it."""
+        self._image_shape = None if shape is None else tuple(shape)
+        if shape is None:
+            return
+        if self._cache_flag is None:
+            self._cache_flag = len(self._items) * shape[0] * shape[1] * 4 <= _AUTO_CACHE_BYTES
 
-    def _drop(self, bad: list[tuple[int, str]]) -> None:
-        for _, message in bad[:_MAX_LOGGED_BAD]:
-            logger.warning("skipping bad image: %s", message)
-        if len(bad) > _MAX_LOGGED_BAD:
-            logger.warning("... and %d more bad images", len(bad) - _MAX_LOGGED_BAD)
-        n_total = len(self._items)
-        drop = {i for i, _ in bad}
+    def _scan(self, progress: bool | None = None) -> tuple[ScanReport, list[int]]:
+        """:meth:`scan`'s report and the indices of the bad items."""
+        start = time.perf_counter()
+        expected = self._image_shape
+        bad: dict[int, str] = {}
+        shapes: dict[int, tuple[int, int]] = {}
+        show = self._progress if progress is None else progress
+        bar = progress_bar(range(len(self._items)), desc="checking images", unit="file", disable=not show, leave=False)
+        for i in bar:
+            key = _source_key(self._items[i][0])
+            image = self._cache.get(key) if key is not None else None
+            if image is None:
+                try:
+                    image = self._load(i, expected)
+                except DataError as exc:
+                    bad[i] = str(exc)
+                    continue
+                if self._cache_flag is None:  # cache=None: decided by the first good image's size
+                    self._cache_flag = len(self._items) * image.shape[0] * image.shape[1] * 4 <= _AUTO_CACHE_BYTES
+                if self._cache_flag and key is not None:
+                    self._cache[key] = image
+            shapes[i] = image.shape
+        self.close()  # do not keep HDF5 handles open in a parent process that will fork DataLoader workers
+        if expected is None and shapes:  # no size given: the most common size wins, the others are bad
+            expected, n_common = Counter(shapes.values()).most_common(1)[0]
+            for i, shape in shapes.items():
+                if shape != expected:
+                    source = self._items[i][0]
+                    bad[i] = f"{source}: expected an image of size {expected} as {n_common} others, got {shape}"
+                    self._cache.pop(_source_key(source), None)
+        self._set_shape(expected)
+        indices = sorted(bad)
+        counts = np.bincount(
+            [label for i, (_, label) in enumerate(self._items) if i not in bad], minlength=len(self.class_names)
+        )
+        report = ScanReport(
+            source=self._where,
+            n_files=len(self._items),
+            bad=self._index_problems + tuple(bad[i] for i in indices),
+            image_shape=self._image_shape,
+            class_counts={name: int(n) for name, n in zip(self.class_names, counts, strict=True)},
+            seconds=time.perf_counter() - start,
+        )
+        return report, indices
+
+    def _drop(self, indices: Sequence[int], problems: Sequence[str]) -> None:
+        """Remove the items at ``indices``; ``problems`` (their messages and the index problems) go to bad_files."""
+        drop = set(indices)
         self._items = [item for i, item in enumerate(self._items) if i not in drop]
-        warnings.warn(f"skipped {len(drop)} bad image(s) of {n_total} (first: {bad[0][1]})", stacklevel=3)
-        if not self._items:
-            raise DataError(f"all {n_total} images are bad (first: {bad[0][1]})")
+        self.bad_files += tuple(problems)
+        self._index_problems = ()
 
 
-def _index_folder(root: Path, split: str | None) -> list[tuple[Path, int]]:
-    """``(file, label)`` for every ``.npy`` under the class folders of ``root/split`` (or of ``root``)."""
+def _settle(
+    scanned: Sequence[tuple[LensingImageDataset, ScanReport, list[int]]], skip_bad: bool, where: str
+) -> tuple[str, ...]:
+    """Act on the scans of one or more datasets: one DataError, or (``skip_bad``) one warning and the drops.
+
+    Returns every dropped ``"path: reason"``."""
+    total = ScanReport.combine(where, [report for _, report, _ in scanned])
+    if total.ok:
+        return ()
+    if not skip_bad:
+        raise DataError(f"{total.listing()}\n{_HOW_TO_SKIP}")
+    n_images = sum(len(indices) for _, _, indices in scanned)
+    others = total.n_bad - n_images
+    warnings.warn(
+        "\n".join(
+            [
+                f"skipped {n_images} bad image(s) of {total.n_files}"
+                + (f" and {others} other problem(s)" if others else "")
+                + f" in {where}:",
+                *total.lines(MAX_LISTED),
+            ]
+        ),
+        UserWarning,
+        stacklevel=3,
+    )
+    for dataset, report, indices in scanned:
+        dataset._drop(indices, report.bad)
+    for dataset, report, _ in scanned:
+        if report.n_files and not len(dataset):
+            raise DataError(f"{dataset._where}: all {report.n_files} images are bad\n" + "\n".join(report.lines()))
+    return total.bad
+
+
+def _is_hdf5_path(path: Path) -> bool:
+    return path.suffix.lower() in _HDF5_SUFFIXES or path.is_file()
+
+
+def _index_folder(root: Path, split: str | None) -> tuple[list[tuple[Path, int]], list[str], Path]:
+    """``(file, label)`` for every ``.npy`` under the class folders of ``root/split`` (or of ``root``), the
+    unknown class folders found there (as problems ``"folder: reason"``) and the folder that was indexed."""
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder does not exist")
     base = root / split if split is not None and (root / split).is_dir() else root
@@ -372,9 +456,11 @@ def _index_folder(root: Path, split: str | None) -> list[tuple[Path, int]]:
     if base == root and split is not None:
         logger.info("%s has no %r folder; reading its class folders directly", root, split)
     by_label: dict[int, Path] = {}
+    problems: list[str] = []
     for folder in folders:
         if folder.name not in CLASS_ALIASES:
-            raise DataError(f"{folder}: unknown class folder; expected one of {sorted(CLASS_ALIASES)}")
+            problems.append(f"{folder}: unknown class folder; expected one of {sorted(CLASS_ALIASES)}")
+            continue
         label = CLASS_ALIASES[folder.name]
         if label in by_label:
             raise DataError(f"{folder} and {by_label[label]} both hold class {CLASS_NAMES[label]!r}")
@@ -391,7 +477,7 @@ def _index_folder(root: Path, split: str | None) -> list[tuple[Path, int]]:
         if n_other:
             logger.warning("%s: ignoring %d entries that are not .npy files", folder, n_other)
         items += [(p, label) for p in files]
-    return items
+    return items, problems, base
 
 
 def _index_hdf5(path: Path, split: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -452,29 +538,40 @@ def split_indices(
 
 @dataclass
 class DataSplits:
-    """Train/val/test datasets of one source, their class names and (square) image size in pixels."""
+    """Train/val/test datasets of one source, their class names and (square) image size in pixels.
+
+    ``bad_files``: ``"path: reason"`` of every file or folder that ``skip_bad`` dropped, over all sources read
+    (the trainer writes them to the run directory); ``scan``: the report of the check that preceded the split.
+    """
 
     train: LensingImageDataset
     val: LensingImageDataset
     test: LensingImageDataset
     class_names: tuple[str, ...]
     image_size: int
+    bad_files: tuple[str, ...] = ()
+    scan: ScanReport | None = None
+    pixel_scale: float | None = None  # arcsec per pixel, when the source says (set by prepare_data)
+    description: str = ""  # where the images came from, for the model card (set by prepare_data)
 
 
 def load_splits(
     source: str | os.PathLike,
     scheme: str = "80/10/10",
     seed: int = 0,
-    *,
-    augment_train: bool = True,
     **kwargs,
 ) -> DataSplits:
     """Build train/val/test datasets from a folder or ``.h5`` file.
 
     ``scheme="a/b/c"`` (e.g. ``"80/10/10"``, as D4LensPINN): a seeded stratified a/b/c percent split of
     ``train``. ``scheme="official"``: a stratified 90/10 split of ``train`` for train/val; the official
-    ``val`` set is the test set. Only the train set is augmented (if ``augment_train``); ``kwargs`` go to
-    :class:`LensingImageDataset` (``cache``, ``skip_bad``, ``allow_pickle``, ``progress``).
+    ``val`` set is the test set. ``kwargs`` go to :class:`LensingImageDataset` (``cache``, ``skip_bad``,
+    ``allow_pickle``, ``progress``). No set is augmented here: the trainer draws the D4 augmentation of each
+    training batch from its seeded generator (:meth:`d4lenspinn.train.Trainer.augment`).
+
+    Every image of every source read (``train``, and ``val`` for ``"official"``) is checked first; all the
+    problems together raise one :class:`DataError`, or with ``skip_bad=True`` are dropped with one warning and
+    listed in :attr:`DataSplits.bad_files`.
     """
     if scheme == "official":
         fractions = (0.9, 0.1, 0.0)
@@ -487,16 +584,29 @@ def load_splits(
             fractions = ()
         if len(fractions) != 3:
             raise ValueError(f"scheme must be 'official' or percentages like '80/10/10', got {scheme!r}")
-    base = LensingImageDataset.from_path(source, "train", augment=False, seed=seed, **kwargs)
+    kwargs.pop("check", None)  # the check below is not optional
+    progress = kwargs.get("progress", False)
+    base = LensingImageDataset.from_path(source, "train", check=False, **kwargs)
+    scanned = [(base, *base._scan(progress))]
+    test = None
+    if scheme == "official":
+        if kwargs.get("image_shape") is None:
+            kwargs["image_shape"] = base.image_shape
+        test = LensingImageDataset.from_path(source, "val", check=False, **kwargs)
+        scanned.append((test, *test._scan(progress)))
+    bad_files = _settle(scanned, kwargs.get("skip_bad", False), str(source))
     shape = base.image_shape
     if shape[0] != shape[1]:
         raise DataError(f"{source}: images must be square for the D4 models, got size {shape}")
     train_idx, val_idx, test_idx = split_indices(base.labels, fractions, seed)
-    if scheme == "official":
-        kwargs.setdefault("image_shape", shape)
-        test = LensingImageDataset.from_path(source, "val", augment=False, **kwargs)
-    else:
+    if test is None:
         test = base.subset(test_idx)
     return DataSplits(
-        base.subset(train_idx, augment=augment_train), base.subset(val_idx), test, base.class_names, shape[0]
+        base.subset(train_idx),
+        base.subset(val_idx),
+        test,
+        base.class_names,
+        shape[0],
+        bad_files=bad_files,
+        scan=ScanReport.combine(str(source), [report for _, report, _ in scanned]),
     )

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
+from ..io import atomic_path, write_text
+from ..progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class DatasetSpec:
     image_size: int | None = None
     classes: tuple[str, ...] = ()
     source: str = ""
+    pixel_scale: float | None = None  # arcsec per pixel of the instrument its images simulate
 
     @property
     def url(self) -> str:
@@ -76,7 +78,9 @@ class DatasetSpec:
         return f"https://drive.google.com/uc?id={self.drive_id}"
 
 
-def _model(name: str, drive_id: str, root: str, size: int, description: str, source: str) -> DatasetSpec:
+def _model(
+    name: str, drive_id: str, root: str, size: int, description: str, source: str, pixel_scale: float
+) -> DatasetSpec:
     """A DeepLenseSim archive: one folder per class (``no_sub/ cdm/ axion/``) of ``.npy`` images."""
     return DatasetSpec(
         name=name,
@@ -88,6 +92,7 @@ def _model(name: str, drive_id: str, root: str, size: int, description: str, sou
         image_size=size,
         classes=_MODEL_CLASSES,
         source=source,
+        pixel_scale=pixel_scale,
     )
 
 
@@ -105,6 +110,7 @@ DATASETS: dict[str, DatasetSpec] = {
             150,
             ("no", "sphere", "vort"),
             "ML4SCI DeepLense GSoC Common Test I",
+            pixel_scale=0.05,  # DeepLenseSim Model I: deltaPix = 0.05
         ),
         _model(
             "model_i_train",
@@ -113,6 +119,7 @@ DATASETS: dict[str, DatasetSpec] = {
             150,
             "DeepLenseSim Model I training set (Gaussian PSF, SNR ~25)",
             f"{_DEEPLENSESIM} Model_I/README.md",
+            0.05,  # arcsec/pixel: deltaPix = 0.05
         ),
         _model(
             "model_i_test",
@@ -121,6 +128,7 @@ DATASETS: dict[str, DatasetSpec] = {
             150,
             "DeepLenseSim Model I test set",
             f"{_DEEPLENSESIM} Model_I/README.md",
+            0.05,  # arcsec/pixel: deltaPix = 0.05
         ),
         _model(
             "model_ii_train",
@@ -129,6 +137,7 @@ DATASETS: dict[str, DatasetSpec] = {
             64,
             "DeepLenseSim Model II training set (Euclid-like), 30,000 images/class",
             f"{_DEEPLENSESIM} Model_II/README.md",
+            0.101,  # arcsec/pixel: lenstronomy Euclid VIS
         ),
         _model(
             "model_ii_test",
@@ -137,6 +146,7 @@ DATASETS: dict[str, DatasetSpec] = {
             64,
             "DeepLenseSim Model II test set (Euclid-like), 5,000 images/class",
             f"{_ML4SCI}/Model_II/README.md",
+            0.101,  # arcsec/pixel: lenstronomy Euclid VIS
         ),
         _model(
             "model_iii_train",
@@ -145,6 +155,7 @@ DATASETS: dict[str, DatasetSpec] = {
             64,
             "DeepLenseSim Model III training set (HST-like), 30,000 images/class",
             f"{_DEEPLENSESIM} Model_III/README.md",
+            0.08,  # arcsec/pixel: lenstronomy HST WFC3 F160W
         ),
         _model(
             "model_iii_test",
@@ -153,6 +164,7 @@ DATASETS: dict[str, DatasetSpec] = {
             64,
             "DeepLenseSim Model III test set (HST-like), 5,000 images/class",
             f"{_ML4SCI}/Model_III/README.md",
+            0.08,  # arcsec/pixel: lenstronomy HST WFC3 F160W
         ),
     )
 }
@@ -275,14 +287,10 @@ def _checked_source(source: Path) -> Path:
 
 
 def _copy_archive(source: Path, archive: Path) -> None:
-    """Copy a verified archive into the cache atomically (via ``<archive>.part``)."""
+    """Copy a verified archive into the cache atomically."""
     logger.info("Copying %s to %s", source, archive)
-    part = archive.with_name(archive.name + ".part")
-    try:
-        shutil.copyfile(source, part)
-        os.replace(part, archive)
-    finally:
-        part.unlink(missing_ok=True)
+    with atomic_path(archive, keep_suffix=False) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _check_archive(path: Path) -> str:
@@ -322,9 +330,7 @@ def _extract(archive: Path, kind: str, spec: DatasetSpec, target: Path) -> Path:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
-                for member in tqdm(
-                    _safe_names(zf.namelist()), desc=f"Extracting {spec.name}", unit="file", disable=None
-                ):
+                for member in progress_bar(_safe_names(zf.namelist()), desc=f"Extracting {spec.name}", unit="file"):
                     zf.extract(member, tmp)
         else:
             with tarfile.open(archive) as tf:
@@ -375,6 +381,4 @@ def _write_marker(target: Path, spec: DatasetSpec, root: Path, digest: str) -> N
         "root": root.name,
         "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = target / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, target / MARKER)
+    write_text(target / MARKER, json.dumps(info, indent=2) + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["SimulationPreset", "PRESETS", "get_preset", "default_pixel_scale"]
+__all__ = ["SimulationPreset", "PRESETS", "get_preset"]
 
 Range = tuple[float, float]
 
@@ -92,9 +92,3 @@ def get_preset(name: str, hard: bool = False, **overrides) -> SimulationPreset:
     if hard:
         preset = replace(preset, name=f"{name}_hard", **_HARD)
     return replace(preset, **overrides) if overrides else preset
-
-
-def default_pixel_scale(image_size: int) -> float:
-    """Arcsec per pixel of the preset with this many pixels a side (150: 0.05", 64: 0.101"), else a 7.5" field."""
-    scales = {preset.n_pixels: preset.pixel_scale for preset in PRESETS.values()}
-    return scales.get(image_size, 7.5 / image_size)

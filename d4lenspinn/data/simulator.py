@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from ..classes import NO_SUBSTRUCTURE, SUBHALOS, VORTEX
 from ..physics import PixelGrid
 from ..physics import profiles as P
 from ..physics.light import convolve_psf, gaussian_psf_kernel, sersic_brightness
@@ -32,7 +33,6 @@ from .presets import Range, SimulationPreset
 
 __all__ = ["LensSample", "sample_lenses", "deflection_field", "render_images", "true_convergence"]
 
-NO_SUBSTRUCTURE, SUBHALOS, VORTEX = 0, 1, 2
 _R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
 
 

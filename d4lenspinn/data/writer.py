@@ -19,17 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
-from .datasets import CLASS_NAMES
+from ..classes import CLASS_NAMES
+from ..io import atomic_path, write_text
+from ..progress import progress_bar
 from .presets import SimulationPreset
 from .simulator import LensSample, render_images, sample_lenses
 
@@ -46,17 +46,10 @@ def _stream_seed(*keys: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_npy(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    # ".x.npy.tmp": a temporary file left by a killed run never looks like an image to the readers
+    with atomic_path(path, keep_suffix=False) as tmp, open(tmp, "wb") as f:
         np.save(f, image)
-    os.replace(tmp, path)
 
 
 def _file_name(split: str, label: int, index: int) -> str:
@@ -128,8 +121,7 @@ class _HDF5Sink:
 
     def __init__(self, path: Path, params: dict[str, LensSample], files: dict[str, list[str]], n: int) -> None:
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp")
-            with h5py.File(tmp, "w") as f:
+            with atomic_path(path, keep_suffix=False) as tmp, h5py.File(tmp, "w") as f:
                 f.attrs["classes"] = list(CLASS_NAMES)
                 for split, split_params in params.items():
                     count = len(split_params)
@@ -138,7 +130,6 @@ class _HDF5Sink:
                     group.create_dataset("labels", data=split_params.label.numpy())
                     group.create_dataset("rendered", data=np.zeros(count, dtype=bool))
                     _write_truth(group.create_group("truth"), split_params, files[split])
-            os.replace(tmp, path)
         self.file = h5py.File(path, "r+")
 
     def done(self, split: str, start: int, stop: int) -> bool:
@@ -208,7 +199,7 @@ def simulate_dataset(
     manifest = _manifest(preset, n_per_class, n_val_per_class, seed, fmt, batch_size)
     counts = manifest["counts"]
     _check_manifest(out / "manifest.json", manifest)
-    _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
 
     params = {split: _split_parameters(preset, seed, split, counts[split]) for split in SPLITS}
     files = {
@@ -218,17 +209,15 @@ def simulate_dataset(
         for split in SPLITS
     }
     if not (out / "truth.h5").exists():
-        tmp = out / ".truth.h5.tmp"
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(out / "truth.h5", keep_suffix=False) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["classes"] = list(CLASS_NAMES)
             for split in SPLITS:
                 _write_truth(f.create_group(split), params[split], files[split])
-        os.replace(tmp, out / "truth.h5")
 
     sink = _NpySink(out, files) if fmt == "npy" else _HDF5Sink(out / "dataset.h5", params, files, preset.n_pixels)
     total = sum(len(p) for p in params.values())
     try:
-        with tqdm(total=total, desc=f"simulate {preset.name}", unit="img", disable=not progress) as bar:
+        with progress_bar(total=total, desc=f"simulate {preset.name}", unit="img", disable=not progress) as bar:
             for split, name, batch_index, first, last in _batches(counts, batch_size):
                 if not sink.done(split, first, last):
                     noise = torch.Generator().manual_seed(_stream_seed(seed, split, name, "noise", batch_index))
@@ -238,7 +227,7 @@ def simulate_dataset(
     finally:
         sink.close()
     manifest["complete"] = True
-    _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     logger.info("simulated %d images into %s", total, out)
     return out
 

@@ -38,6 +38,7 @@ from escnn import gspaces
 from escnn import nn as enn
 from torch import nn
 
+from .capabilities import ModelCapabilities
 from .inputs import check_images
 from .output import ModelOutput
 from .registry import register_model
@@ -55,6 +56,8 @@ def _conv_block(in_type: enn.FieldType, out_type: enn.FieldType, stride: int = 1
 
 class D4CNN(nn.Module):
     """D4-invariant classifier ``(B, in_chans, n, n) -> ModelOutput(logits (B, num_classes))``; see the module doc."""
+
+    capabilities = ModelCapabilities(invariant=True)
 
     def __init__(
         self, image_size: int, in_chans: int = 1, num_classes: int = 3, widths: tuple[int, ...] = (4, 8, 16, 32)
@@ -101,6 +104,8 @@ class D4CNN(nn.Module):
 
 class ExportedD4CNN(nn.Module):
     """The output of :meth:`D4CNN.export`: ``torch.nn`` convolutions, BatchNorm, pooling and the linear head."""
+
+    capabilities = ModelCapabilities(invariant=True)
 
     def __init__(self, features: nn.Module, head: nn.Linear, in_chans: int, image_size: int) -> None:
         super().__init__()

@@ -21,12 +21,12 @@ the paper. The encoder is a small timm ViT (dim 128, depth 4, 4 heads) whose out
 Parameters at 64x64, one channel, three classes: small 4,370,692 (encoder 810,241), large 9,480,572 -- the
 paper's 7.17M / 14.56M are about 1.6x these, with the same half-size ratio.
 
-``pixel_scale=None`` takes the scale of the simulation preset with this image size (150 px: 0.05"/px, DeepLense
-Model I; 64 px: 0.101"/px, Model II) and otherwise 7.5" / ``image_size`` (the Model I field of view).
+``pixel_scale`` (arcsec per pixel) is that of the data: the trainer takes it from the data, a checkpoint from its
+model card (DeepLense Model I: 0.05"/px; Model II: 0.101"/px).
 
 Example::
 
-    model = create_model("lenspinn_small", image_size=64)
+    model = create_model("lenspinn_small", image_size=64, pixel_scale=0.101)
     out = model(images)
     out.logits, out.alpha, out.source, out.source_weight, out.features    # (B,3) (B,2,n,n) (B,C,n,n) (B,1,n,n) ...
 """
@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..data.presets import default_pixel_scale
 from ..physics import PixelGrid, SourceReconstruction, inverse_lens
 from ..physics.profiles import sis_deflection
 from .baselines import vit_patch_size
+from .capabilities import ModelCapabilities
 from .inputs import check_images
 from .output import ModelOutput
 from .preprocessing import distortion_map
@@ -60,13 +60,15 @@ class LensPINN(nn.Module):
     encoder predicts at initialisation (1.28", the DeepLense main lens); ``hidden``: width of the MLP head.
     """
 
+    capabilities = ModelCapabilities(physics_maps=True)
+
     def __init__(
         self,
         image_size: int,
         backbone: str,
+        pixel_scale: float,
         in_chans: int = 1,
         num_classes: int = 3,
-        pixel_scale: float | None = None,
         theta_e_init: float = 1.28,
         encoder_dim: int = 128,
         encoder_depth: int = 4,
@@ -77,7 +79,7 @@ class LensPINN(nn.Module):
         if not theta_e_init > 0:
             raise ValueError(f"{name}: theta_e_init must be a positive Einstein radius in arcsec, got {theta_e_init}")
         self.name, self.image_size, self.in_chans = name, image_size, in_chans
-        self.grid = PixelGrid(image_size, default_pixel_scale(image_size) if pixel_scale is None else pixel_scale)
+        self.grid = PixelGrid(image_size, pixel_scale)
         self.register_buffer("coordinates", torch.stack(self.grid.coordinates()), persistent=False)  # (2, n, n)
 
         self.encoder = VisionTransformer(
@@ -118,25 +120,21 @@ class LensPINN(nn.Module):
 
 
 @register_model("lenspinn_small")
-def lenspinn_small(
-    image_size: int, in_chans: int = 1, num_classes: int = 3, pixel_scale: float | None = None, **kwargs
-) -> LensPINN:
+def lenspinn_small(image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs) -> LensPINN:
     """LensPINN_small (Ojha et al., "LensPINN: physics informed neural network for learning dark matter morphology
     in lensing", NeurIPS 2024 ML4PS): ViT-encoded SIS Einstein radius, differentiable lens inversion to the source,
     and MobileNetV3 (timm ``mobilenetv3_small_100``) features of the image minus those of the source, concatenated
     with features of the LensPINN distortion map, into an MLP. ``kwargs`` go to :class:`LensPINN`.
     """
     return LensPINN(
-        image_size, "mobilenetv3_small_100", in_chans, num_classes, pixel_scale, name="lenspinn_small", **kwargs
+        image_size, "mobilenetv3_small_100", pixel_scale, in_chans, num_classes, name="lenspinn_small", **kwargs
     )
 
 
 @register_model("lenspinn_large")
-def lenspinn_large(
-    image_size: int, in_chans: int = 1, num_classes: int = 3, pixel_scale: float | None = None, **kwargs
-) -> LensPINN:
+def lenspinn_large(image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs) -> LensPINN:
     """LensPINN_large (Ojha et al., NeurIPS 2024 ML4PS): as :func:`lenspinn_small` with EfficientNet-B0 (timm
     ``efficientnet_b0``; Tan & Le, ICML 2019) feature extractors, the paper's best model on its 64x64 benchmark.
     ``kwargs`` go to :class:`LensPINN`.
     """
-    return LensPINN(image_size, "efficientnet_b0", in_chans, num_classes, pixel_scale, name="lenspinn_large", **kwargs)
+    return LensPINN(image_size, "efficientnet_b0", pixel_scale, in_chans, num_classes, name="lenspinn_large", **kwargs)

@@ -14,7 +14,7 @@ U-Net of similar size (the control).
 
 Example::
 
-    model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101)
+    model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101)     # pixel_scale: arcsec per pixel
     out = model(images)          # ModelOutput: logits, kappa, psi, alpha, source, source_weight, relensed, features
 """
 
@@ -26,8 +26,8 @@ import timm
 import torch
 from torch import nn
 
-from ..data.presets import default_pixel_scale
 from ..physics import LensingEngine, PixelGrid
+from .capabilities import ModelCapabilities
 from .inputs import check_images
 from .output import ModelOutput
 from .preprocessing import Preprocessing
@@ -43,10 +43,10 @@ class D4LensPINN(nn.Module):
 
     def __init__(
         self,
-        image_size: int = 64,
+        image_size: int,
+        pixel_scale: float,
         in_chans: int = 1,
         num_classes: int = 3,
-        pixel_scale: float | None = None,
         widths: tuple[int, ...] = (2, 4, 8, 16),
         equivariant: bool = True,
         head: str = "tf_efficientnetv2_b0",
@@ -58,7 +58,7 @@ class D4LensPINN(nn.Module):
             raise ValueError(f"D4LensPINN works on single-band images (in_chans=1), got in_chans={in_chans}")
         self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
         self.name = "d4lenspinn" if equivariant else "vanilla_lenspinn"
-        self.grid = PixelGrid(image_size, default_pixel_scale(image_size) if pixel_scale is None else pixel_scale)
+        self.grid = PixelGrid(image_size, pixel_scale)
         self.preprocessing = Preprocessing() if preprocessing else nn.Identity()
         channels = Preprocessing.channels if preprocessing else in_chans
         self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant)
@@ -69,6 +69,12 @@ class D4LensPINN(nn.Module):
         classifier = self.head.get_classifier()  # zero-initialised: uniform predictions (cross-entropy ln K) at start
         nn.init.zeros_(classifier.weight)
         nn.init.zeros_(classifier.bias)
+        self.capabilities = ModelCapabilities(
+            physics_maps=True,
+            kappa_map=True,
+            equivariant_maps=equivariant,
+            cam_layer="head.conv_head" if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d) else None,
+        )
 
     def maps(self, images: torch.Tensor) -> ModelOutput:
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
@@ -112,15 +118,17 @@ class D4LensPINN(nn.Module):
 
 
 @register_model("d4lenspinn")
-def d4lenspinn(image_size: int = 64, in_chans: int = 1, num_classes: int = 3, **kwargs) -> D4LensPINN:
+def d4lenspinn(image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs) -> D4LensPINN:
     """D4LensPINN (this package): D4-equivariant escnn U-Net for kappa, parameter-free lensing physics, EfficientNetV2
     head. Improves on the published D4LensPINN (DeepLense, 2025) with exact equivariance, a solver-consistent engine
     and a one-pass test-time augmentation; see ARCHITECTURE.md."""
-    return D4LensPINN(image_size, in_chans, num_classes, equivariant=True, **kwargs)
+    return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=True, **kwargs)
 
 
 @register_model("vanilla_lenspinn")
-def vanilla_lenspinn(image_size: int = 64, in_chans: int = 1, num_classes: int = 3, **kwargs) -> D4LensPINN:
+def vanilla_lenspinn(
+    image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
+) -> D4LensPINN:
     """The control: the identical D4LensPINN pipeline with a plain (non-equivariant) U-Net of the same topology and
     a similar parameter count, so any difference is due to the equivariance constraint."""
-    return D4LensPINN(image_size, in_chans, num_classes, equivariant=False, **kwargs)
+    return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)

@@ -1,22 +1,27 @@
 """Model registry: every model is built by name, so experiments swap models without code changes.
 
     @register_model("resnet18")
-    def resnet18(image_size: int = 64, in_chans: int = 1, num_classes: int = 3, **kwargs) -> nn.Module: ...
+    def resnet18(image_size: int, in_chans: int = 1, num_classes: int = 3, **kwargs) -> nn.Module: ...
 
     model = create_model("resnet18", image_size=64)
+    model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101)   # physics models need the pixel scale
     list_models()            # sorted names
 
 Every factory takes ``image_size`` (pixels a side), ``in_chans`` and ``num_classes`` (plus its own options) and returns
 an ``nn.Module`` whose ``forward(images (B, in_chans, H, W))`` returns a :class:`~d4lenspinn.models.ModelOutput`.
+A factory that works in arcsec declares a ``pixel_scale`` parameter (arcsec per pixel, without a default): it comes
+from the data or the checkpoint's model card, never from the image size. :func:`create_model` passes
+``pixel_scale`` only to the factories that declare it, so callers can always pass the data's scale.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "count_parameters"]
+__all__ = ["register_model", "create_model", "list_models", "count_parameters", "uses_pixel_scale"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,11 +38,29 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return add
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name``; unknown names raise ``ValueError`` listing the valid ones."""
+def create_model(name: str, pixel_scale: float | None = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; unknown names raise ``ValueError`` listing the valid ones.
+
+    ``pixel_scale`` [arcsec/pixel] goes to the models that declare it (:func:`uses_pixel_scale`), for which it is
+    required; the others ignore it."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    if uses_pixel_scale(name):
+        if pixel_scale is None or not pixel_scale > 0:
+            raise ValueError(
+                f"model {name!r} works in arcsec and needs the pixel scale of its images (pixel_scale, arcsec per "
+                f"pixel, > 0), got {pixel_scale!r}; it comes from the data (data.pixel_scale, the simulation preset "
+                "or the dataset) or from a checkpoint's model card"
+            )
+        kwargs["pixel_scale"] = float(pixel_scale)
     return _REGISTRY[name](**kwargs)
+
+
+def uses_pixel_scale(name: str) -> bool:
+    """Whether the factory of model ``name`` takes a ``pixel_scale`` (it computes lensing in arcsec)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return "pixel_scale" in inspect.signature(_REGISTRY[name]).parameters
 
 
 def list_models() -> list[str]:

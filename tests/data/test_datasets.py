@@ -1,8 +1,10 @@
-"""Tests for d4lenspinn.data.datasets: folder/HDF5 readers, validation, splits, D4 augmentation."""
+"""Tests for d4lenspinn.data.datasets and .scan: folder/HDF5 readers, the up-front check, splits, the cache."""
 
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 
 import h5py
@@ -11,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from d4lenspinn.cli import main
 from d4lenspinn.data.datasets import (
     CLASS_NAMES,
     DataError,
@@ -18,7 +21,7 @@ from d4lenspinn.data.datasets import (
     load_splits,
     split_indices,
 )
-from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
+from d4lenspinn.data.scan import MAX_LISTED, ScanReport, check_data
 
 N = 8  # image side
 
@@ -102,7 +105,9 @@ def test_folder_model2_names_and_object_arrays(tmp_path):
 
 def test_object_arrays_refused_without_allow_pickle(tmp_path):
     _make_folder(tmp_path, names=("no_sub", "cdm", "axion"), n=2, object_class="axion")
-    ds = LensingImageDataset.from_folder(tmp_path, allow_pickle=False)
+    with pytest.raises(DataError, match=r"2 problem\(s\)[^$]*axion.img000\.npy.*allow_pickle[^$]*img001\.npy"):
+        LensingImageDataset.from_folder(tmp_path, allow_pickle=False)
+    ds = LensingImageDataset.from_folder(tmp_path, allow_pickle=False, check=False)  # reads nothing yet
     with pytest.raises(DataError, match=r"axion.img000\.npy.*allow_pickle"):
         ds[4]
 
@@ -148,16 +153,6 @@ def test_hdf5_workers_read_lazily(tmp_path):
     np.testing.assert_array_equal(torch.cat([b[0] for b in batches])[:, 0].numpy(), images)
     np.testing.assert_array_equal(torch.cat([b[1] for b in batches]).numpy(), labels)
 
-    def augmented(seed):
-        ds.augment = True
-        loader = DataLoader(ds, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(seed))
-        return torch.cat([b[0] for b in loader])
-
-    first = augmented(0)
-    assert torch.equal(first, augmented(0)) and not torch.equal(first, augmented(1))
-    for out, original in zip(first, torch.from_numpy(images)[:, None], strict=True):
-        assert any(torch.equal(out, transform_scalar(original, g)) for g in D4_ELEMENTS)
-
 
 def test_dataloader_batches(tmp_path):
     _make_folder(tmp_path, n=5)
@@ -201,7 +196,6 @@ def test_load_splits_80_10_10_folder_and_hdf5(tmp_path):
         assert splits.class_names == CLASS_NAMES and splits.image_size == N
         sets = [set(map(str, d.sources)) for d in (splits.train, splits.val, splits.test)]
         assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-        assert splits.train.augment and not splits.val.augment and not splits.test.augment
         for part, k in ((splits.train, 8), (splits.val, 1), (splits.test, 1)):
             assert part.class_counts() == {"no": k, "sphere": k, "vort": k}
 
@@ -209,7 +203,7 @@ def test_load_splits_80_10_10_folder_and_hdf5(tmp_path):
 def test_load_splits_official_uses_val_folder_as_test(tmp_path):
     _make_folder(tmp_path, n=10, split="train")
     val_written = _make_folder(tmp_path, n=3, split="val", seed=1)
-    splits = load_splits(tmp_path, "official", seed=0, augment_train=False)
+    splits = load_splits(tmp_path, "official", seed=0)
     assert (len(splits.train), len(splits.val)) == (27, 3)
     assert set(map(str, splits.test.sources)) == set(val_written)
     assert all(Path(s).parts[-3] == "train" for s in splits.train.sources + splits.val.sources)
@@ -224,43 +218,35 @@ def test_load_splits_official_needs_val_folder(tmp_path):
         load_splits(tmp_path, "80/20")
 
 
-# -------------------------------------------------------------------------------------- augmentation, cache
-def test_augmentation_applies_d4_elements_reproducibly(tmp_path):
-    written = _make_folder(tmp_path, n=2)
-    ds = LensingImageDataset.from_folder(tmp_path, augment=True, seed=7)
-    used = set()
-    for _ in range(10):
-        for i, source in enumerate(ds.sources):
-            original = torch.from_numpy(written[str(source)])[None]
-            out, _ = ds[i]
-            matches = [g for g in D4_ELEMENTS if torch.equal(out, transform_scalar(original, g))]
-            assert matches, "augmented image is not a D4 transform of the original"
-            used.add(matches[0])
-    assert len(used) >= 6  # 60 draws from 8 elements; random pixels have no symmetry of their own
-
-    def draws(seed):
-        d = LensingImageDataset.from_folder(tmp_path, augment=True, seed=seed)
-        return torch.stack([d[i % len(d)][0] for i in range(24)])
-
-    assert torch.equal(draws(7), draws(7))
-    assert not torch.equal(draws(7), draws(8))
+def test_load_splits_needs_square_images(tmp_path):
+    for c, name in enumerate(CLASS_NAMES):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        np.save(tmp_path / "train" / name / "a.npy", np.full((N, N + 2), c, np.float32))
+    assert LensingImageDataset.from_folder(tmp_path)[0][0].shape == (1, N, N + 2)  # the reader itself allows it
+    with pytest.raises(DataError, match="square"):
+        load_splits(tmp_path)
 
 
+# ------------------------------------------------------------------------------------------------ cache
 def test_cache_keeps_images_and_is_not_mutable_from_outside(tmp_path):
     written = _make_folder(tmp_path, n=2)
-    cached = LensingImageDataset.from_folder(tmp_path, cache=True)
+    cached = LensingImageDataset.from_folder(tmp_path, cache=True)  # the check at construction fills the cache
     uncached = LensingImageDataset.from_folder(tmp_path, cache=False)
-    assert cached.validate(progress=False) == 0
+    assert len(cached._cache) == len(cached) and not uncached._cache
+    assert LensingImageDataset.from_folder(tmp_path)._cache_flag  # tiny set: cached by default
     uncached[0]
     path = cached.sources[0]
-    Path(path).unlink()
+    for p in tmp_path.rglob("*.npy"):
+        p.unlink()
+    report = cached.validate(progress=False)  # cached images are not read again
+    assert isinstance(report, ScanReport) and report.ok and report.n_files == 6
+    assert all(cached[i][0].shape == (1, N, N) for i in range(len(cached)))
     image, _ = cached[0]
     np.testing.assert_array_equal(image[0].numpy(), written[str(path)])
     image.fill_(-1.0)
     np.testing.assert_array_equal(cached[0][0][0].numpy(), written[str(path)])
     with pytest.raises(DataError, match="img000"):
         uncached[0]
-    assert LensingImageDataset.from_folder(tmp_path)._cache_flag  # tiny set: cached by default
     assert cached.subset([0, 1])[0][0].shape == (1, N, N)  # subsets share the cache
 
 
@@ -298,10 +284,14 @@ def test_bad_file_raises_naming_it(tmp_path, kind):
     _make_folder(tmp_path, n=3)
     bad = tmp_path / "train" / "sphere" / "zz_bad.npy"
     _write_bad(bad, kind)
-    ds = LensingImageDataset.from_folder(tmp_path)
+    with pytest.raises(DataError, match=f"1 problem[^$]*zz_bad.npy.*{_BAD_FILES[kind][1]}"):
+        LensingImageDataset.from_folder(tmp_path)  # checked when built
+    ds = LensingImageDataset.from_folder(tmp_path, check=False, image_shape=(N, N))
     index = [str(s) for s in ds.sources].index(str(bad))
     with pytest.raises(DataError, match=f"zz_bad.npy.*{_BAD_FILES[kind][1]}"):
-        ds[index]
+        ds[index]  # and when read, should it break later
+    report = ds.scan(progress=False)
+    assert report.n_files == 10 and report.n_bad == 1 and re.search(f"zz_bad.npy.*{_BAD_FILES[kind][1]}", report.bad[0])
     with pytest.raises(DataError, match="zz_bad.npy"):
         ds.validate(progress=False)
 
@@ -337,9 +327,17 @@ def test_skip_bad_drops_and_warns_with_count(tmp_path):
     written = _make_folder(tmp_path, n=4)
     _write_bad(tmp_path / "train" / "no" / "aa_bad.npy", "size")  # sorts first: the majority size still wins
     _write_bad(tmp_path / "train" / "vort" / "zz_bad.npy", "nan")
-    with pytest.warns(UserWarning, match=r"skipped 2 bad image\(s\) of 14"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ds = LensingImageDataset.from_folder(tmp_path, skip_bad=True)
+    assert len(caught) == 1, [str(w.message) for w in caught]  # one warning, not one per file
+    assert re.search(r"skipped 2 bad image\(s\) of 14[^$]*aa_bad.npy[^$]*zz_bad.npy", str(caught[0].message))
     assert len(ds) == 12 and ds.image_shape == (N, N)
+    assert [f.split(":")[0] for f in ds.bad_files] == [
+        str(tmp_path / "train" / "no" / "aa_bad.npy"),
+        str(tmp_path / "train" / "vort" / "zz_bad.npy"),
+    ]
+    assert ds.validate(progress=False).ok  # nothing left to drop, no second warning
     _check_items(ds, written)
 
 
@@ -356,12 +354,16 @@ def test_hdf5_bad_inputs(tmp_path):
     _make_h5(path)
     with h5py.File(path, "a") as f:
         f["train"]["images"][3, 1, 1] = np.nan
-    ds = LensingImageDataset.from_hdf5(path)
+    with pytest.raises(DataError, match=r"sim\.h5:/train/images\[3\].*NaN"):
+        LensingImageDataset.from_hdf5(path)
+    ds = LensingImageDataset.from_hdf5(path, check=False)
     with pytest.raises(DataError, match=r"sim\.h5:/train/images\[3\].*NaN"):
         ds[3]
     ds.close()
     with pytest.warns(UserWarning, match="skipped 1"):
-        assert len(LensingImageDataset.from_hdf5(path, skip_bad=True)) == 9
+        skipped = LensingImageDataset.from_hdf5(path, skip_bad=True)
+    assert len(skipped) == 9 and skipped.bad_files[0].startswith(f"{path}:/train/images[3]: ")
+    assert not skipped._h5  # the check closed its handles (DataLoader workers open their own)
     with pytest.raises(DataError, match="group 'test'"):
         LensingImageDataset.from_hdf5(path, "test")
     with h5py.File(path, "a") as f:
@@ -371,3 +373,127 @@ def test_hdf5_bad_inputs(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"nope")
     with pytest.raises(DataError, match="junk.h5: could not be opened"):
         LensingImageDataset.from_hdf5(tmp_path / "junk.h5")
+
+
+# ------------------------------------------------------------------------------------------ the up-front scan
+def _three_bad(root: Path, val: bool = False) -> list[str]:
+    """A folder with a corrupt file, a NaN image and a mis-shaped image; returns their paths."""
+    _make_folder(root, n=4)
+    if val:
+        _make_folder(root, n=2, split="val", seed=1)
+    bad = [root / "train" / name for name in ("no/corrupt.npy", "sphere/nan.npy", "vort/ndim.npy")]
+    for path, kind in zip(bad, ("truncated", "nan", "ndim"), strict=True):
+        _write_bad(path, kind)
+    return [str(p) for p in bad]
+
+
+def _assert_names_all(message: str, bad: list[str]) -> None:
+    for path, kind in zip(bad, ("truncated", "nan", "ndim"), strict=True):
+        line = next((line for line in message.splitlines() if path in line), None)
+        assert line is not None, f"{path} not named in:\n{message}"
+        assert re.search(_BAD_FILES[kind][1], line), line
+
+
+def test_scan_reports_all_bad_files_in_one_error(tmp_path):
+    bad = _three_bad(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_splits(tmp_path, "80/10/10")
+    message = str(info.value)
+    assert message.startswith("3 problem(s) in ") and "15 files checked" in message and "skip_bad" in message
+    _assert_names_all(message, bad)
+
+
+def test_scan_fails_training_before_the_first_step(tmp_path, monkeypatch, capsys):
+    import d4lenspinn.train
+
+    bad = _three_bad(tmp_path / "data")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built: the data check came too late")
+
+    monkeypatch.setattr(d4lenspinn.train, "create_model", no_model)
+    argv = ["train", "--set", f"data.source={tmp_path / 'data'}", "--set", f"out={tmp_path / 'run'}"]
+    assert main([*argv, "--set", "device=cpu"]) == 2
+    _assert_names_all(capsys.readouterr().err, bad)
+
+    def reached(*args, **kwargs):
+        raise RuntimeError("the data check passed")
+
+    monkeypatch.setattr(d4lenspinn.train, "create_model", reached)
+    with pytest.warns(UserWarning, match=r"skipped 3 bad image\(s\) of 15"):
+        assert main([*argv, "--set", "device=cpu", "--skip-bad"]) == 2  # --skip-bad: data.skip_bad=true
+    assert "the data check passed" in capsys.readouterr().err
+
+
+def test_skip_bad_drops_all_with_one_warning_and_lists_them(tmp_path):
+    bad = _three_bad(tmp_path, val=True)
+    (tmp_path / "val" / "junk").mkdir()  # an unknown class folder is part of the same report
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_splits(tmp_path, "official", skip_bad=True)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert message.startswith("skipped 3 bad image(s) of 21 and 1 other problem(s) in ")
+    _assert_names_all(message, bad)
+    assert len(splits.bad_files) == 4 and [f.split(": ")[0] for f in splits.bad_files[:3]] == bad
+    assert splits.bad_files[3].startswith(f"{tmp_path / 'val' / 'junk'}: unknown class folder")
+    assert len(splits.train) + len(splits.val) == 12 and len(splits.test) == 6
+    assert splits.scan.n_files == 21 and splits.scan.n_bad == 4 and len(splits.scan.parts) == 2
+    _write_bad(tmp_path / "val" / "no" / "nan.npy", "nan")
+    with pytest.raises(DataError, match=r"5 problem[^$]*train.no.corrupt[^$]*val.junk: unknown[^$]*val.no.nan\.npy"):
+        load_splits(tmp_path, "official")  # without skip_bad: train and val in one error
+
+
+def test_many_bad_files_name_the_first_few_and_count_the_rest(tmp_path):
+    _make_folder(tmp_path, n=2)
+    for i in range(MAX_LISTED + 15):
+        _write_bad(tmp_path / "train" / "vort" / f"bad{i:02d}.npy", "nan")
+    with pytest.raises(DataError) as info:
+        LensingImageDataset.from_folder(tmp_path)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(f"{MAX_LISTED + 15} problem(s)")
+    named = [line for line in lines if "bad" in line and ".npy" in line]
+    assert len(named) == MAX_LISTED and "bad00.npy" in named[0] and f"bad{MAX_LISTED - 1:02d}.npy" in named[-1]
+    assert "  ... and 15 more" in lines
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = LensingImageDataset.from_folder(tmp_path, skip_bad=True)
+    assert len(caught) == 1 and "... and 15 more" in str(caught[0].message)
+    assert len(ds) == 6 and len(ds.bad_files) == MAX_LISTED + 15
+
+
+def test_check_data_report(tmp_path):
+    bad = _three_bad(tmp_path, val=True)
+    report = check_data(tmp_path)
+    assert [part.source for part in report.parts] == [str(tmp_path / "train"), str(tmp_path / "val")]
+    assert (report.n_files, report.n_bad, report.image_shape) == (21, 3, (N, N)) and not report.ok
+    assert report.class_counts == {"no": 6, "sphere": 6, "vort": 6}
+    assert report.seconds > 0 and report.files_per_s > 0
+    _assert_names_all("\n".join(report.bad), bad)
+    assert check_data(tmp_path, ["val"]).ok
+    h5 = tmp_path / "sim.h5"
+    _make_h5(h5)
+    with h5py.File(h5, "a") as f:
+        f["val"]["images"][2, 0, 0] = np.inf
+    h5_report = check_data(h5)
+    assert [p.source for p in h5_report.parts] == [f"{h5}:/train", f"{h5}:/val"]
+    assert h5_report.bad == (f"{h5}:/val/images[2]: 1 NaN/inf pixels; expected finite values",)
+    (tmp_path / "val" / "sphere").rename(tmp_path / "val" / "other")  # a split that cannot be read: one problem
+    broken = check_data(tmp_path, ["val"])
+    assert broken.n_bad == 1 and "no class folder for ['sphere']; found ['no', 'other', 'vort']" in broken.bad[0]
+    with pytest.raises(DataError, match="does not exist"):
+        check_data(tmp_path / "nope")
+
+
+def test_check_data_command(tmp_path, capsys):
+    bad = _three_bad(tmp_path / "bad")
+    assert main(["check-data", str(tmp_path / "bad")]) == 1
+    out = capsys.readouterr().out
+    assert "3 problem(s)" in out and "15 files, 3 bad, images 8x8" in out
+    _assert_names_all(out, bad)
+    assert main(["check-data", str(tmp_path / "bad"), "--max-listed", "1"]) == 1
+    assert "... and 2 more" in capsys.readouterr().out
+    _make_folder(tmp_path / "good", n=2, split=None)
+    assert main(["check-data", str(tmp_path / "good")]) == 0
+    out = capsys.readouterr().out
+    assert "6 files, 0 bad" in out and "files/s" in out and "all files good" in out

@@ -5,6 +5,7 @@ from torch import nn
 
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_convergence
+from d4lenspinn.models import ModelCapabilities
 from d4lenspinn.models.output import ModelOutput
 from interp.attribution import (
     default_cam_layer,
@@ -89,7 +90,9 @@ def test_default_cam_layer():
     model.head = nn.Module()
     model.head.conv_head = nn.Conv2d(2, 2, 1)
     model.late = nn.Conv2d(2, 2, 1)
-    assert default_cam_layer(model) == "head.conv_head"
+    assert default_cam_layer(model) == "late"  # nothing declared: the last Conv2d
+    model.capabilities = ModelCapabilities(cam_layer="head.conv_head")
+    assert default_cam_layer(model) == "head.conv_head"  # what the model declares
     with pytest.raises(ValueError, match="no nn.Conv2d"):
         default_cam_layer(Linear())
 

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d4lenspinn.data.presets import default_pixel_scale
-from d4lenspinn.models import count_parameters, create_model
+from d4lenspinn.models import count_parameters, create_model, uses_pixel_scale
 from d4lenspinn.models.baselines import GaussianResidual, vit_patch_size
 from d4lenspinn.models.d4_cnn import D4CNN
 from d4lenspinn.models.preprocessing import distortion_map
@@ -27,12 +26,13 @@ MODELS = [
     "lenspinn_large",
 ]
 SIZE = 32
+PIXEL_SCALE = 7.5 / SIZE  # arcsec per pixel: a 7.5" field, as DeepLense Model I
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def model(request) -> nn.Module:
     torch.manual_seed(0)
-    return create_model(request.param, image_size=SIZE)
+    return create_model(request.param, image_size=SIZE, pixel_scale=PIXEL_SCALE)
 
 
 def _images(batch: int, size: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -62,7 +62,7 @@ def test_wrong_input_shape_names_the_expected_shape(model: nn.Module) -> None:
 
 @pytest.mark.parametrize("name", ["resnet18", "vit_small", "cait_small", "residual_cnn", "d4_cnn", "lenspinn_small"])
 def test_channels_and_classes_options(name: str) -> None:
-    model = create_model(name, image_size=SIZE, in_chans=2, num_classes=5).eval()
+    model = create_model(name, image_size=SIZE, pixel_scale=PIXEL_SCALE, in_chans=2, num_classes=5).eval()
     with torch.no_grad():
         logits = model(_images(2, SIZE, channels=2)).logits
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
@@ -150,15 +150,17 @@ def test_d4_cnn_export_gives_identical_logits_in_plain_torch() -> None:
 # --- LensPINN ---------------------------------------------------------------------------------------------------------
 
 
-def test_lenspinn_default_pixel_scale() -> None:
-    assert default_pixel_scale(150) == 0.05 and default_pixel_scale(64) == 0.101
-    assert default_pixel_scale(40) == pytest.approx(7.5 / 40)
+def test_physics_models_need_the_pixel_scale_and_the_others_ignore_it() -> None:
+    with pytest.raises(ValueError, match=r"lenspinn_small' works in arcsec and needs the pixel scale"):
+        create_model("lenspinn_small", image_size=SIZE)
     assert create_model("lenspinn_small", image_size=SIZE, pixel_scale=0.2).grid == PixelGrid(SIZE, 0.2)
+    assert uses_pixel_scale("lenspinn_large") and not uses_pixel_scale("resnet18")
+    create_model("resnet18", image_size=SIZE, pixel_scale=0.2)  # accepted and unused
 
 
 def test_lenspinn_maps_are_the_sis_inversion_of_its_einstein_radius() -> None:
     torch.manual_seed(0)
-    model = create_model("lenspinn_small", image_size=SIZE).eval()
+    model = create_model("lenspinn_small", image_size=SIZE, pixel_scale=PIXEL_SCALE).eval()
     images = _images(2, SIZE)
     with torch.no_grad():
         out = model(images)
@@ -177,7 +179,7 @@ def test_lenspinn_maps_are_the_sis_inversion_of_its_einstein_radius() -> None:
 
 
 def test_lenspinn_inversion_with_known_einstein_radius_matches_inverse_lens() -> None:
-    model = create_model("lenspinn_large", image_size=SIZE)
+    model = create_model("lenspinn_large", image_size=SIZE, pixel_scale=PIXEL_SCALE)
     images, theta_e = _images(2, SIZE), torch.tensor([0.9, 1.4])
     alpha, (source, weight) = model.sis_inversion(images, theta_e)
     grid = PixelGrid(SIZE, 7.5 / SIZE)
@@ -188,13 +190,13 @@ def test_lenspinn_inversion_with_known_einstein_radius_matches_inverse_lens() ->
 
 def test_lenspinn_einstein_radius_is_learned_through_the_inversion() -> None:
     torch.manual_seed(0)
-    model = create_model("lenspinn_small", image_size=SIZE)
+    model = create_model("lenspinn_small", image_size=SIZE, pixel_scale=PIXEL_SCALE)
     model(_images(2, SIZE)).logits.square().sum().backward()  # theta_E reaches the logits only through the source
     assert model.encoder.head.weight.grad.abs().sum() > 0 and model.encoder.head.bias.grad.abs() > 0
 
 
 def test_lenspinn_true_einstein_radius_recovers_the_source_best() -> None:
-    model = create_model("lenspinn_small", image_size=64)
+    model = create_model("lenspinn_small", image_size=64, pixel_scale=0.101)
     grid = model.grid
     true_source = torch.exp(-((grid.x - 0.1) ** 2 + grid.y**2) / (2 * 0.3**2))[None, None]  # (1, 1, 64, 64)
     true_theta_e = torch.tensor([1.2])
@@ -216,7 +218,7 @@ def test_lenspinn_true_einstein_radius_recovers_the_source_best() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_models_run_on_cuda(name: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name, image_size=SIZE).cuda().eval()
+    model = create_model(name, image_size=SIZE, pixel_scale=PIXEL_SCALE).cuda().eval()
     images = _images(2, SIZE).cuda()
     with torch.no_grad():
         logits = model(images).logits

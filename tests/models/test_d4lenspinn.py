@@ -28,7 +28,7 @@ def _lensed_images(n, count=2, seed=0):
 @pytest.fixture(scope="module")
 def model64():
     torch.manual_seed(0)
-    model = create_model("d4lenspinn", image_size=64)
+    model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101)
     # the classifier starts at zero (uniform predictions); give it weights so the head's outputs depend on the input
     torch.nn.init.normal_(model.head.get_classifier().weight, std=0.5)
     return model.eval()
@@ -115,14 +115,14 @@ def test_wrong_inputs_give_clear_errors(model64):
     with pytest.raises(ValueError, match="input channel"):
         model64(torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match="in_chans=1"):
-        create_model("d4lenspinn", image_size=64, in_chans=3)
+        create_model("d4lenspinn", image_size=64, pixel_scale=0.101, in_chans=3)
     with pytest.raises(ValueError, match="unknown model 'resnet19'.*d4lenspinn"):
         create_model("resnet19")
 
 
 def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
     torch.manual_seed(0)
-    model = create_model("d4lenspinn", image_size=32, preprocessing=False).eval()
+    model = create_model("d4lenspinn", image_size=32, pixel_scale=7.5 / 32, preprocessing=False).eval()
     images = _lensed_images(32)
     with torch.no_grad():
         out = model(images)

@@ -7,7 +7,9 @@ import torch
 
 import d4lenspinn.models  # noqa: F401  (importing registers every model)
 from d4lenspinn.cli import main
-from d4lenspinn.models import ModelOutput, create_model, list_models, register_model
+from d4lenspinn.models import ModelOutput, capabilities_of, create_model, list_models, register_model
+from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
+from d4lenspinn.tta import predict
 
 SIZE = 32  # every registered model accepts 32 x 32 (U-Net 32 -> 16 -> 8 -> 4, ViT 4 px patches)
 
@@ -25,7 +27,7 @@ def _one_thread():
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_gives_logits_and_a_finite_gradient_on_every_parameter(name: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name, image_size=SIZE).train()
+    model = create_model(name, image_size=SIZE, pixel_scale=7.5 / SIZE).train()
     out = model(torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (2, 3) and not out.logits.isnan().any()
@@ -37,6 +39,36 @@ def test_every_model_gives_logits_and_a_finite_gradient_on_every_parameter(name:
     assert not missing, f"{name}: no gradient reaches {len(missing)} parameters: {missing}"
     not_finite = [n for n, p in params if not torch.isfinite(p.grad).all()]
     assert not not_finite, f"{name}: non-finite gradient on {not_finite}"
+    _assert_declared_capabilities_hold(name, model, out)
+
+
+def _assert_declared_capabilities_hold(name: str, model: torch.nn.Module, out: ModelOutput) -> None:
+    """What a model declares is what it does: the trainer, the TTA and the interp tools rely on it."""
+    caps = capabilities_of(model)
+    assert caps.physics_maps == (out.alpha is not None), name
+    if caps.physics_maps:
+        assert model.grid.n == SIZE, name
+    assert caps.kappa_map == (out.kappa is not None), name
+    if caps.equivariant_maps:
+        assert all(callable(getattr(model, f, None)) for f in ("maps", "head_input", "head")), name
+    if caps.cam_layer is not None:
+        assert isinstance(dict(model.named_modules())[caps.cam_layer], torch.nn.Conv2d), name
+
+
+def test_tta_of_an_invariant_model_is_one_plain_pass() -> None:
+    model = create_model("d4_cnn", image_size=SIZE, widths=(1, 2)).eval()
+    assert capabilities_of(model).invariant
+    images = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    calls = []
+    handle = model.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        averaged = predict(model, images, tta=True)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    torch.testing.assert_close(averaged, predict(model, images))
+    for g in D4_ELEMENTS:  # what the skipped passes would have given
+        torch.testing.assert_close(predict(model, transform_scalar(images, g)), averaged, rtol=0, atol=1e-5)
 
 
 def test_unknown_name_raises_listing_the_registered_models() -> None:

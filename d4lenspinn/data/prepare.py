@@ -1,0 +1,79 @@
+"""The one way to get a run's data: simulate, download or open it, check every file, split it with the run's seed.
+
+    splits = prepare_data(config.data, seed=config.seed)      # DataSplits: train/val/test, pixel scale, description
+
+Training, evaluation, the interpretability report and the benchmarks all rebuild their splits here, so a run's test
+split is always the same images (same ``data.scheme``, ``skip_bad`` and seed). The pixel scale comes from the data:
+the simulation preset, the named dataset's instrument, or the ``manifest.json`` our simulator writes beside its
+images; ``data.pixel_scale`` sets it for other data, and contradicting what the data says is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import DataConfig
+from .datasets import DataSplits, load_splits
+from .download import DATASETS, download_dataset
+from .presets import get_preset
+from .writer import check_simulation, simulate_dataset
+
+__all__ = ["prepare_data"]
+
+
+def prepare_data(data: DataConfig, seed: int) -> DataSplits:
+    """Simulate (once), download (once) or open ``data.source``, check every file and split it with ``seed``.
+
+    A complete simulation already in ``data.root`` is reused only if it was made with the same preset, counts and
+    seed; otherwise this is a ``ValueError`` (never silently the wrong data). Bad files fail here, all named in one
+    :class:`~d4lenspinn.data.DataError`, before any training step (or are dropped with ``data.skip_bad``)."""
+    if data.source == "simulate":
+        root = Path(data.root)
+        preset = get_preset(data.preset, hard=data.hard)
+        manifest = root / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
+            check_simulation(root, preset, data.n_per_class, data.n_val_per_class, seed=seed)  # the same data?
+        else:
+            simulate_dataset(root, preset, data.n_per_class, data.n_val_per_class, seed=seed)
+        source, known_scale = root, preset.pixel_scale
+        n_val = data.n_val_per_class if data.n_val_per_class is not None else max(1, data.n_per_class // 4)
+        description = (
+            f"simulated preset {preset.name}, {data.n_per_class}/class in train/ and {n_val}/class in val/, "
+            f"seed {seed} ({root})"
+        )
+    elif data.source in DATASETS:
+        spec = DATASETS[data.source]
+        source, known_scale = download_dataset(data.source), spec.pixel_scale
+        description = f"dataset {spec.name} ({spec.description})"
+    else:
+        source = Path(data.source)
+        known_scale = _simulated_pixel_scale(source)
+        description = f"images under {source}"
+    pixel_scale = _pixel_scale(known_scale, data.pixel_scale, source)
+    splits = load_splits(source, scheme=data.scheme, seed=seed, skip_bad=data.skip_bad)
+    description += f", split {data.scheme}"
+    return replace(splits, pixel_scale=pixel_scale, description=description)
+
+
+def _simulated_pixel_scale(source: Path) -> float | None:
+    """The pixel scale recorded in the ``manifest.json`` our simulator writes beside its data, if there is one."""
+    folder = source if source.is_dir() else source.parent
+    try:
+        return float(json.loads((folder / "manifest.json").read_text())["preset"]["pixel_scale"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pixel_scale(known: float | None, configured: float | None, source: str | Path) -> float | None:
+    if configured is None:
+        return known
+    if not configured > 0:
+        raise ValueError(f"data.pixel_scale must be > 0 arcsec per pixel, got {configured}")
+    if known is not None and not math.isclose(known, configured, rel_tol=1e-6):
+        raise ValueError(
+            f"data.pixel_scale {configured} arcsec/pixel contradicts the {known} arcsec/pixel that {source} records"
+        )
+    return configured
