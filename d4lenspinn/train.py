@@ -259,8 +259,9 @@ class Trainer:
             if step < self.state.step:
                 continue
             self.train_step(images, labels)
+            state = self.state  # refresh=False: the bar redraws at its own pace (rarely, in a log file)
             bar.set_postfix(
-                loss=f"{self.state.loss_sum / self.state.seen:.3f}", acc=f"{self.state.correct / self.state.seen:.3f}"
+                loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{state.correct / state.seen:.3f}", refresh=False
             )
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:

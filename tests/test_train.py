@@ -228,3 +228,9 @@ def test_the_pixel_scale_comes_from_the_data_and_a_contradiction_is_an_error(tmp
         train_module.Trainer(_config(tmp_path, "scale2", **{"data.pixel_scale": 0.05}))
     with pytest.raises(ValueError, match="set data.pixel_scale instead"):
         train_module.Trainer(_config(tmp_path, "scale3", **{"model.kwargs": "{pixel_scale: 0.1}"}))
+
+
+def test_the_progress_bar_stays_quiet_in_a_log(tmp_path, capfd):
+    """Off a terminal the epoch bar is not redrawn on every step (a log file would get one line per step)."""
+    train(_config(tmp_path, "quiet", **{"optim.epochs": 1, "data.batch_size": 2}))  # 9 steps
+    assert capfd.readouterr().err.count("acc=") <= 1
