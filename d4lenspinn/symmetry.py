@@ -11,6 +11,10 @@ are symmetric about the origin (see :class:`d4lenspinn.physics.PixelGrid`) this 
 * A scalar field transforms as ``(g.f)(r) = f(R_g^-1 r)``: pixels move, values do not change.
 * A vector field (channel 0 = x component, channel 1 = y component) transforms as
   ``(g.v)(r) = R_g v(R_g^-1 r)``: pixels move and the two components are rotated/reflected.
+* A point (a lens centre) moves as ``c -> R_g c``; a spin-2 pair ``(a, b)`` (ellipticity, shear), the traceless
+  symmetric tensor ``[[a, b], [b, -a]]``, as ``T -> R_g T R_g^T``: ``a + ib`` gains ``exp(2i angle)`` under a
+  rotation (a quarter turn negates both) and ``b -> -b`` under the x-mirror. :func:`transform_macro` applies these to
+  a :class:`~d4lenspinn.physics.MacroLens` (``theta_e`` is invariant).
 
 Example::
 
@@ -25,12 +29,17 @@ from dataclasses import dataclass
 
 import torch
 
+from .physics.macro import MacroLens
+
 __all__ = [
     "D4Element",
     "D4_ELEMENTS",
     "IDENTITY",
     "transform_scalar",
     "transform_vector",
+    "transform_point",
+    "transform_spin2",
+    "transform_macro",
     "random_transform",
 ]
 
@@ -110,6 +119,30 @@ def transform_vector(field: torch.Tensor, g: D4Element) -> torch.Tensor:
     (a, b), (c, d) = g.matrix
     vx, vy = moved.unbind(dim=-3)
     return torch.stack((a * vx + b * vy, c * vx + d * vy), dim=-3)
+
+
+def transform_point(x: torch.Tensor, y: torch.Tensor, g: D4Element) -> tuple[torch.Tensor, torch.Tensor]:
+    """The position ``R_g (x, y)`` of a point (any shapes that broadcast), e.g. a lens centre in arcsec."""
+    (a, b), (c, d) = g.matrix
+    return a * x + b * y, c * x + d * y
+
+
+def transform_spin2(a: torch.Tensor, b: torch.Tensor, g: D4Element) -> tuple[torch.Tensor, torch.Tensor]:
+    """A spin-2 pair ``(a, b)`` (ellipticity ``(e1, e2)``, shear ``(gamma1, gamma2)``) after ``g``:
+    ``R_g [[a, b], [b, -a]] R_g^T = [[a', b'], [b', -a']]``."""
+    (r11, r12), (r21, r22) = g.matrix
+    # first row of R T R^T, T = [[a, b], [b, -a]]
+    new_a = r11 * r11 * a + 2 * r11 * r12 * b - r12 * r12 * a
+    new_b = r11 * r21 * a + (r11 * r22 + r12 * r21) * b - r12 * r22 * a
+    return new_a, new_b
+
+
+def transform_macro(macro: MacroLens, g: D4Element) -> MacroLens:
+    """The macro lens of the transformed image: ``theta_e`` invariant, centre a point, ellipticity and shear spin-2."""
+    center_x, center_y = transform_point(macro.center_x, macro.center_y, g)
+    e1, e2 = transform_spin2(macro.e1, macro.e2, g)
+    gamma1, gamma2 = transform_spin2(macro.gamma1, macro.gamma2, g)
+    return MacroLens(macro.theta_e, e1, e2, center_x, center_y, gamma1, gamma2)
 
 
 def random_transform(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""D4 group actions: group structure, exactness on the pixel grid, the vector-field rule, random augmentation."""
+"""D4 group actions: group structure, exactness on the pixel grid, vector / point / spin-2 rules, augmentation."""
 
 import itertools
 
@@ -11,7 +11,9 @@ from d4lenspinn.symmetry import (
     IDENTITY,
     D4Element,
     random_transform,
+    transform_point,
     transform_scalar,
+    transform_spin2,
     transform_vector,
 )
 
@@ -86,3 +88,13 @@ def test_bad_input():
         transform_vector(torch.zeros(1, 3, 4, 4), IDENTITY)
     with pytest.raises(ValueError, match="at least 3"):
         transform_vector(torch.zeros(4, 4), IDENTITY)
+
+
+def test_point_and_spin2_actions_are_group_actions():
+    """Composing two elements acts as applying them one after the other, for points and spin-2 pairs alike."""
+    x, y = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.7, dtype=torch.float64)
+    for g in D4_ELEMENTS:
+        for h in D4_ELEMENTS:
+            torch.testing.assert_close(transform_point(x, y, g * h), transform_point(*transform_point(x, y, h), g))
+            torch.testing.assert_close(transform_spin2(x, y, g * h), transform_spin2(*transform_spin2(x, y, h), g))
+        torch.testing.assert_close(transform_spin2(*transform_spin2(x, y, g), g.inverse()), (x, y), rtol=0, atol=1e-15)

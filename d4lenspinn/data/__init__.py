@@ -1,4 +1,4 @@
-"""Data: the lensing simulator and its writer, DeepLense-format readers, and the Drive download and cache.
+"""Data: the lensing simulator and its writer, DeepLense-format readers, the file scan, and the Drive download.
 
 The names below are imported from their submodules on first use (PEP 562), so ``import d4lenspinn.data`` (and the
 command line's ``--help``) does not load torch or h5py until a reader, the simulator or the writer is needed.
@@ -7,58 +7,30 @@ command line's ``--help``) does not load torch or h5py until a reader, the simul
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..classes import CLASS_ALIASES, CLASS_NAMES
 
-if TYPE_CHECKING:
-    from .datasets import DataError, DataSplits, LensingImageDataset, load_splits, split_indices
-    from .download import DATASETS, DatasetSpec, DownloadError, cache_root, dataset_path, download_dataset
-    from .prepare import prepare_data
-    from .presets import PRESETS, SimulationPreset, get_preset
-    from .scan import ScanReport, check_data
-    from .simulator import LensSample, render_images, sample_lenses, true_convergence
-    from .writer import read_truth, simulate_dataset
-
-__all__ = [
-    "CLASS_NAMES",
-    "CLASS_ALIASES",
-    "DataError",
-    "DataSplits",
-    "LensingImageDataset",
-    "load_splits",
-    "split_indices",
-    "DATASETS",
-    "DatasetSpec",
-    "DownloadError",
-    "cache_root",
-    "dataset_path",
-    "download_dataset",
-    "PRESETS",
-    "SimulationPreset",
-    "get_preset",
-    "LensSample",
-    "sample_lenses",
-    "render_images",
-    "true_convergence",
-    "simulate_dataset",
-    "read_truth",
-    "prepare_data",
-    "check_data",
-    "ScanReport",
-]
-
-_SUBMODULE: dict[str, str] = {
-    **dict.fromkeys(("DataError", "DataSplits", "LensingImageDataset", "load_splits", "split_indices"), "datasets"),
-    **dict.fromkeys(
-        ("DATASETS", "DatasetSpec", "DownloadError", "cache_root", "dataset_path", "download_dataset"), "download"
+# the one list of this package's public names, by the submodule that defines them
+_NAMES_BY_SUBMODULE: dict[str, tuple[str, ...]] = {
+    "datasets": ("DataError", "DataSplits", "LensingImageDataset", "load_splits", "split_indices"),
+    "download": ("DATASETS", "DatasetSpec", "DownloadError", "cache_root", "dataset_path", "download_dataset"),
+    "prepare": ("prepare_data",),
+    "presets": ("PRESETS", "SimulationPreset", "get_preset"),
+    "scan": ("ScanReport", "check_data"),
+    "simulator": (
+        "LensSample",
+        "sample_lenses",
+        "render_images",
+        "true_convergence",
+        "substructure_convergence",
+        "true_macro_lens",
     ),
-    **dict.fromkeys(("PRESETS", "SimulationPreset", "get_preset"), "presets"),
-    **dict.fromkeys(("LensSample", "sample_lenses", "render_images", "true_convergence"), "simulator"),
-    **dict.fromkeys(("simulate_dataset", "read_truth"), "writer"),
-    "prepare_data": "prepare",
-    **dict.fromkeys(("check_data", "ScanReport"), "scan"),
+    "writer": ("simulate_dataset", "read_truth"),
 }
+_SUBMODULE = {name: module for module, names in _NAMES_BY_SUBMODULE.items() for name in names}
+
+__all__ = ["CLASS_NAMES", "CLASS_ALIASES", *_SUBMODULE]
 
 
 def __getattr__(name: str) -> Any:

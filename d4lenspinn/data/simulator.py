@@ -26,12 +26,20 @@ import numpy as np
 import torch
 
 from ..classes import NO_SUBSTRUCTURE, SUBHALOS, VORTEX
-from ..physics import PixelGrid
+from ..physics import MacroLens, PixelGrid
 from ..physics import profiles as P
 from ..physics.light import convolve_psf, gaussian_psf_kernel, sersic_brightness
 from .presets import Range, SimulationPreset
 
-__all__ = ["LensSample", "sample_lenses", "deflection_field", "render_images", "true_convergence"]
+__all__ = [
+    "LensSample",
+    "sample_lenses",
+    "deflection_field",
+    "render_images",
+    "true_convergence",
+    "substructure_convergence",
+    "true_macro_lens",
+]
 
 _R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
 
@@ -265,18 +273,32 @@ def _deposit(px: torch.Tensor, py: torch.Tensor, weight: torch.Tensor, grid: Pix
 
 
 def true_convergence(params: LensSample, preset: SimulationPreset) -> torch.Tensor:
-    """The convergence ``(B, 1, n, n)`` float64 of each lens on the preset's grid.
-
-    The SIE is sampled at pixel centres; each point mass ``theta_E^2`` contributes ``pi theta_E^2 / s^2`` spread
-    bilinearly over the four nearest pixels; a vortex is 200 such points along its segment.
-    """
+    """The convergence ``(B, 1, n, n)`` float64 of each lens on the preset's grid: the SIE sampled at pixel centres
+    plus :func:`substructure_convergence`."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     x, y = grid.coordinates(torch.float64)
     kappa = P.sie_convergence(x, y, _as_map(params.theta_e, x), _as_map(params.lens_q, x), _as_map(params.lens_phi, x))
+    return kappa + substructure_convergence(params, preset)
+
+
+def substructure_convergence(params: LensSample, preset: SimulationPreset) -> torch.Tensor:
+    """The convergence ``(B, 1, n, n)`` float64 of the substructure alone (0 for the no-substructure class).
+
+    Each point mass ``theta_E^2`` contributes ``pi theta_E^2 / s^2`` spread bilinearly over the four nearest pixels;
+    a vortex is 200 such points along its segment."""
+    grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     to_kappa = math.pi / grid.pixel_scale**2
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset)
-    kappa = kappa + _deposit(params.subhalo_x, params.subhalo_y, to_kappa * theta2, grid)
+    kappa = _deposit(params.subhalo_x, params.subhalo_y, to_kappa * theta2, grid)
     points = 200
     px, py = _vortex_points(params, points)
     vortex = (to_kappa * _einstein_radius_squared(params.vortex_mass, params, preset) / points)[:, None]
     return kappa + _deposit(px, py, vortex.expand(-1, points), grid)
+
+
+def true_macro_lens(params: LensSample) -> MacroLens:
+    """The smooth lens of each sample (SIE + shear, centred on the optical axis) as a float64 ``MacroLens``."""
+    size = (1 - params.lens_q) / (1 + params.lens_q)  # |e| of the axis ratio (lenstronomy convention)
+    zero = torch.zeros_like(params.theta_e)
+    e1, e2 = size * torch.cos(2 * params.lens_phi), size * torch.sin(2 * params.lens_phi)
+    return MacroLens(params.theta_e, e1, e2, zero, zero, params.shear_gamma1, params.shear_gamma2)

@@ -5,6 +5,7 @@ from .engine import LensingEngine, LensingOutput
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
+from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
 from .poisson import (
     deflection_from_kappa,
     fft_size,
@@ -33,5 +34,10 @@ __all__ = [
     "covering_source_grid",
     "LensingEngine",
     "LensingOutput",
+    "MacroLens",
+    "check_macro",
+    "macro_deflection",
+    "macro_potential",
+    "macro_convergence",
     "profiles",
 ]

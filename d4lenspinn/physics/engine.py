@@ -1,15 +1,19 @@
 """``LensingEngine``: the parameter-free physics layer of D4LensPINN as an ``nn.Module``.
 
 It holds the Poisson-kernel spectra for one grid as a buffer (so they move with ``.to(device)``) and chains
-convergence -> potential -> deflection -> source reconstruction -> re-lensed image. It has no learnable
-parameters and commutes with D4: transforming ``kappa`` and ``image`` by ``g`` transforms every output by ``g``
-(``alpha`` as a vector field).
+convergence -> potential -> deflection -> source reconstruction -> re-lensed image. With a smooth macro lens
+(:class:`~d4lenspinn.physics.MacroLens`, SIE + external shear) the convergence map is what the macro model lacks
+(the substructure, of either sign): its potential and deflection from the FFT solver are added to the macro lens's
+analytic ones. It has no learnable parameters (the macro parameters are inputs) and commutes with D4: transforming
+``kappa``, ``image`` (and the macro lens, by :func:`~d4lenspinn.symmetry.transform_macro`) by ``g`` transforms every
+output by ``g`` (``alpha`` as a vector field).
 
 Example::
 
     engine = LensingEngine(PixelGrid(150, 0.05))
-    out = engine(kappa, image)          # kappa, image: (B, 1, 150, 150)
-    out.alpha.shape                     # (B, 2, 150, 150), arcsec
+    out = engine(kappa, image)                      # kappa, image: (B, 1, 150, 150)
+    out.alpha.shape                                 # (B, 2, 150, 150), arcsec
+    out = engine(delta_kappa, image, macro)         # macro: MacroLens of (B,) tensors
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 
 from .grid import PixelGrid, check_field
 from .lens_mapping import inverse_lens, ray_trace
+from .macro import MacroLens, macro_deflection, macro_potential
 from .poisson import kernel_spectra, potential_and_deflection
 
 __all__ = ["LensingEngine", "LensingOutput"]
@@ -47,16 +52,26 @@ class LensingEngine(nn.Module):
         # stored as real pairs: Module.to(dtype) casts real buffers but would drop the imaginary part of complex ones
         self.register_buffer("_spectra", torch.view_as_real(kernel_spectra(grid)).clone(), persistent=False)
 
-    def potential_and_deflection(self, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``psi (B,1,n,n)`` [arcsec^2] and ``alpha (B,2,n,n)`` [arcsec] of ``kappa (B,1,n,n)``."""
-        return potential_and_deflection(kappa, self.grid, torch.view_as_complex(self._spectra))
+    def potential_and_deflection(
+        self, kappa: torch.Tensor, macro: MacroLens | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``psi (B,1,n,n)`` [arcsec^2] and ``alpha (B,2,n,n)`` [arcsec] of ``kappa (B,1,n,n)`` (FFT solver), plus
+        those of the macro lens when given."""
+        psi, alpha = potential_and_deflection(kappa, self.grid, torch.view_as_complex(self._spectra))
+        if macro is None:
+            return psi, alpha
+        if macro.batch_size != kappa.shape[0]:
+            raise ValueError(f"kappa has {kappa.shape[0]} images but the macro lens {macro.batch_size}")
+        macro = MacroLens(*(value.to(kappa) for value in macro))
+        return psi + macro_potential(macro, self.grid), alpha + macro_deflection(macro, self.grid)
 
-    def forward(self, kappa: torch.Tensor, image: torch.Tensor) -> LensingOutput:
-        """Run the whole chain for ``kappa (B, 1, n, n)`` and the observed ``image (B, C, n, n)``."""
+    def forward(self, kappa: torch.Tensor, image: torch.Tensor, macro: MacroLens | None = None) -> LensingOutput:
+        """Run the whole chain for ``kappa (B, 1, n, n)`` (with ``macro``: the convergence on top of the macro lens)
+        and the observed ``image (B, C, n, n)``."""
         check_field(image, "image", None, self.grid)
         if image.shape[0] != kappa.shape[0]:
             raise ValueError(f"kappa and image need the same batch size, got {kappa.shape[0]} and {image.shape[0]}")
-        psi, alpha = self.potential_and_deflection(kappa)
+        psi, alpha = self.potential_and_deflection(kappa, macro)
         source, weight = inverse_lens(image, alpha, self.grid, self.source_grid, self.min_weight)
         relensed = ray_trace(source, alpha, self.grid, self.source_grid)
         return LensingOutput(psi, alpha, source, weight, relensed)

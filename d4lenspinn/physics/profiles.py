@@ -23,6 +23,9 @@ __all__ = [
     "sis_potential",
     "sie_convergence",
     "sie_deflection",
+    "sie_ellipticity_convergence",
+    "sie_ellipticity_deflection",
+    "sie_ellipticity_potential",
     "point_mass_deflection",
     "point_mass_potential",
     "nfw_convergence",
@@ -137,6 +140,77 @@ def sie_deflection(
     ay = torch.where(round_, zy + f * f * zy**3 / 3, torch.atanh(f_safe * zy) / f_safe)
     ax, ay = theta_e * torch.sqrt(q) * ax, theta_e * torch.sqrt(q) * ay
     return _vector(*_rotate(ax, ay, torch.as_tensor(phi, dtype=x.dtype, device=x.device)))
+
+
+# --- SIE in (e1, e2): smooth through the round limit, for fitting and learning ----------------------------------------
+
+# |e| below which the first-order expansion in (e1, e2) replaces the closed form (second-order error ~ |e|^2 theta_e)
+_ROUND_E = 1e-3
+
+
+def _sie_ellipticity_terms(x, y, theta_e, e1, e2, center_x, center_y):
+    """Shared pieces: offsets, the round mask, and (e1, e2) replaced by a safe value where round, so that neither
+    branch of a ``torch.where`` produces a NaN value or gradient."""
+    dx, dy = x - center_x, y - center_y
+    e1, e2 = torch.as_tensor(e1, dtype=x.dtype, device=x.device), torch.as_tensor(e2, dtype=x.dtype, device=x.device)
+    round_ = e1 * e1 + e2 * e2 < _ROUND_E**2
+    e1_safe, e2_safe = torch.where(round_, 0.5, e1), torch.where(round_, 0.0, e2)
+    r2 = (dx * dx + dy * dy).clamp_min(_R_MIN**2)
+    return dx, dy, e1, e2, round_, e1_safe, e2_safe, r2
+
+
+def _sie_shape(e1: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis ratio ``q`` and major-axis angle ``phi`` of a non-round ``(e1, e2)`` (lenstronomy convention)."""
+    c = torch.sqrt(e1 * e1 + e2 * e2)
+    return (1 - c) / (1 + c), 0.5 * torch.atan2(e2, e1)
+
+
+def sie_ellipticity_deflection(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, e1: Param, e2: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """SIE deflection [arcsec] ``(..., 2, H, W)`` for ellipticity ``(e1, e2)`` (``|e| < 1``, lenstronomy convention).
+
+    Equal to :func:`sie_deflection` with ``q, phi`` from :func:`ellipticity_to_axis_ratio`, and differentiable in
+    every parameter everywhere, the round lens included: below ``|e| = 1e-3`` it is the first-order expansion
+    ``alpha = grad[theta_e r - theta_e (e1 (x^2 - y^2) + 2 e2 x y) / (3 r)]`` (the potential of the convergence's
+    ``theta_e (e1 cos 2t + e2 sin 2t) / (2 r)`` term), whose error is ``O(|e|^2 theta_e)``.
+    """
+    dx, dy, e1, e2, round_, e1s, e2s, r2 = _sie_ellipticity_terms(x, y, theta_e, e1, e2, center_x, center_y)
+    q, phi = _sie_shape(e1s, e2s)
+    xr, yr = _rotate(dx, dy, -phi)
+    omega = torch.sqrt((q * q * xr * xr + yr * yr).clamp_min(_R_MIN**2))
+    f = torch.sqrt(1 - q * q)  # >= 0.06 off the round branch
+    ax = theta_e * torch.sqrt(q) * torch.atan(f * xr / omega) / f
+    ay = theta_e * torch.sqrt(q) * torch.atanh(f * yr / omega) / f
+    exact_x, exact_y = _rotate(ax, ay, phi)
+    r = torch.sqrt(r2)
+    a = e1 * (dx * dx - dy * dy) + 2 * e2 * dx * dy  # psi_1 = -theta_e a / (3 r)
+    a_x, a_y = 2 * (e1 * dx + e2 * dy), 2 * (e2 * dx - e1 * dy)
+    first_x = theta_e * dx / r - theta_e / 3 * (a_x / r - a * dx / (r * r2))
+    first_y = theta_e * dy / r - theta_e / 3 * (a_y / r - a * dy / (r * r2))
+    return _vector(torch.where(round_, first_x, exact_x), torch.where(round_, first_y, exact_y))
+
+
+def sie_ellipticity_potential(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, e1: Param, e2: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """SIE potential [arcsec^2] ``(..., 1, H, W)``: ``psi = (theta - c) . alpha`` (it is homogeneous of degree 1)."""
+    alpha = sie_ellipticity_deflection(x, y, theta_e, e1, e2, center_x, center_y)
+    return _scalar(alpha[..., 0, :, :] * (x - center_x) + alpha[..., 1, :, :] * (y - center_y))
+
+
+def sie_ellipticity_convergence(
+    x: torch.Tensor, y: torch.Tensor, theta_e: Param, e1: Param, e2: Param, center_x: Param = 0.0, center_y: Param = 0.0
+):
+    """SIE convergence ``theta_e / (2 sqrt(q x'^2 + y'^2 / q))`` ``(..., 1, H, W)`` for ``(e1, e2)``, smooth in
+    ``(e1, e2)`` as :func:`sie_ellipticity_deflection` (first order ``theta_e (r^2 + a) / (2 r^3)`` when round)."""
+    dx, dy, e1, e2, round_, e1s, e2s, r2 = _sie_ellipticity_terms(x, y, theta_e, e1, e2, center_x, center_y)
+    q, phi = _sie_shape(e1s, e2s)
+    xr, yr = _rotate(dx, dy, -phi)
+    exact = theta_e / (2 * torch.sqrt((q * xr * xr + yr * yr / q).clamp_min(_R_MIN**2)))
+    r = torch.sqrt(r2)
+    first = theta_e * (r2 + e1 * (dx * dx - dy * dy) + 2 * e2 * dx * dy) / (2 * r * r2)
+    return _scalar(torch.where(round_, first, exact))
 
 
 # --- point mass ------------------------------------------------------------------------------------------------------
