@@ -81,17 +81,18 @@ class LenstronomySimulator:
         p = {name: value[i].tolist() for name, value in params.__dict__.items()}
         e1, e2 = self._ellipticity(p["lens_phi"], p["lens_q"])
         lens = [
-            dict(theta_E=p["theta_e"], e1=e1, e2=e2, center_x=0.0, center_y=0.0),
+            dict(theta_E=p["theta_e"], e1=e1, e2=e2, center_x=p["lens_x"], center_y=p["lens_y"]),
             dict(gamma1=p["shear_gamma1"], gamma2=p["shear_gamma2"]),
         ]
         unit = p["theta_e"] ** 2 / self.preset.main_halo_mass  # theta_E^2 per Msun
         if p["label"] == SUBHALOS:
             for m, x, y in zip(p["subhalo_mass"], p["subhalo_x"], p["subhalo_y"], strict=True):
-                lens.append(dict(theta_E=math.sqrt(unit * m), center_x=x, center_y=y))
+                lens.append(dict(theta_E=math.sqrt(unit * m), center_x=x + p["lens_x"], center_y=y + p["lens_y"]))
         elif p["label"] == VORTEX:
             theta_e = math.sqrt(unit * p["vortex_mass"] / VORTEX_POINTS)
             xs, ys = _vortex_points(params, i)
-            lens += [dict(theta_E=theta_e, center_x=x, center_y=y) for x, y in zip(xs, ys, strict=True)]
+            cx, cy = p["lens_x"], p["lens_y"]
+            lens += [dict(theta_E=theta_e, center_x=x + cx, center_y=y + cy) for x, y in zip(xs, ys, strict=True)]
         e1, e2 = self._ellipticity(p["source_phi"], p["source_q"])
         source = dict(
             amp=p["source_amplitude"] / self.preset.pixel_scale**2,

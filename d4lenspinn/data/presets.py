@@ -30,6 +30,7 @@ class SimulationPreset:
     lens_e2: Range = (0.0, 0.0)
     shear_gamma1: Range = (0.05, 0.05)
     shear_gamma2: Range = (0.0, 0.0)
+    lens_center: Range = (0.0, 0.0)  # SIE centre, per axis, arcsec; substructure is placed around it
     main_halo_mass: float = 1e12  # Msun; substructure Einstein radii scale as sqrt(m / main_halo_mass)
     # source: elliptical Sersic
     source_radius: Range = (0.25, 0.25)  # half-light radius, arcsec
@@ -76,6 +77,7 @@ _HARD = dict(
     lens_e2=(-0.2, 0.2),
     shear_gamma1=(-0.08, 0.08),
     shear_gamma2=(-0.08, 0.08),
+    lens_center=(-0.3, 0.3),
     source_radius=(0.15, 0.4),
     source_sersic_n=(0.7, 2.5),
     source_e1=(-0.25, 0.25),

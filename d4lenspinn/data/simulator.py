@@ -49,13 +49,15 @@ class LensSample:
     """Parameters of ``B`` simulated lenses: float64 tensors ``(B,)``, subhalo tensors ``(B, K)``.
 
     Angles in arcsec (positions) or radians (``*_phi``, ``vortex_angle``), masses in Msun, exposure in seconds.
-    Absent substructure has zero mass. The main lens is centred on the optical axis.
+    Absent substructure has zero mass. Subhalo and vortex positions are relative to the lens centre.
     """
 
     label: torch.Tensor  # int64: 0 no substructure, 1 subhalos, 2 vortex
     theta_e: torch.Tensor
     lens_q: torch.Tensor
     lens_phi: torch.Tensor
+    lens_x: torch.Tensor  # SIE centre
+    lens_y: torch.Tensor
     shear_gamma1: torch.Tensor
     shear_gamma2: torch.Tensor
     source_x: torch.Tensor
@@ -96,8 +98,11 @@ class LensSample:
 
     @classmethod
     def from_numpy(cls, arrays: dict[str, np.ndarray]) -> LensSample:
-        """Inverse of :meth:`to_numpy` (extra keys are ignored)."""
-        return cls(**{f.name: torch.from_numpy(np.asarray(arrays[f.name])) for f in fields(cls)})
+        """Inverse of :meth:`to_numpy` (extra keys are ignored; truth files written before the lens centre was a
+        parameter have it at 0)."""
+        count = len(np.asarray(arrays["label"]))
+        defaults = {name: np.zeros(count) for name in ("lens_x", "lens_y")}
+        return cls(**{f.name: torch.from_numpy(np.asarray({**defaults, **arrays}[f.name])) for f in fields(cls)})
 
     @classmethod
     def concatenate(cls, samples: list[LensSample]) -> LensSample:
@@ -120,7 +125,10 @@ def _power_law_masses(preset: SimulationPreset, count: int, generator: torch.Gen
 
 
 def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: torch.Generator) -> LensSample:
-    """Draw ``count`` lenses of class ``label`` (0 no substructure, 1 subhalos, 2 vortex) from ``preset``."""
+    """Draw ``count`` lenses of class ``label`` (0 no substructure, 1 subhalos, 2 vortex) from ``preset``.
+
+    The lens centre is drawn last, and only when its range is not a single value, so that presets with a fixed
+    centre draw exactly the stream (and make exactly the images) they did before it was a parameter."""
     if label not in (NO_SUBSTRUCTURE, SUBHALOS, VORTEX):
         raise ValueError(f"label must be 0 (no), 1 (sphere) or 2 (vort), got {label!r}")
     u = lambda bounds, shape=(): _uniform(bounds, count, generator, shape)  # noqa: E731
@@ -132,6 +140,8 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
         theta_e=u(preset.theta_e),
         lens_q=lens_q,
         lens_phi=lens_phi,
+        lens_x=torch.zeros(count, dtype=torch.float64),
+        lens_y=torch.zeros(count, dtype=torch.float64),
         shear_gamma1=u(preset.shear_gamma1),
         shear_gamma2=u(preset.shear_gamma2),
         source_x=u(preset.source_offset),
@@ -159,6 +169,10 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
         sample.vortex_half_length = 0.06 / (2 * sample.axion_mass) * 1e-22
         sample.vortex_angle = u((0.0, math.pi))
         sample.vortex_mass = torch.full((count,), preset.vortex_mass, dtype=torch.float64)
+    if preset.lens_center[0] != preset.lens_center[1]:
+        sample.lens_x, sample.lens_y = u(preset.lens_center), u(preset.lens_center)
+    else:
+        sample.lens_x = sample.lens_y = torch.full((count,), preset.lens_center[0], dtype=torch.float64)
     return sample
 
 
@@ -174,10 +188,12 @@ def _as_map(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def deflection_field(params: LensSample, x: torch.Tensor, y: torch.Tensor, preset: SimulationPreset) -> torch.Tensor:
-    """Total deflection ``(B, 2, n, n)`` [arcsec] at coordinates ``x, y (n, n)``: SIE + shear + substructure."""
+    """Total deflection ``(B, 2, n, n)`` [arcsec] at coordinates ``x, y (n, n)``: SIE + shear + substructure (the
+    shear about the optical axis, the rest about the lens centre)."""
     m = lambda v: _as_map(v, x)  # noqa: E731
-    alpha = P.sie_deflection(x, y, m(params.theta_e), m(params.lens_q), m(params.lens_phi))
-    alpha = alpha + P.shear_deflection(x, y, m(params.shear_gamma1), m(params.shear_gamma2))
+    shear = P.shear_deflection(x, y, m(params.shear_gamma1), m(params.shear_gamma2))
+    x, y = x - m(params.lens_x), y - m(params.lens_y)  # (B, n, n) lens-centred coordinates
+    alpha = P.sie_deflection(x, y, m(params.theta_e), m(params.lens_q), m(params.lens_phi)) + shear
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset).to(x)
     if torch.any(theta2 > 0):
         sx, sy = params.subhalo_x.to(x), params.subhalo_y.to(x)
@@ -208,7 +224,7 @@ def _vortex_deflection(params: LensSample, x: torch.Tensor, y: torch.Tensor, pre
             x, y, _as_map(theta2.sqrt(), x), _as_map(half_length, x), _as_map(params.vortex_angle, x)
         )
     px, py = _vortex_points(params, preset.vortex_points)
-    alpha = torch.zeros(len(params), 2, *x.shape, dtype=x.dtype, device=x.device)
+    alpha = torch.zeros(len(params), 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
     for k in range(preset.vortex_points):
         dx, dy = x - _as_map(px[:, k], x), y - _as_map(py[:, k], x)
         scale = _as_map(theta2 / preset.vortex_points, x) / (dx * dx + dy * dy).clamp_min(_R2_MIN)
@@ -277,7 +293,10 @@ def true_convergence(params: LensSample, preset: SimulationPreset) -> torch.Tens
     plus :func:`substructure_convergence`."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     x, y = grid.coordinates(torch.float64)
-    kappa = P.sie_convergence(x, y, _as_map(params.theta_e, x), _as_map(params.lens_q, x), _as_map(params.lens_phi, x))
+    m = lambda v: _as_map(v, x)  # noqa: E731
+    kappa = P.sie_convergence(
+        x, y, m(params.theta_e), m(params.lens_q), m(params.lens_phi), m(params.lens_x), m(params.lens_y)
+    )
     return kappa + substructure_convergence(params, preset)
 
 
@@ -289,16 +308,17 @@ def substructure_convergence(params: LensSample, preset: SimulationPreset) -> to
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     to_kappa = math.pi / grid.pixel_scale**2
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset)
-    kappa = _deposit(params.subhalo_x, params.subhalo_y, to_kappa * theta2, grid)
+    cx, cy = params.lens_x[:, None], params.lens_y[:, None]
+    kappa = _deposit(params.subhalo_x + cx, params.subhalo_y + cy, to_kappa * theta2, grid)
     points = 200
     px, py = _vortex_points(params, points)
     vortex = (to_kappa * _einstein_radius_squared(params.vortex_mass, params, preset) / points)[:, None]
-    return kappa + _deposit(px, py, vortex.expand(-1, points), grid)
+    return kappa + _deposit(px + cx, py + cy, vortex.expand(-1, points), grid)
 
 
 def true_macro_lens(params: LensSample) -> MacroLens:
-    """The smooth lens of each sample (SIE + shear, centred on the optical axis) as a float64 ``MacroLens``."""
+    """The smooth lens of each sample (SIE + shear) as a float64 ``MacroLens``."""
     size = (1 - params.lens_q) / (1 + params.lens_q)  # |e| of the axis ratio (lenstronomy convention)
-    zero = torch.zeros_like(params.theta_e)
     e1, e2 = size * torch.cos(2 * params.lens_phi), size * torch.sin(2 * params.lens_phi)
-    return MacroLens(params.theta_e, e1, e2, zero, zero, params.shear_gamma1, params.shear_gamma2)
+    shear = params.shear_gamma1, params.shear_gamma2
+    return MacroLens(params.theta_e, e1, e2, params.lens_x, params.lens_y, *shear)

@@ -7,7 +7,8 @@ Exact equivariance on a pixel grid constrains every resampling step (design in A
 * up-sampling back to size ``s``: a stride-2 transposed convolution with kernel 4 (``s`` even) or kernel 3 (``s``
   odd) and padding 1, whose output grid is symmetric about the centre in both cases (no ``F.interpolate``);
 * odd kernels with zero padding ``k // 2``, escnn's D4-steerable kernels, pointwise max-pool, inner batch norm and
-  ReLU on regular fields; the output is a trivial (scalar) field made non-negative with softplus.
+  ReLU on regular fields; the output is ``out_channels`` trivial (scalar) fields, made non-negative with softplus
+  (``non_negative=True``, the convergence) or left signed (maps that other modules read out).
 
 So 150 -> 75 -> 38 -> 19 and 64 -> 32 -> 16 -> 8 are both exact. ``equivariant=False`` builds the same topology
 from plain torch layers with ``plain_channels_per_field`` channels per regular field (2.3 matches the parameter
@@ -123,7 +124,8 @@ def _run(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class UNet(nn.Module):
-    """Scalar input channels ``(B, in_channels, n, n)`` -> convergence ``(B, 1, n, n) >= 0``.
+    """Scalar input channels ``(B, in_channels, n, n)`` -> scalar maps ``(B, out_channels, n, n)``: by default the
+    convergence ``(B, 1, n, n) >= 0``.
 
     ``widths`` are regular D4 fields (8 channels each) per level, top to bottom; ``len(widths) - 1`` down-samplings.
     """
@@ -135,9 +137,12 @@ class UNet(nn.Module):
         widths: tuple[int, ...] = (4, 8, 16, 32),
         equivariant: bool = True,
         plain_channels_per_field: float = 2.3,
+        out_channels: int = 1,
+        non_negative: bool = True,
     ) -> None:
         super().__init__()
         self.in_channels, self.image_size, self.equivariant = in_channels, image_size, equivariant
+        self.non_negative = non_negative
         self.sizes = level_sizes(image_size, len(widths) - 1)
         layers = _EquivariantLayers() if equivariant else _PlainLayers(plain_channels_per_field)
         types = [layers.fields(w) for w in widths]
@@ -157,7 +162,7 @@ class UNet(nn.Module):
             blocks[f"up{level}"] = layers.up(types[level], types[level - 1], kernel=4 if above % 2 == 0 else 3)
             merged = layers.concat(types[level - 1], types[level - 1])
             blocks[f"dec{level - 1}"] = layers.conv_bn_relu(merged, types[level - 1])
-        blocks["head"] = layers.head(types[0], layers.scalars(1))
+        blocks["head"] = layers.head(types[0], layers.scalars(out_channels))
         self.blocks = nn.ModuleDict(blocks)
         self.levels = len(widths) - 1
 
@@ -170,7 +175,8 @@ class UNet(nn.Module):
         for level in range(self.levels, 0, -1):
             up = _run(self.blocks[f"up{level}"], x)  # (B, C_{l-1}, s_{l-1}, s_{l-1})
             x = _run(self.blocks[f"dec{level - 1}"], torch.cat((up, skips.pop()), dim=1))
-        return F.softplus(_run(self.blocks["head"], x))  # (B, 1, n, n), kappa >= 0
+        out = _run(self.blocks["head"], x)  # (B, out_channels, n, n) scalar fields
+        return F.softplus(out) if self.non_negative else out
 
     def export(self) -> UNet:
         """A copy made of plain torch layers only (escnn ``export()``), in eval mode, with the same outputs."""
