@@ -70,6 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     skip_bad = True if args.skip_bad else None  # None: as the run was trained
     result = evaluate(args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out, skip_bad=skip_bad)
+    print(f"model card: {result['model_card']}")
     print(result["table"])
     print(f"report: {result['report']}")
     return 0

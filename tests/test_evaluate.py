@@ -36,6 +36,8 @@ def test_data_of_another_size_is_refused(trained_run, tmp_path):
 
 def test_cli_evaluate_and_missing_checkpoint(trained_run, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(trained_run / "best.pt"), "--no-tta", "--out", str(tmp_path)]) == 0
-    assert "D4 TTA" not in capsys.readouterr().out and (tmp_path / "report.md").exists()
+    printed = capsys.readouterr().out
+    assert "D4 TTA" not in printed and (tmp_path / "report.md").exists()
+    assert 'model card: d4lenspinn: 64x64 px at 0.101"/px' in printed
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
