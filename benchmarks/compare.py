@@ -31,12 +31,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _machine import describe_machine  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 from d4lenspinn.checkpoint import load_trained_model  # noqa: E402
 from d4lenspinn.classes import CLASS_NAMES  # noqa: E402
 from d4lenspinn.config import DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
-from d4lenspinn.data import prepare_data  # noqa: E402
+from d4lenspinn.data import batch_loader, prepare_data  # noqa: E402
 from d4lenspinn.device import resolve_device  # noqa: E402
 from d4lenspinn.evaluate import evaluate  # noqa: E402
 from d4lenspinn.io import atomic_path, write_text  # noqa: E402
@@ -90,7 +89,7 @@ def paired_tta_gain(run_dir: Path, n_bootstrap: int, seed: int) -> dict:
     device = resolve_device("auto")
     model, config, _ = load_trained_model(run_dir / "best.pt", device)
     splits = prepare_data(config.data, seed=config.seed)
-    loader = DataLoader(splits.test, batch_size=64)
+    loader = batch_loader(splits.test, 64)
     single, labels = collect_predictions(model, loader, device, tta=False)
     averaged, _ = collect_predictions(model, loader, device, tta=True)
     rng = np.random.default_rng(seed)

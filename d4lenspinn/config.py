@@ -69,6 +69,13 @@ class OptimConfig:
     early_stopping_patience: int = 5  # epochs without a better validation macro AUC
 
 
+def _check_weights(weights, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(weights, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass
 class PhysicsLossWeights:
     """Weight of each physics term of :func:`d4lenspinn.losses.physics_losses` (field name = term name).
@@ -85,10 +92,7 @@ class PhysicsLossWeights:
     relensing: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in self.term_names():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
+        _check_weights(self, self.term_names())
 
     @classmethod
     def term_names(cls) -> tuple[str, ...]:
@@ -102,9 +106,21 @@ class PhysicsLossWeights:
 
 @dataclass
 class LossConfig(PhysicsLossWeights):
-    """The physics-term weights, and the schedule: phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
+    """The physics-term weights, the supervised-term weights (simulations only: ``macro`` on the macro-lens
+    parameters, ``substructure`` on the substructure convergence; for models that estimate them) and the schedule:
+    phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
 
+    macro: float = 0.0
+    substructure: float = 0.0
     physics_start_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        _check_weights(self, (*self.term_names(), "macro", "substructure"))
+
+    @property
+    def supervised(self) -> bool:
+        """Whether any supervised term is switched on."""
+        return self.macro > 0 or self.substructure > 0
 
 
 @dataclass

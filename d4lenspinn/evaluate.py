@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .checkpoint import ModelCard, load_trained_model
 from .classes import CLASS_NAMES
 from .config import TrainConfig
-from .data import DataSplits, prepare_data
+from .data import DataSplits, batch_loader, prepare_data
 from .data.presets import get_preset
 from .data.simulator import true_convergence
 from .data.writer import read_truth
@@ -86,7 +85,7 @@ def evaluate(
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
 
-    loader = DataLoader(splits.test, batch_size=config.data.batch_size)
+    loader = batch_loader(splits.test, config.data.batch_size)
     predictions = {"no TTA": collect_predictions(model, loader, device, tta=False)}
     if tta:
         predictions["D4 TTA"] = collect_predictions(model, loader, device, tta=True)

@@ -33,6 +33,8 @@ from .config import PhysicsLossWeights
 from .physics import MacroLens, PixelGrid, check_field, poisson_residual, ray_trace
 
 if TYPE_CHECKING:
+    from .config import LossConfig
+    from .data.truth import Truth
     from .models.output import ModelOutput
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "relensing_loss",
     "classification_loss",
     "macro_parameter_loss",
+    "supervised_losses",
     "MACRO_TOLERANCES",
     "PhysicsLossWeights",
     "physics_losses",
@@ -177,6 +180,24 @@ def macro_parameter_loss(predicted: MacroLens, true: MacroLens, pixel_scale: flo
     return {**terms, "total": sum(terms.values())}
 
 
+def supervised_losses(output: ModelOutput, truth: Truth, weights: LossConfig, pixel_scale: float):
+    """The supervised terms a model with a macro lens gets on simulations, by name, plus their weighted ``total``.
+
+    ``macro``: :func:`macro_parameter_loss` ``total`` of ``output.macro`` against ``truth.macro``;
+    ``substructure``: mean squared difference of ``output.delta_kappa`` and ``truth.substructure`` (both
+    ``(B, 1, n, n)``, dimensionless). A term is computed when its weight is nonzero."""
+    terms = {}
+    if weights.macro:
+        true_macro = MacroLens.from_tensor(truth.macro.to(output.macro.theta_e))
+        terms["macro"] = macro_parameter_loss(output.macro, true_macro, pixel_scale)["total"]
+    if weights.substructure:
+        terms["substructure"] = (output.delta_kappa - truth.substructure.to(output.delta_kappa)).square().mean()
+    total = output.logits.new_zeros(())
+    for name, value in terms.items():
+        total = total + getattr(weights, name) * value
+    return {**terms, "total": total}
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of ``logits (B, K)`` against integer ``labels (B,)``, averaged over the batch; nats."""
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
@@ -195,7 +216,10 @@ def physics_losses(
 
     ``images (B, 1, n, n)`` are the model's inputs on ``grid``; ``source_grid`` is the engine's source plane
     (default: ``grid``). A term is computed when its weight is nonzero and its maps are not ``None``: ``tv``, ``l1``,
-    ``centre`` need ``kappa``; ``poisson`` needs ``psi`` and ``kappa``; ``relensing`` needs ``relensed`` and is
+    ``centre`` regularise the mass map the network predicts, ``delta_kappa`` (the substructure on top of a macro
+    lens) when the model has one, else ``kappa``; ``poisson`` needs ``psi`` and ``kappa`` and is skipped with a
+    macro lens (its analytic potential and the FFT solve are exact, so the residual measures only the display cap
+    of the SIE centre); ``relensing`` needs ``relensed`` and is
     masked by :func:`image_plane_coverage` when ``source_weight`` and ``alpha`` are present too. For a model without
     maps the result is ``{"total": 0}``, so ``classification_loss(...) + result["total"]`` works for every model.
     A non-finite value shows up under its own name and in ``total``.
@@ -209,11 +233,13 @@ def physics_losses(
             mask = image_plane_coverage(o.source_weight, o.alpha, grid, source_grid)
         return relensing_loss(images, o.relensed, mask)
 
+    mass = o.kappa if o.delta_kappa is None else o.delta_kappa
+    kappa_for_poisson = o.kappa if o.macro is None else None
     candidates: dict[str, tuple[tuple[torch.Tensor | None, ...], Callable[[], torch.Tensor]]] = {
-        "tv": ((o.kappa,), lambda: total_variation(o.kappa)),
-        "l1": ((o.kappa,), lambda: l1_sparsity(o.kappa)),
-        "centre": ((o.kappa,), lambda: centre_penalty(o.kappa, grid)),
-        "poisson": ((o.psi, o.kappa), lambda: poisson_residual_loss(o.psi, o.kappa, grid)),
+        "tv": ((mass,), lambda: total_variation(mass)),
+        "l1": ((mass,), lambda: l1_sparsity(mass)),
+        "centre": ((mass,), lambda: centre_penalty(mass, grid)),
+        "poisson": ((o.psi, kappa_for_poisson), lambda: poisson_residual_loss(o.psi, o.kappa, grid)),
         "relensing": ((o.relensed,), relensing),
     }
     terms = {

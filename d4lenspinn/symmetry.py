@@ -40,6 +40,8 @@ __all__ = [
     "transform_point",
     "transform_spin2",
     "transform_macro",
+    "random_elements",
+    "transform_each",
     "random_transform",
 ]
 
@@ -145,16 +147,32 @@ def transform_macro(macro: MacroLens, g: D4Element) -> MacroLens:
     return MacroLens(macro.theta_e, e1, e2, center_x, center_y, gamma1, gamma2)
 
 
+def random_elements(count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` independent uniformly random indices into :data:`D4_ELEMENTS`, int64 ``(count,)``; a CPU
+    ``generator`` makes the draw reproducible."""
+    return torch.randint(len(D4_ELEMENTS), (count,), generator=generator)
+
+
+def transform_each(values: torch.Tensor, elements: torch.Tensor, action=None) -> torch.Tensor:
+    """Apply element ``D4_ELEMENTS[elements[i]]`` to ``values[i]`` for a batch ``values (B, ...)``.
+
+    ``action(values_subset, g)`` says how D4 acts on the values (default :func:`transform_scalar`, for images and
+    scalar maps); e.g. ``lambda v, g: transform_macro(MacroLens.from_tensor(v), g).as_tensor()`` for packed
+    macro-lens parameters ``(B, 7)``."""
+    action = transform_scalar if action is None else action
+    elements = elements.to(values.device)
+    out = values.clone()
+    for index, g in enumerate(D4_ELEMENTS[1:], start=1):
+        selected = elements == index
+        if selected.any():
+            out[selected] = action(values[selected], g)
+    return out
+
+
 def random_transform(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply an independent uniformly random D4 element to each image of ``(B, C, H, W)`` (data augmentation).
 
     ``generator`` (a CPU generator) makes the choice reproducible; the transform runs on ``images``' device.
     """
     _check_spatial(images, "images", 3)
-    choice = torch.randint(len(D4_ELEMENTS), (images.shape[0],), generator=generator).to(images.device)
-    out = images.clone()
-    for index, g in enumerate(D4_ELEMENTS[1:], start=1):
-        selected = choice == index
-        if selected.any():
-            out[selected] = transform_scalar(images[selected], g)
-    return out
+    return transform_each(images, random_elements(images.shape[0], generator))

@@ -35,18 +35,18 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .checkpoint import ModelCard, ResumeState, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig, save_config
-from .data import DataSplits, prepare_data
+from .data import Batch, DataSplits, Truth, batch_loader, prepare_data
 from .device import resolve_device
 from .io import write_text
-from .losses import classification_loss, physics_losses
+from .losses import classification_loss, physics_losses, supervised_losses
 from .metrics import classification_metrics
 from .models import capabilities_of, create_model
+from .physics import MacroLens
 from .progress import progress_bar
-from .symmetry import random_transform
+from .symmetry import random_elements, transform_each, transform_macro
 from .tta import collect_predictions
 
 __all__ = ["train", "Trainer", "TrainingState", "TrainingDiverged"]
@@ -166,19 +166,30 @@ class Trainer:
         if self.ddp.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.physics = capabilities_of(self.model).physics_maps
+        capabilities = capabilities_of(self.model)
+        self.physics = capabilities.physics_maps
+        self.truth = self.splits.truth["train"] if self.splits.truth is not None else None
+        if config.loss.supervised and not capabilities.macro_lens:
+            raise ValueError(
+                f"loss.macro / loss.substructure supervise a macro-lens estimate, which model {config.model.name!r} "
+                "does not make; set them to 0"
+            )
+        if config.loss.supervised and self.truth is None:
+            logger.warning(
+                "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
+            )
 
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         data = config.data
-        self.train_loader = DataLoader(
+        self.train_loader = batch_loader(
             self.splits.train,
-            batch_size=data.batch_size,
+            data.batch_size,
             shuffle=True,
             generator=self.generator,
             num_workers=data.num_workers,
             drop_last=True,
         )
-        self.val_loader = DataLoader(self.splits.val, batch_size=data.batch_size, num_workers=data.num_workers)
+        self.val_loader = batch_loader(self.splits.val, data.batch_size, num_workers=data.num_workers)
         optim = config.optim
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
         steps_per_epoch = len(self.train_loader)
@@ -254,27 +265,47 @@ class Trainer:
         bar = progress_bar(
             self.train_loader, desc=f"epoch {self.state.epoch + 1}/{epochs}", disable=not self.ddp.main, leave=False
         )
-        for step, (images, labels) in enumerate(bar):
-            images = self.augment(images)  # drawn for every batch, replayed ones too: the stream stays aligned
+        for step, batch in enumerate(bar):
+            # drawn for every batch, replayed ones too, so the random stream stays aligned on resume
+            elements = random_elements(len(batch.labels), self.generator) if self.config.data.augment else None
             if step < self.state.step:
                 continue
-            self.train_step(images, labels)
+            self.train_step(self.augment(self.with_truth(batch), elements))
             state = self.state  # refresh=False: the bar redraws at its own pace (rarely, in a log file)
             bar.set_postfix(
                 loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{state.correct / state.seen:.3f}", refresh=False
             )
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """A random D4 element per image from the run's generator (the one augmentation path), if configured."""
-        return random_transform(images, self.generator) if self.config.data.augment else images
+    def with_truth(self, batch: Batch) -> Batch:
+        """The batch with the simulator's truth of its images, when the data has it and a supervised term is on."""
+        if self.truth is None or not self.config.loss.supervised:
+            return batch
+        return batch._replace(truth=self.truth.targets(batch.index))
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """One optimisation step on this rank's slice of a global batch ``images (B, 1, n, n)``, ``labels (B,)``."""
-        images = self.ddp.shard(images).to(self.device)
-        labels = self.ddp.shard(labels).to(self.device)
+    @staticmethod
+    def augment(batch: Batch, elements: torch.Tensor | None) -> Batch:
+        """D4 element ``elements[i]`` (indices into ``D4_ELEMENTS``) applied to image ``i`` and to its truth (the
+        substructure map as a scalar field, the macro lens by its parameter types): the one augmentation path."""
+        if elements is None:
+            return batch
+        truth = batch.truth
+        if truth is not None:
+            macro = transform_each(
+                truth.macro, elements, lambda v, g: transform_macro(MacroLens.from_tensor(v), g).as_tensor()
+            )
+            truth = Truth(macro, transform_each(truth.substructure, elements))
+        return batch._replace(images=transform_each(batch.images, elements), truth=truth)
+
+    def train_step(self, batch: Batch) -> None:
+        """One optimisation step on this rank's slice of a global :class:`~d4lenspinn.data.Batch`."""
+        batch = Batch(*(self.ddp.shard(t) if isinstance(t, torch.Tensor) else t for t in batch))
+        if batch.truth is not None:
+            batch = batch._replace(truth=Truth(*(self.ddp.shard(t) for t in batch.truth)))
+        batch = batch.to(self.device)
+        images, labels = batch.images, batch.labels
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output = self.network(images)
-            terms = self.loss_terms(output, images, labels)
+            terms = self.loss_terms(output, batch)
         loss = terms["cross_entropy"] + terms["total"]
         for name, value in terms.items():
             if not torch.isfinite(value):
@@ -291,16 +322,23 @@ class Trainer:
         correct = (output.logits.argmax(dim=1) == labels).sum().item()
         self.state.record_step(loss.item(), correct, labels.shape[0])
 
-    def loss_terms(self, output, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy, and the physics terms of the current phase by name with their weighted sum ``total``."""
+    def loss_terms(self, output, batch: Batch) -> dict[str, torch.Tensor]:
+        """Cross-entropy; the physics terms of the current phase and, with the truth, the supervised terms, by name;
+        ``total``: the weighted sum of all but the cross-entropy."""
         loss = self.config.loss
+        labels = batch.labels
         terms = {"cross_entropy": classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)}
         weights = loss if self.state.epoch >= loss.physics_start_epoch else loss.switched_off()
+        total = terms["cross_entropy"].new_zeros(())
         if self.physics:
-            terms.update(physics_losses(output, images, self.model.grid, weights))
-        else:
-            terms["total"] = terms["cross_entropy"].new_zeros(())
-        return terms
+            physics = physics_losses(output, batch.images, self.model.grid, weights)
+            total = physics.pop("total")
+            terms.update(physics)
+        if batch.truth is not None:
+            supervised = supervised_losses(output, batch.truth, loss, self.model.grid.pixel_scale)
+            total = total + supervised.pop("total")
+            terms.update(supervised)
+        return {**terms, "total": total}
 
     def validate(self) -> dict:
         """Metrics of the model on the validation split (eval mode, no TTA)."""

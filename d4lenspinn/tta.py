@@ -60,9 +60,11 @@ def predict(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.
 def collect_predictions(
     model: nn.Module, loader: DataLoader, device: torch.device, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict` over a loader of ``(images, labels)``: probabilities ``(N, K)`` and labels ``(N,)``, numpy."""
+    """:func:`predict` over a loader of :class:`~d4lenspinn.data.Batch` (or ``(images, labels)`` pairs):
+    probabilities ``(N, K)`` and labels ``(N,)``, numpy."""
     probabilities, labels = [], []
-    for images, targets in loader:
+    for batch in loader:
+        images, targets = batch[0], batch[1]
         probabilities.append(predict(model, images.to(device), tta=tta).float().cpu())
         labels.append(torch.as_tensor(targets))
     return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()

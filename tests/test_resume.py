@@ -53,11 +53,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(model, data_root, 
 
     real_step, calls = Trainer.train_step, []
 
-    def interrupt_in_epoch_two(self, images, labels):
+    def interrupt_in_epoch_two(self, batch):
         calls.append(1)
         if len(calls) == 4:  # epoch 2, after its first step: mid-epoch, after a validation pass (eval mode)
             raise KeyboardInterrupt
-        return real_step(self, images, labels)
+        return real_step(self, batch)
 
     config = _config(data_root, tmp_path / "interrupted", model)
     monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)

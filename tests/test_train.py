@@ -67,21 +67,21 @@ def test_same_seed_same_metrics_and_checkpoints(tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     reference = train(_config(tmp_path, "reference"))
-    real_transform, calls = train_module.random_transform, []
+    real_draw, calls = train_module.random_elements, []
 
-    def interrupt_in_epoch_two(images, generator):
+    def interrupt_in_epoch_two(count, generator):
         calls.append(1)
-        if len(calls) == 5:  # epoch 2 (3 steps per epoch), second step
+        if len(calls) == 5:  # epoch 2 (3 steps per epoch), second step, while drawing its augmentation
             raise KeyboardInterrupt
-        return real_transform(images, generator)
+        return real_draw(count, generator)
 
-    monkeypatch.setattr(train_module, "random_transform", interrupt_in_epoch_two)
+    monkeypatch.setattr(train_module, "random_elements", interrupt_in_epoch_two)
     config = _config(tmp_path, "interrupted")
     with pytest.raises(KeyboardInterrupt):
         train(config)
     saved = torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)
     assert saved["resume"]["progress"]["epoch"] == 1 and saved["resume"]["progress"]["step"] == 1
-    monkeypatch.setattr(train_module, "random_transform", real_transform)
+    monkeypatch.setattr(train_module, "random_elements", real_draw)
     resumed = train(config, resume=True)
     for key, value in _weights(reference).items():
         torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0, msg=key)
@@ -234,3 +234,42 @@ def test_the_progress_bar_stays_quiet_in_a_log(tmp_path, capfd):
     """Off a terminal the epoch bar is not redrawn on every step (a log file would get one line per step)."""
     train(_config(tmp_path, "quiet", **{"optim.epochs": 1, "data.batch_size": 2}))  # 9 steps
     assert capfd.readouterr().err.count("acc=") <= 1
+
+
+def _macro_config(tmp_path, name, **extra):
+    kwargs = "{macro_lens: true, widths: [1, 2], macro_widths: [1, 2]}"
+    return _config(
+        tmp_path,
+        name,
+        model="d4lenspinn",
+        **{"model.kwargs": kwargs, "loss.macro": 1.0, "loss.substructure": 1.0},
+        **extra,
+    )
+
+
+def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
+    trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.hard": True, "optim.epochs": 1}))
+    assert trainer.truth is not None
+    batch = trainer.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
+    terms = trainer.loss_terms(trainer.model(batch.images), batch)
+    assert {"cross_entropy", "tv", "l1", "centre", "macro", "substructure", "total"} <= set(terms)
+    assert "poisson" not in terms  # exact with a macro lens: nothing to measure
+    terms["total"].backward()
+    assert trainer.model.macro_estimator.unet.blocks["head"].weights.grad.abs().sum() > 0
+    trainer.fit()
+    assert (tmp_path / "supervised" / "best.pt").exists()
+
+
+def test_without_truth_the_supervised_terms_switch_off_with_one_line(tmp_path, caplog):
+    source = _folder_with_three_bad_files(tmp_path / "folder")
+    config = _macro_config(
+        tmp_path, "no_truth", **{"data.source": str(source), "data.skip_bad": True, "data.pixel_scale": 0.101}
+    )
+    with pytest.warns(UserWarning, match="3 bad"), caplog.at_level("WARNING", logger="d4lenspinn.train"):
+        trainer = train_module.Trainer(config)
+    assert trainer.truth is None
+    assert [r.message for r in caplog.records if "supervised" in r.message] == [
+        "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
+    ]
+    with pytest.raises(ValueError, match="supervise a macro-lens estimate, which model 'resnet18' does not make"):
+        train_module.Trainer(_config(tmp_path, "resnet", **{"loss.macro": 1.0}))

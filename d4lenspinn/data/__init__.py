@@ -13,6 +13,7 @@ from ..classes import CLASS_ALIASES, CLASS_NAMES
 
 # the one list of this package's public names, by the submodule that defines them
 _NAMES_BY_SUBMODULE: dict[str, tuple[str, ...]] = {
+    "batch": ("Batch", "batch_loader"),
     "datasets": ("DataError", "DataSplits", "LensingImageDataset", "load_splits", "split_indices"),
     "download": ("DATASETS", "DatasetSpec", "DownloadError", "cache_root", "dataset_path", "download_dataset"),
     "prepare": ("prepare_data",),
@@ -26,6 +27,7 @@ _NAMES_BY_SUBMODULE: dict[str, tuple[str, ...]] = {
         "substructure_convergence",
         "true_macro_lens",
     ),
+    "truth": ("Truth", "TruthTable", "simulation_preset"),
     "writer": ("simulate_dataset", "read_truth"),
 }
 _SUBMODULE = {name: module for module, names in _NAMES_BY_SUBMODULE.items() for name in names}

@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -553,6 +554,7 @@ class DataSplits:
     scan: ScanReport | None = None
     pixel_scale: float | None = None  # arcsec per pixel, when the source says (set by prepare_data)
     description: str = ""  # where the images came from, for the model card (set by prepare_data)
+    truth: dict[str, Any] | None = None  # "train"/"val"/"test" -> TruthTable (None if empty), our simulations only
 
 
 def load_splits(

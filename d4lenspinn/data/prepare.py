@@ -5,7 +5,8 @@
 Training, evaluation, the interpretability report and the benchmarks all rebuild their splits here, so a run's test
 split is always the same images (same ``data.scheme``, ``skip_bad`` and seed). The pixel scale comes from the data:
 the simulation preset, the named dataset's instrument, or the ``manifest.json`` our simulator writes beside its
-images; ``data.pixel_scale`` sets it for other data, and contradicting what the data says is an error.
+images; ``data.pixel_scale`` sets it for other data, and contradicting what the data says is an error. For our own
+simulations the splits carry the simulator's truth (:class:`~d4lenspinn.data.truth.TruthTable`, ``splits.truth``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..config import DataConfig
 from .datasets import DataSplits, load_splits
 from .download import DATASETS, download_dataset
 from .presets import get_preset
+from .truth import TruthTable, simulation_preset
 from .writer import check_simulation, simulate_dataset
 
 __all__ = ["prepare_data"]
@@ -50,21 +52,15 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
         description = f"dataset {spec.name} ({spec.description})"
     else:
         source = Path(data.source)
-        known_scale = _simulated_pixel_scale(source)
+        preset = simulation_preset(source)
+        known_scale = None if preset is None else preset.pixel_scale
         description = f"images under {source}"
     pixel_scale = _pixel_scale(known_scale, data.pixel_scale, source)
     splits = load_splits(source, scheme=data.scheme, seed=seed, skip_bad=data.skip_bad)
     description += f", split {data.scheme}"
-    return replace(splits, pixel_scale=pixel_scale, description=description)
-
-
-def _simulated_pixel_scale(source: Path) -> float | None:
-    """The pixel scale recorded in the ``manifest.json`` our simulator writes beside its data, if there is one."""
-    folder = source if source.is_dir() else source.parent
-    try:
-        return float(json.loads((folder / "manifest.json").read_text())["preset"]["pixel_scale"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    tables = {name: TruthTable.for_dataset(getattr(splits, name), source) for name in ("train", "val", "test")}
+    truth = tables if tables["train"] is not None else None  # an empty split has no table
+    return replace(splits, pixel_scale=pixel_scale, description=description, truth=truth)
 
 
 def _pixel_scale(known: float | None, configured: float | None, source: str | Path) -> float | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import h5py
@@ -82,6 +82,11 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     if not path.exists():
         return
     previous = json.loads(path.read_text())
+    if isinstance(previous.get("preset"), dict):  # fields added to presets later read as their defaults
+        defaults = json.loads(
+            json.dumps({f.name: f.default for f in fields(SimulationPreset) if f.default is not MISSING})
+        )
+        previous["preset"] = {**defaults, **previous["preset"]}
     for key in ("preset", "seed", "counts", "format", "batch_size"):
         if previous.get(key) != manifest[key]:
             raise ValueError(

@@ -25,6 +25,8 @@ class ModelCapabilities:
     physics_maps: ``forward`` returns lensing maps (``alpha``, ``source``, ...) on ``model.grid`` (a
         :class:`~d4lenspinn.physics.PixelGrid`), so the physics losses apply.
     kappa_map: ``ModelOutput.kappa`` is a predicted convergence map ``(B, 1, n, n)``.
+    macro_lens: ``ModelOutput.macro`` estimates the smooth lens and ``ModelOutput.delta_kappa`` the substructure
+        convergence on top of it, so the supervised terms (``loss.macro``, ``loss.substructure``) apply.
     equivariant_maps: the model exposes ``maps(images)``, ``head_input(maps)`` and ``head``, and everything before
         the head is D4-equivariant with scalar-field head inputs: TTA runs the maps once and the head 8 times.
     invariant: the logits are D4-invariant by construction: TTA would average 8 equal predictions, so it is skipped.
@@ -33,6 +35,7 @@ class ModelCapabilities:
 
     physics_maps: bool = False
     kappa_map: bool = False
+    macro_lens: bool = False
     equivariant_maps: bool = False
     invariant: bool = False
     cam_layer: str | None = None

@@ -22,6 +22,8 @@ are 0. Example::
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -43,20 +45,35 @@ class MacroEstimator(nn.Module):
     """Images ``(B, in_chans, n, n)`` -> :class:`~d4lenspinn.physics.MacroLens`, D4-equivariant; see the module doc.
 
     ``in_chans`` scalar input maps (the image, or the image and its invariant preprocessed maps); ``widths``: the
-    U-Net's regular fields per level.
+    U-Net's regular fields per level; ``equivariant=False``: the plain U-Net of the same topology (the read-outs
+    stay exact, the maps they read do not).
     """
 
     def __init__(
-        self, image_size: int, pixel_scale: float, in_chans: int = 1, widths: tuple[int, ...] = (2, 4, 8, 16)
+        self,
+        image_size: int,
+        pixel_scale: float,
+        in_chans: int = 1,
+        widths: tuple[int, ...] = (2, 4, 8, 16),
+        equivariant: bool = True,
     ) -> None:
         super().__init__()
         self.grid = PixelGrid(image_size, pixel_scale)
-        self.unet = UNet(in_chans, image_size, tuple(widths), out_channels=4, non_negative=False)
+        self.unet = UNet(
+            in_chans, image_size, tuple(widths), equivariant=equivariant, out_channels=4, non_negative=False
+        )
         head = self.unet.blocks["head"]
         for parameter in head.parameters():  # start from the centred, round, unsheared lens
             nn.init.zeros_(parameter)
         x, y = self.grid.coordinates(torch.float32)
         self.register_buffer("coordinates", torch.stack((x, y)), persistent=False)  # (2, n, n) arcsec
+
+    def export(self) -> MacroEstimator:
+        """A copy whose U-Net is plain torch (escnn ``export``), in eval mode, with the same estimates."""
+        exported = copy.copy(self)
+        exported._modules = dict(self._modules)
+        exported.unet = self.unet.export()
+        return exported.eval()
 
     def forward(self, images: torch.Tensor) -> MacroLens:
         maps = self.unet(images)  # (B, 4, n, n) scalar fields

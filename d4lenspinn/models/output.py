@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..physics import MacroLens
+
 __all__ = ["ModelOutput"]
 
 
@@ -15,7 +17,9 @@ class ModelOutput(NamedTuple):
     Maps are ``None`` when a model does not compute them. Shapes for ``B`` images of ``n x n`` pixels:
     ``kappa (B, 1, n, n)`` convergence, ``psi (B, 1, n, n)`` potential [arcsec^2], ``alpha (B, 2, n, n)`` deflection
     [arcsec], ``source (B, 1, m, m)`` reconstructed source, ``source_weight (B, 1, m, m)`` its coverage,
-    ``relensed (B, 1, n, n)`` the source ray-traced back, ``features (B, C, n, n)`` the preprocessed input channels.
+    ``relensed (B, 1, n, n)`` the source ray-traced back, ``features (B, C, n, n)`` the preprocessed input channels;
+    models with a macro lens: ``macro`` its estimate (:class:`~d4lenspinn.physics.MacroLens` of ``(B,)`` tensors) and
+    ``delta_kappa (B, 1, n, n)`` the signed substructure convergence on top of it.
     """
 
     logits: torch.Tensor
@@ -26,3 +30,5 @@ class ModelOutput(NamedTuple):
     source_weight: torch.Tensor | None = None
     relensed: torch.Tensor | None = None
     features: torch.Tensor | None = None
+    macro: MacroLens | None = None
+    delta_kappa: torch.Tensor | None = None

@@ -26,9 +26,10 @@ import timm
 import torch
 from torch import nn
 
-from ..physics import LensingEngine, PixelGrid
+from ..physics import LensingEngine, PixelGrid, macro_convergence
 from .capabilities import ModelCapabilities
 from .inputs import check_images
+from .macro_estimator import MacroEstimator
 from .output import ModelOutput
 from .preprocessing import Preprocessing
 from .registry import register_model
@@ -36,10 +37,18 @@ from .unet import UNet
 
 __all__ = ["D4LensPINN"]
 
+KAPPA_DISPLAY_CAP = 10.0  # the SIE's 1/r convergence is capped at its centre in the reported kappa map
+
 
 class D4LensPINN(nn.Module):
     """The physics-informed classifier; ``equivariant=False`` swaps in the plain U-Net (``vanilla_lenspinn``);
-    ``preprocessing=False`` feeds the bare image to the U-Net and the head (the no-preprocessing ablation)."""
+    ``preprocessing=False`` feeds the bare image to the U-Net and the head (the no-preprocessing ablation).
+
+    ``macro_lens=True``: a :class:`~d4lenspinn.models.macro_estimator.MacroEstimator` (``macro_widths``) estimates
+    the smooth lens (SIE + shear), the U-Net predicts the signed substructure convergence ``delta_kappa`` on top of
+    it (last layer zero-initialised: training starts from the smooth lens), and the engine adds the two
+    (``kappa = kappa_macro + delta_kappa``). The head then sees ``delta_kappa`` where it saw ``log(1 + kappa)``.
+    """
 
     def __init__(
         self,
@@ -52,6 +61,8 @@ class D4LensPINN(nn.Module):
         head: str = "tf_efficientnetv2_b0",
         head_drop_rate: float = 0.2,
         preprocessing: bool = True,
+        macro_lens: bool = False,
+        macro_widths: tuple[int, ...] = (2, 4, 8, 16),
     ) -> None:
         super().__init__()
         if in_chans != 1:
@@ -61,8 +72,13 @@ class D4LensPINN(nn.Module):
         self.grid = PixelGrid(image_size, pixel_scale)
         self.preprocessing = Preprocessing() if preprocessing else nn.Identity()
         channels = Preprocessing.channels if preprocessing else in_chans
-        self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant)
+        self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant, non_negative=not macro_lens)
         self.engine = LensingEngine(self.grid)
+        self.macro_estimator = None
+        if macro_lens:
+            self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
+            for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 at the start
+                nn.init.zeros_(parameter)
         self.head = timm.create_model(
             head, pretrained=False, in_chans=3 + channels, num_classes=num_classes, drop_rate=head_drop_rate
         )
@@ -72,6 +88,7 @@ class D4LensPINN(nn.Module):
         self.capabilities = ModelCapabilities(
             physics_maps=True,
             kappa_map=True,
+            macro_lens=macro_lens,
             equivariant_maps=equivariant,
             cam_layer="head.conv_head" if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d) else None,
         )
@@ -80,8 +97,15 @@ class D4LensPINN(nn.Module):
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
         check_images(images, self.in_chans, self.image_size, self.name)
         features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
-        kappa = self.unet(features)  # (B, 1, n, n)
-        physics = self.engine(kappa, images)
+        if self.macro_estimator is None:
+            kappa = self.unet(features)  # (B, 1, n, n) >= 0
+            macro = delta_kappa = None
+            physics = self.engine(kappa, images)
+        else:
+            macro = self.macro_estimator(features)  # MacroLens of (B,) tensors
+            delta_kappa = self.unet(features)  # (B, 1, n, n), signed
+            physics = self.engine(delta_kappa, images, macro)
+            kappa = macro_convergence(macro, self.grid, cap=KAPPA_DISPLAY_CAP) + delta_kappa
         return ModelOutput(
             logits=None,
             kappa=kappa,
@@ -91,6 +115,8 @@ class D4LensPINN(nn.Module):
             source_weight=physics.source_weight,
             relensed=physics.relensed,
             features=features,
+            macro=macro,
+            delta_kappa=delta_kappa,
         )
 
     @staticmethod
@@ -98,9 +124,8 @@ class D4LensPINN(nn.Module):
         """Stack the scalar maps the head sees: ``(B, 3 + C, n, n)`` for ``C`` feature channels (8 with the
         preprocessing, 4 without); every channel transforms as a scalar field."""
         image = maps.features[:, :1]
-        return torch.cat(
-            (image, torch.log1p(maps.kappa), maps.source, image - maps.relensed, maps.features[:, 1:]), dim=1
-        )
+        mass = torch.log1p(maps.kappa) if maps.delta_kappa is None else maps.delta_kappa
+        return torch.cat((image, mass, maps.source, image - maps.relensed, maps.features[:, 1:]), dim=1)
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         maps = self.maps(images)
@@ -111,8 +136,10 @@ class D4LensPINN(nn.Module):
         was_training = self.training
         self.eval()
         exported = copy.copy(self)
-        exported._modules = {name: copy.deepcopy(m) for name, m in self._modules.items() if name != "unet"}
+        escnn = ("unet", "macro_estimator")  # exported by their own export(); the rest is copied
+        exported._modules = {name: copy.deepcopy(m) for name, m in self._modules.items() if name not in escnn}
         exported.unet = self.unet.export()
+        exported.macro_estimator = None if self.macro_estimator is None else self.macro_estimator.export()
         self.train(was_training)
         return exported
 

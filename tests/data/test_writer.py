@@ -12,7 +12,7 @@ from d4lenspinn.data import LensingImageDataset, load_splits
 from d4lenspinn.data import writer as writer_module
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import true_convergence
-from d4lenspinn.data.writer import read_truth, simulate_dataset
+from d4lenspinn.data.writer import check_simulation, read_truth, simulate_dataset
 
 TINY = get_preset("model_ii", n_pixels=32)
 
@@ -108,3 +108,15 @@ def test_cli_simulate_then_read(tmp_path, capsys):
     assert "different simulation" in capsys.readouterr().err
     image, label = splits.train[0]
     assert image.shape == (1, 64, 64) and torch.isfinite(image).all() and label in (0, 1, 2)
+
+
+def test_a_simulation_made_before_a_preset_field_existed_is_still_the_same_simulation(tmp_path):
+    """A field added to the presets later (with a default that changes nothing) must not invalidate old data."""
+    preset = get_preset("model_ii", n_pixels=16)
+    simulate_dataset(tmp_path, preset, n_per_class=2, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["preset"]["lens_center"]  # as written before the lens centre was a preset field
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    check_simulation(tmp_path, preset, n_per_class=2)  # no error
+    with pytest.raises(ValueError, match="different simulation"):
+        check_simulation(tmp_path, get_preset("model_ii", n_pixels=16, lens_center=(-0.1, 0.1)), n_per_class=2)

@@ -131,3 +131,60 @@ def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
         moved = model(transform_scalar(images, D4_ELEMENTS[5]))
     assert _relative(moved.kappa, transform_scalar(out.kappa, D4_ELEMENTS[5])) < 1e-5
     assert torch.allclose(predict(model, images, tta=True), predict_naive_tta(model, images), atol=1e-6)
+
+
+def _with_macro_lens(n: int) -> torch.nn.Module:
+    """D4LensPINN with a macro lens, its zero-initialised heads given weights (then eval: escnn caches filters)."""
+    torch.manual_seed(0)
+    model = create_model(
+        "d4lenspinn", image_size=n, pixel_scale=6.46 / n, macro_lens=True, widths=(1, 2), macro_widths=(1, 2)
+    )
+    with torch.no_grad():
+        for head in (model.unet.blocks["head"], model.macro_estimator.unet.blocks["head"]):
+            for parameter in head.parameters():
+                parameter.normal_(0, 0.5)
+        torch.nn.init.normal_(model.head.get_classifier().weight, std=0.5)
+    return model.eval()
+
+
+def test_with_a_macro_lens_training_starts_from_the_smooth_lens():
+    model = create_model("d4lenspinn", image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2))
+    out = model(_lensed_images(32))
+    assert torch.all(out.delta_kappa == 0) and out.macro.theta_e.shape == (2,)
+    assert (
+        model.capabilities.macro_lens
+        and not create_model("d4lenspinn", image_size=32, pixel_scale=0.2).capabilities.macro_lens
+    )
+
+
+@pytest.mark.parametrize("n", [64, 150])
+def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n):
+    from d4lenspinn.symmetry import transform_macro
+
+    model = _with_macro_lens(n)
+    images = _lensed_images(n)
+    with torch.no_grad():
+        out = model.maps(images)
+        assert out.delta_kappa.std() > 0  # not trivially symmetric
+        for g in D4_ELEMENTS:
+            moved = model.maps(transform_scalar(images, g))
+            assert _relative(moved.delta_kappa, transform_scalar(out.delta_kappa, g)) < 1e-5
+            assert _relative(moved.kappa, transform_scalar(out.kappa, g)) < 1e-5
+            assert _relative(moved.alpha, transform_vector(out.alpha, g)) < 1e-5
+            assert _relative(moved.relensed, transform_scalar(out.relensed, g)) < 1e-5
+            for got, want in zip(moved.macro, transform_macro(out.macro, g), strict=True):
+                assert (got - want).abs().max() < 1e-5 * 3.3  # arcsec on a 6.5" field; e, gamma ~ 0.1
+        fast = predict(model, images, tta=True)
+        torch.testing.assert_close(fast, predict_naive_tta(model, images), rtol=0, atol=1e-5)
+        for g in D4_ELEMENTS[1:]:
+            torch.testing.assert_close(predict(model, transform_scalar(images, g), tta=True), fast, rtol=0, atol=1e-5)
+
+
+def test_with_a_macro_lens_export_gives_the_same_outputs():
+    model = _with_macro_lens(64)
+    images = _lensed_images(64)
+    with torch.no_grad():
+        reference, plain = model(images), model.export()(images)
+    torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain.delta_kappa, reference.delta_kappa, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.macro.theta_e, reference.macro.theta_e, rtol=1e-5, atol=1e-6)
