@@ -194,6 +194,7 @@ def _from_format_0(path: Path, raw: dict) -> Checkpoint:
     """A checkpoint from before versioning: ``{model, config, image_size[, optimizer, scheduler, torch_rng,
     epoch_generator, state][, epoch, val_macro_auc]}``; the model card is inferred from its config."""
     saved = raw["config"]
+    saved = {**saved, "loss": {k: v for k, v in saved.get("loss", {}).items() if k != "physics_start_epoch"}}
     kwargs = dict(saved["model"].get("kwargs", {}))
     size = int(raw["image_size"])
     scale = kwargs.pop("pixel_scale", None) or _LEGACY_SCALES.get(size, 7.5 / size)

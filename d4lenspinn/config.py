@@ -99,23 +99,22 @@ class PhysicsLossWeights:
         """The physics terms, in the order :func:`~d4lenspinn.losses.physics_losses` computes them."""
         return tuple(f.name for f in fields(PhysicsLossWeights))
 
-    def switched_off(self) -> PhysicsLossWeights:
-        """The same terms, every weight 0 (the cross-entropy-only phase)."""
-        return PhysicsLossWeights(**dict.fromkeys(self.term_names(), 0.0))
-
 
 @dataclass
 class LossConfig(PhysicsLossWeights):
     """The physics-term weights, the supervised-term weights (simulations only: ``macro`` on the macro-lens
     parameters, ``substructure`` on the substructure convergence; for models that estimate them) and the schedule:
-    phase 1 (cross-entropy only) lasts ``physics_start_epoch``."""
+    a lens phase of ``lens_epochs`` epochs (physics and supervised terms, no cross-entropy: the lens is learned
+    first), then classification (every term)."""
 
     macro: float = 0.0
     substructure: float = 0.0
-    physics_start_epoch: int = 0
+    lens_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check_weights(self, (*self.term_names(), "macro", "substructure"))
+        if isinstance(self.lens_epochs, bool) or not isinstance(self.lens_epochs, int) or self.lens_epochs < 0:
+            raise ValueError(f"loss.lens_epochs must be an integer >= 0, got {self.lens_epochs!r}")
 
     @property
     def supervised(self) -> bool:

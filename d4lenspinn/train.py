@@ -174,6 +174,11 @@ class Trainer:
                 f"loss.macro / loss.substructure supervise a macro-lens estimate, which model {config.model.name!r} "
                 "does not make; set them to 0"
             )
+        if config.loss.lens_epochs and not (capabilities.macro_lens and config.loss.supervised):
+            raise ValueError(
+                "loss.lens_epochs trains the lens alone, on the supervised terms: it needs a model with a macro lens "
+                "and loss.macro or loss.substructure > 0"
+            )
         if config.loss.supervised and self.truth is None:
             logger.warning(
                 "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
@@ -306,7 +311,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output = self.network(images)
             terms = self.loss_terms(output, batch)
-        loss = terms["cross_entropy"] + terms["total"]
+        loss = terms["total"]
         for name, value in terms.items():
             if not torch.isfinite(value):
                 raise TrainingDiverged(
@@ -322,23 +327,28 @@ class Trainer:
         correct = (output.logits.argmax(dim=1) == labels).sum().item()
         self.state.record_step(loss.item(), correct, labels.shape[0])
 
+    @property
+    def lens_phase(self) -> bool:
+        """Whether the current epoch is in the lens phase (``loss.lens_epochs``: no cross-entropy)."""
+        return self.state.epoch < self.config.loss.lens_epochs
+
     def loss_terms(self, output, batch: Batch) -> dict[str, torch.Tensor]:
-        """Cross-entropy; the physics terms of the current phase and, with the truth, the supervised terms, by name;
-        ``total``: the weighted sum of all but the cross-entropy."""
+        """Cross-entropy, the physics terms and, with the truth, the supervised terms, by name, and ``total``, the
+        loss: cross-entropy (left out in the lens phase, where it is only reported) plus the weighted other terms."""
         loss = self.config.loss
         labels = batch.labels
-        terms = {"cross_entropy": classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)}
-        weights = loss if self.state.epoch >= loss.physics_start_epoch else loss.switched_off()
-        total = terms["cross_entropy"].new_zeros(())
+        cross_entropy = classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)
+        terms = {"cross_entropy": cross_entropy.detach() if self.lens_phase else cross_entropy}
+        total = cross_entropy.new_zeros(())
         if self.physics:
-            physics = physics_losses(output, batch.images, self.model.grid, weights)
+            physics = physics_losses(output, batch.images, self.model.grid, loss)
             total = physics.pop("total")
             terms.update(physics)
         if batch.truth is not None:
             supervised = supervised_losses(output, batch.truth, loss, self.model.grid.pixel_scale)
             total = total + supervised.pop("total")
             terms.update(supervised)
-        return {**terms, "total": total}
+        return {**terms, "total": total if self.lens_phase else cross_entropy + total}
 
     def validate(self) -> dict:
         """Metrics of the model on the validation split (eval mode, no TTA)."""

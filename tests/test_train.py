@@ -130,22 +130,25 @@ class _FakeWorld:
         return batch
 
 
-def test_physics_phase_one_is_cross_entropy_only(tmp_path, monkeypatch):
-    seen = []
-    real_losses = train_module.physics_losses
-
-    def spy(output, images, grid, weights):
-        seen.append(weights.tv)
-        return real_losses(output, images, grid, weights)
-
-    monkeypatch.setattr(train_module, "physics_losses", spy)
-    config = _config(
-        tmp_path, "phases", model="d4lenspinn", **{"loss.physics_start_epoch": 1, "model.kwargs": "{widths: [1, 2]}"}
-    )
-    train(config)
-    assert seen[:3] == [0.0, 0.0, 0.0] and seen[3:] == [0.005] * 3
-    rows = [json.loads(line) for line in (tmp_path / "phases" / "metrics.jsonl").read_text().splitlines()]
+def test_the_lens_phase_trains_the_lens_alone_then_everything_trains(tmp_path):
+    config = _macro_config(tmp_path, "phases", **{"data.hard": True, "loss.lens_epochs": 1})
+    trainer = train_module.Trainer(config)
+    batch = trainer.with_truth(next(iter(trainer.train_loader)))
+    classifier = trainer.model.head.get_classifier()
+    for epoch, head_learns in ((0, False), (1, True)):
+        trainer.state.epoch = epoch
+        trainer.model.zero_grad(set_to_none=True)
+        terms = trainer.loss_terms(trainer.model(batch.images), batch)
+        terms["total"].backward()
+        assert trainer.lens_phase is not head_learns
+        assert (classifier.weight.grad is not None and bool(classifier.weight.grad.abs().sum() > 0)) is head_learns
+        assert trainer.model.macro_estimator.unet.blocks["head"].weights.grad.abs().sum() > 0
+    trainer.state.epoch = 0
+    run_dir = trainer.fit()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2] and all("val_macro_auc" in row for row in rows)
+    with pytest.raises(ValueError, match="lens_epochs trains the lens alone"):
+        train_module.Trainer(_config(tmp_path, "no_lens", **{"loss.lens_epochs": 1, "data.hard": True}))
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
