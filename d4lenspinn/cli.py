@@ -6,6 +6,7 @@ d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.
 d4lenspinn check-data PATH [--split train val] [--max-listed 10]
 d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume] [--skip-bad]
 d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta] [--skip-bad]
+d4lenspinn predict --checkpoint runs/demo/best.pt cutouts/ more.fits --out predictions.csv [--no-tta] [--skip-bad]
 d4lenspinn interp --checkpoint runs/demo/best.pt --out runs/demo/interp [--data PATH] [--studies probes ...]
 d4lenspinn models
 d4lenspinn demo
@@ -159,6 +160,42 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import predict_files
+
+    report = predict_files(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        pixel_scale=args.pixel_scale,
+        skip_bad=args.skip_bad,
+        device=args.device,
+    )
+    print(f"model card: {report.card.describe()}")
+    print(
+        f"{report.n_images} predictions -> {report.csv}"
+        + (f" ({len(report.skipped)} skipped)" if report.skipped else "")
+    )
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="class probabilities for your own images (.npy, .h5, .fits) into a CSV")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
+    p.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="D4 test-time augmentation")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--pixel-scale", type=float, default=None, help="arcsec/pixel of the images, checked against the model"
+    )
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable/NaN/mis-shaped images out (listed beside)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=_predict)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
     p.add_argument("--checkpoint", required=True)
@@ -249,6 +286,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_check_data,
     _add_train,
     _add_evaluate,
+    _add_predict,
     _add_interp,
     _add_models,
     _add_demo,

@@ -55,6 +55,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "HDF5Entry",
+    "load_npy",
     "LensingImageDataset",
     "ScanReport",
     "load_splits",
@@ -110,7 +111,7 @@ def _has_npy_magic(path: Path) -> bool:
         return False
 
 
-def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
+def load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
     """Load a ``.npy`` image; object arrays ``[image, mass]`` (DeepLense Model II axions) give their image.
 
     Security: unpickling can execute arbitrary code. Pickle is used only when the plain load fails *and* the
@@ -169,7 +170,7 @@ class LensingImageDataset(Dataset):
             check at construction fills the cache, so DataLoader workers share the parent's copy.
         skip_bad: drop the bad images the check finds, with one warning (count and first few names), and list
             them in :attr:`bad_files`; otherwise any bad image raises one :class:`DataError` naming them.
-        allow_pickle: allow reading pickled object ``.npy`` files (Model II axions); see :func:`_load_npy`.
+        allow_pickle: allow reading pickled object ``.npy`` files (Model II axions); see :func:`load_npy`.
         progress: show a progress bar during the check.
         check: read and check every image now (:meth:`validate`). ``False`` reads nothing: the size is then
             unknown (unless ``image_shape`` is given) and nothing is cached until :meth:`validate` is called.
@@ -335,7 +336,7 @@ class LensingImageDataset(Dataset):
             except (OSError, KeyError, ValueError, IndexError) as exc:
                 raise DataError(f"{source}: could not be read ({type(exc).__name__}: {exc})") from exc
             return _as_image(np.asarray(raw), source, expected)
-        return _as_image(_load_npy(source, self.allow_pickle), source, expected)
+        return _as_image(load_npy(source, self.allow_pickle), source, expected)
 
     def _h5_file(self, path: str) -> h5py.File:
         if self._h5_pid != os.getpid():  # forked worker: never use (or close) the parent's handles
