@@ -55,6 +55,7 @@ INPUT_NORMALISATION = "min-max per image to [0, 1]"
 """How every reader of this package presents images to a model (the DeepLense convention)."""
 
 _LEGACY_SCALES = {150: 0.05, 64: 0.101}  # what models before format 1 took for these sizes; else a 7.5" field
+_REMOVED_CONFIG_KEYS = {"loss": ("physics_start_epoch",)}  # config keys older checkpoints may hold, now gone
 _ESCNN_CACHES = (".filter", ".expanded_bias")  # buffers escnn adds in eval mode and drops in train mode
 
 
@@ -177,13 +178,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     )
 
 
+def _without_removed_keys(config: dict) -> dict:
+    """A saved config without the keys later versions removed (they described nothing the model needs)."""
+    config = dict(config)
+    for section, keys in _REMOVED_CONFIG_KEYS.items():
+        config[section] = {k: v for k, v in config.get(section, {}).items() if k not in keys}
+    return config
+
+
 def _from_format_1(path: Path, raw: dict) -> Checkpoint:
     resume = raw.get("resume")
     return Checkpoint(
         path=path,
         format_version=raw["format_version"],
         card=ModelCard.from_dict(raw["card"]),
-        config=config_from_dict(raw["config"]),
+        config=config_from_dict(_without_removed_keys(raw["config"])),
         model_state=raw["model"],
         metadata=raw.get("metadata", {}),
         resume=None if resume is None else ResumeState(**resume),
@@ -193,8 +202,7 @@ def _from_format_1(path: Path, raw: dict) -> Checkpoint:
 def _from_format_0(path: Path, raw: dict) -> Checkpoint:
     """A checkpoint from before versioning: ``{model, config, image_size[, optimizer, scheduler, torch_rng,
     epoch_generator, state][, epoch, val_macro_auc]}``; the model card is inferred from its config."""
-    saved = raw["config"]
-    saved = {**saved, "loss": {k: v for k, v in saved.get("loss", {}).items() if k != "physics_start_epoch"}}
+    saved = _without_removed_keys(raw["config"])
     kwargs = dict(saved["model"].get("kwargs", {}))
     size = int(raw["image_size"])
     scale = kwargs.pop("pixel_scale", None) or _LEGACY_SCALES.get(size, 7.5 / size)

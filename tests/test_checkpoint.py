@@ -102,3 +102,11 @@ def test_a_checkpoint_from_before_versioning_loads_with_one_warning(tmp_path):
     assert loaded.grid.pixel_scale == 0.101 and config.model.kwargs == {"widths": [1, 2]}
     with pytest.warns(UserWarning, match="inferred"):
         assert load_checkpoint(tmp_path / "old.pt").metadata == {"epoch": 2}
+
+
+def test_config_keys_removed_since_a_checkpoint_was_written_are_dropped(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", _model(), _config(), CARD)
+    raw = torch.load(path, weights_only=True)
+    raw["config"]["loss"]["physics_start_epoch"] = 2  # the schedule key before loss.lens_epochs replaced it
+    torch.save(raw, path)
+    assert load_checkpoint(path).config.loss.lens_epochs == 0
