@@ -70,7 +70,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     skip_bad = True if args.skip_bad else None  # None: as the run was trained
-    result = evaluate(args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out, skip_bad=skip_bad)
+    result = evaluate(
+        args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out, skip_bad=skip_bad, split=args.split
+    )
     print(f"model card: {result['model_card']}")
     print(result["table"])
     print(f"report: {result['report']}")
@@ -199,7 +201,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
+    p.add_argument("--data", default=None, help="evaluate on every labelled image here instead of the run's test split")
+    p.add_argument(
+        "--split",
+        default="auto",
+        help="with --data: auto (val/ when there is one, else every class folder), val, train or all",
+    )
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
     p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
     _add_skip_bad(p)

@@ -5,8 +5,10 @@ and a markdown report.
 
 Writes ``metrics.json``, ``report.md`` and ``figures/*.png`` into the checkpoint's run directory (or ``out``).
 The test split is rebuilt from the training config and seed (:func:`d4lenspinn.data.prepare_data`), so it is
-exactly the images the run never saw. The report starts with the checkpoint's model card, and the data must agree
-with it (image size, pixel scale, classes).
+exactly the images the run never saw; with ``data_source`` every labelled image of that folder or HDF5 file is the
+test set instead (:func:`d4lenspinn.data.prepare_test_data`: its ``val/`` by default, the DeepLense layout).
+The report starts with the checkpoint's model card, and the data must agree with it (image size, pixel scale,
+classes).
 """
 
 from __future__ import annotations
@@ -21,11 +23,8 @@ import torch
 
 from .checkpoint import ModelCard, load_trained_model
 from .classes import CLASS_NAMES
-from .config import TrainConfig
-from .data import DataSplits, batch_loader, prepare_data
-from .data.presets import get_preset
+from .data import DataSplits, batch_loader, prepare_data, prepare_test_data
 from .data.simulator import true_convergence
-from .data.writer import read_truth
 from .device import resolve_device
 from .io import write_text
 from .metrics import evaluation_report, format_metrics_table
@@ -44,18 +43,12 @@ def _gallery_maps(model, images: torch.Tensor, device: torch.device) -> dict:
     }
 
 
-def _true_kappa(config: TrainConfig, indices: np.ndarray, dataset) -> np.ndarray | None:
-    """True convergence of the gallery images when the data is our simulation (truth.h5 beside it)."""
-    truth_path = Path(config.data.root) / "truth.h5"
-    if config.data.source != "simulate" or not truth_path.exists():
+def _true_kappa(splits: DataSplits, indices: np.ndarray) -> np.ndarray | None:
+    """True convergence of the gallery images (test-set positions ``indices``) when the data is our simulation."""
+    table = None if splits.truth is None else splits.truth.get("test")
+    if table is None:
         return None
-    relative = [Path(dataset.sources[i]).parts[-3:] for i in indices]  # (split, class, file.npy)
-    truth = {split: read_truth(truth_path, split) for split in {parts[0] for parts in relative}}
-    maps = []
-    for parts in relative:
-        sample, files = truth[parts[0]]
-        maps.append(true_convergence(sample.select([files.index("/".join(parts))]), get_preset(config.data.preset)))
-    return torch.cat(maps).numpy()
+    return true_convergence(table.lenses.select(torch.as_tensor(indices)), table.preset).numpy()
 
 
 def evaluate(
@@ -64,10 +57,13 @@ def evaluate(
     tta: bool = True,
     out: str | Path | None = None,
     skip_bad: bool | None = None,
+    split: str = "auto",
 ) -> dict:
-    """Evaluate ``checkpoint`` on its run's test split (or the test split of ``data_source``).
+    """Evaluate ``checkpoint`` on its run's test split, or on every labelled image of ``data_source``.
 
-    ``skip_bad`` overrides the run's ``data.skip_bad`` (drop bad files with one warning instead of failing).
+    ``split`` (with ``data_source``): ``"auto"`` (``val/`` when there is one, else every class folder), ``"val"``,
+    ``"train"`` or ``"all"``. ``skip_bad`` overrides the run's ``data.skip_bad`` (drop bad files with one warning
+    instead of failing).
 
     Returns what ``metrics.json`` holds (``reports`` per TTA setting: metrics and 95% intervals) plus ``report``
     (path of report.md), ``table`` (markdown) and ``figures`` (title -> PNG path).
@@ -75,11 +71,12 @@ def evaluate(
     checkpoint = Path(checkpoint)
     device = resolve_device("auto")
     model, config, card = load_trained_model(checkpoint, device)
-    if data_source is not None:
-        config = replace(config, data=replace(config.data, source=data_source))
     if skip_bad is not None:
         config = replace(config, data=replace(config.data, skip_bad=skip_bad))
-    splits = prepare_data(config.data, seed=config.seed)
+    if data_source is None:
+        splits = prepare_data(config.data, seed=config.seed)
+    else:
+        splits = prepare_test_data(data_source, split, skip_bad=config.data.skip_bad)
     check_data_matches_card(splits, card, checkpoint)
     out_dir = Path(out) if out is not None else checkpoint.parent
     figures = out_dir / "figures"
@@ -119,7 +116,7 @@ def evaluate(
         single_probabilities[gallery_index],
         CLASS_NAMES,
         figures / "gallery.png",
-        true_kappa=_true_kappa(config, gallery_index, splits.test),
+        true_kappa=_true_kappa(splits, gallery_index),
     )
 
     result = {
@@ -130,15 +127,18 @@ def evaluate(
         "reports": reports,
     }
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    if data_source is None:
+        test_set = f"the run's test split: scheme `{config.data.scheme}`, seed {config.seed}"
+    else:
+        test_set = f"every labelled image of `{data_source}`, split `{split}`"
     table = format_metrics_table(reports)
     lines = [
         f"# Evaluation of `{checkpoint}`",
         "",
         f"Model card: {card.describe()}.",
         "",
-        f"Model `{card.model}`, {len(splits.test)} test images "
-        f"(split `{config.data.scheme}`, seed {config.seed}); 95% bootstrap intervals ({config.n_bootstrap} "
-        "resamples, stratified by class).",
+        f"Model `{card.model}`, {len(splits.test)} test images ({test_set}); 95% bootstrap intervals "
+        f"({config.n_bootstrap} resamples, stratified by class).",
         "",
         table,
         "",

@@ -41,3 +41,34 @@ def test_cli_evaluate_and_missing_checkpoint(trained_run, tmp_path, capsys):
     assert 'model card: d4lenspinn: 64x64 px at 0.101"/px' in printed
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_labelled_folder_agrees_with_predict(trained_run, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from d4lenspinn.classes import CLASS_ALIASES, CLASS_NAMES
+    from d4lenspinn.inference import predict_files
+    from d4lenspinn.metrics import classification_metrics
+
+    simulate_dataset(
+        tmp_path / "other", get_preset("model_ii"), n_per_class=8, n_val_per_class=6, seed=5, progress=False
+    )
+    result = evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), out=tmp_path / "eval")
+    assert result["n_test"] == 18  # every image of val/ (the DeepLense layout), none of train/
+    # the evaluation's batch size (the run's: 6): this barely trained model's near-tied probabilities would
+    # otherwise reorder by float rounding of other batch shapes
+    report = predict_files(trained_run / "best.pt", [tmp_path / "other" / "val"], tmp_path / "p.csv", batch_size=6)
+    with open(report.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    probabilities = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in rows])
+    labels = np.array([CLASS_ALIASES[r["path"].split("/")[-2]] for r in rows])
+    expected = classification_metrics(probabilities, labels, CLASS_NAMES)["macro_auc"]
+    assert result["reports"]["D4 TTA"]["metrics"]["macro_auc"] == pytest.approx(expected, abs=1e-9)
+    everything = evaluate(
+        trained_run / "best.pt", data_source=str(tmp_path / "other"), split="all", tta=False, out=tmp_path / "eval_all"
+    )
+    assert everything["n_test"] == 42
+    with pytest.raises(ValueError, match="no split 'test'"):
+        evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), split="test", out=tmp_path / "e")

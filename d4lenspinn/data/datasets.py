@@ -59,6 +59,7 @@ __all__ = [
     "LensingImageDataset",
     "ScanReport",
     "load_splits",
+    "load_test_split",
     "split_indices",
 ]
 
@@ -609,6 +610,67 @@ def load_splits(
         base.subset(val_idx),
         test,
         base.class_names,
+        shape[0],
+        bad_files=bad_files,
+        scan=ScanReport.combine(str(source), [report for _, report, _ in scanned]),
+    )
+
+
+def _splits_present(source: Path) -> list[str]:
+    """The split folders (or HDF5 groups) of ``source`` that hold data, in a fixed order."""
+    if source.is_file():
+        with h5py.File(source, "r") as f:
+            return [name for name in f if isinstance(f[name], h5py.Group) and "images" in f[name]]
+    return sorted(
+        p.name for p in source.iterdir() if p.is_dir() and p.name not in CLASS_ALIASES and not p.name.startswith(".")
+    )
+
+
+def load_test_split(source: str | os.PathLike, split: str = "auto", **kwargs) -> DataSplits:
+    """Every labelled image of ``source`` as the test set (``train`` and ``val`` of the result are empty).
+
+    ``split``: ``"auto"`` (``val/`` when ``source`` has one, the DeepLense layout; otherwise its class folders, or
+    its only HDF5 group), a split name (``"val"``, ``"train"``), or ``"all"`` (every split present). ``kwargs`` go to
+    :class:`LensingImageDataset`. Every image is checked first, as by :func:`load_splits`."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    present = _splits_present(source)
+    if split == "auto":
+        names = ["val"] if "val" in present else (present[:1] if source.is_file() else [None])
+    elif split == "all":
+        names = present or [None]
+    elif split in present:
+        names = [split]
+    else:
+        raise DataError(f"{source}: no split {split!r}; it has {present or 'class folders only'}")
+    kwargs.pop("check", None)
+    progress = kwargs.get("progress", False)
+    parts = []
+    for name in names:
+        if parts and kwargs.get("image_shape") is None:
+            kwargs["image_shape"] = parts[0].image_shape
+        dataset = (
+            LensingImageDataset.from_hdf5(source, name, check=False, **kwargs)
+            if source.is_file()
+            else LensingImageDataset.from_folder(source, name, check=False, **kwargs)
+        )
+        parts.append(dataset)
+    scanned = [(part, *part._scan(progress)) for part in parts]
+    bad_files = _settle(scanned, kwargs.get("skip_bad", False), str(source))
+    if len(parts) == 1:
+        test = parts[0]
+    else:
+        kwargs["image_shape"] = parts[0].image_shape
+        test = LensingImageDataset([item for part in parts for item in part._items], check=False, **kwargs)
+    shape = test.image_shape
+    if shape is None or shape[0] != shape[1]:
+        raise DataError(f"{source}: images must be square for the D4 models, got size {shape}")
+    return DataSplits(
+        test.subset([]),
+        test.subset([]),
+        test,
+        test.class_names,
         shape[0],
         bad_files=bad_files,
         scan=ScanReport.combine(str(source), [report for _, report, _ in scanned]),

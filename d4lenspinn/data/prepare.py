@@ -17,13 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import DataConfig
-from .datasets import DataSplits, load_splits
+from .datasets import DataSplits, load_splits, load_test_split
 from .download import DATASETS, download_dataset
 from .presets import get_preset
 from .truth import TruthTable, simulation_preset
 from .writer import check_simulation, simulate_dataset
 
-__all__ = ["prepare_data"]
+__all__ = ["prepare_data", "prepare_test_data"]
 
 
 def prepare_data(data: DataConfig, seed: int) -> DataSplits:
@@ -61,6 +61,20 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
     tables = {name: TruthTable.for_dataset(getattr(splits, name), source) for name in ("train", "val", "test")}
     truth = tables if tables["train"] is not None else None  # an empty split has no table
     return replace(splits, pixel_scale=pixel_scale, description=description, truth=truth)
+
+
+def prepare_test_data(
+    source: str | Path, split: str = "auto", skip_bad: bool = False, pixel_scale: float | None = None
+) -> DataSplits:
+    """Every labelled image of ``source`` as a test set (:func:`~d4lenspinn.data.datasets.load_test_split`: by
+    default its ``val/``, the DeepLense layout, else every class folder), with the pixel scale the source records
+    (or ``pixel_scale``) and, for our simulations, the truth (``truth["test"]``)."""
+    splits = load_test_split(source, split, skip_bad=skip_bad)
+    preset = simulation_preset(source)
+    scale = _pixel_scale(None if preset is None else preset.pixel_scale, pixel_scale, source)
+    truth = TruthTable.for_dataset(splits.test, source)
+    description = f"images under {source} (split {split})"
+    return replace(splits, pixel_scale=scale, description=description, truth=None if truth is None else {"test": truth})
 
 
 def _pixel_scale(known: float | None, configured: float | None, source: str | Path) -> float | None:
