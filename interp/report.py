@@ -4,7 +4,8 @@
 
 Inputs are fresh lenses simulated from the checkpoint's preset (or ``preset``) with ``seed``, so every study has
 the simulator's ground truth and same-lens pairs; ``data`` (a dataset folder or file) replaces the simulated images
-of the equivariance and attribution studies by the first test images of that data. Studies:
+of the equivariance and attribution studies by the first labelled images of each class there (read as
+``evaluate --data`` reads it: its ``val/`` when it has one). Studies:
 
 * ``equivariance``: :func:`interp.equivariance.equivariance_errors` on ``n_images`` images;
 * ``patching``: :func:`interp.patching.activation_patching` on ``n_pairs`` subhalo/no-substructure pairs,
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE, SUBHALOS, SUBSTRUCTURE_LABELS
-from d4lenspinn.data import prepare_data
+from d4lenspinn.data import prepare_test_data
 from d4lenspinn.data.presets import SimulationPreset, get_preset
 from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses
 from d4lenspinn.io import write_text
@@ -254,9 +255,11 @@ def run_studies(
             "pass a preset of the model's size"
         )
     if data is not None:
-        test = prepare_data(replace(config.data, source=str(data)), seed=config.seed).test
-        images = torch.stack([test[i][0] for i in range(min(n_images, len(test)))])
-        labels = torch.tensor([int(test[i][1]) for i in range(len(images))])
+        test = prepare_test_data(data).test
+        per_class = max(1, n_images // len(CLASS_NAMES))  # the first images of each class, not of the first class
+        chosen = [int(i) for k in range(len(CLASS_NAMES)) for i in (test.labels == k).nonzero()[0][:per_class]]
+        images = torch.stack([test[i][0] for i in chosen])
+        labels = torch.tensor([int(test[i][1]) for i in chosen])
     else:
         images, sample = _simulated(preset_obj, max(1, n_images // len(CLASS_NAMES)), seed)
         labels = sample.label

@@ -42,3 +42,14 @@ def test_unknown_study_and_wrong_preset_size_are_errors(checkpoint, tmp_path):
         run_studies(checkpoint, tmp_path, studies=["probes", "telepathy"])
     with pytest.raises(ValueError, match="pass a preset of the model's size"):
         run_studies(checkpoint, tmp_path, studies=["equivariance"], preset="model_i")
+
+
+def test_the_studies_read_a_labelled_folder_as_evaluate_data_does(checkpoint, tmp_path):
+    from d4lenspinn.data.presets import get_preset
+    from d4lenspinn.data.writer import simulate_dataset
+
+    simulate_dataset(tmp_path / "data", get_preset("model_ii"), n_per_class=4, n_val_per_class=3, progress=False)
+    summary = run_studies(checkpoint, tmp_path / "out", data=tmp_path / "data", studies=["equivariance"], n_images=6)
+    assert summary["equivariance"] and (tmp_path / "out" / "equivariance.json").exists()
+    rows = json.loads((tmp_path / "out" / "equivariance.json").read_text())
+    assert rows and all(row["error"] >= 0 for row in rows)
