@@ -4,7 +4,8 @@
 
 Ours: ``sample_lenses`` + ``render_images`` (noise and min-max normalisation included) on batches of 64 on the CPU,
 median of ``--repeats`` batches after a warm-up batch, with torch's default threads and with one (on a loaded machine
-multi-threaded torch suffers most). lenstronomy (optional; ``pip install lenstronomy==1.14.1``): one ``ImageModel``
+multi-threaded torch suffers most). lenstronomy (optional: ``pip install -e ".[bench]"``, which pins 1.14.1 beside
+numpy 1.26.4; a bare ``pip install lenstronomy==1.14.1`` upgrades numpy to 2.x and breaks escnn): one ``ImageModel``
 per class, built once, then per image the same lens (SIE + SHEAR + POINT_MASS) and source (SERSIC_ELLIPSE)
 parameters, its Gaussian PSF, then the same Poisson + background noise and normalisation in numpy, in one process.
 Both are first checked to give the same noiseless image for the same parameters. The reader is timed on a freshly

@@ -5,15 +5,17 @@ parameters, each with its D4 type, so the estimate is exactly equivariant by con
 (``estimate(g.x) == transform_macro(estimate(x), g)``)::
 
     image (B, 1, n, n) -> UNet (D4-equivariant, signed scalar maps)     h, w_r, w_e, w_g  (B, 4, n, n)
-    centre   c  = sum_p softmax(h)_p  p                                 a vector: where the lens is
-    theta_E     = sum_p softmax(w_r)_p |p - c|                          invariant: the radius the ring map marks
+    centre   c  = sum_p softmax(h + log L)_p  p                         a vector: where the lens is
+    theta_E     = sum_p softmax(w_r + log L)_p |p - c|                  invariant: the radius the ring map marks
     e (spin 2)  = squash(mean_p w_e(p) u(p - c))                        |e| < 1 by construction
     gamma       = mean_p w_g(p) u(p - c)                                spin 2, unbounded
     u(d) = ((d_x^2 - d_y^2), 2 d_x d_y) / |d|^2,  squash(s) = s tanh(|s|) / |s|
 
-``p`` runs over the pixel centres in arcsec, so the grid's symmetry makes every read-out commute with D4. At
-initialisation (zero head) the centre is the field's centre, ``theta_E`` the mean pixel radius, and ``e``, ``gamma``
-are 0. Example::
+``p`` runs over the pixel centres in arcsec, so the grid's symmetry makes every read-out commute with D4, and
+``L = max(I, 0) + 1e-3`` is the light of the first input channel (the image), a scalar field too. At initialisation
+(zero head) the centre is therefore the light's centroid and ``theta_E`` the light-weighted radius about it (the
+arcs lie near the Einstein ring), both parameter-free equivariant statistics the network then corrects; ``e`` and
+``gamma`` start at 0. Example::
 
     estimator = MacroEstimator(image_size=64, pixel_scale=0.101)
     macro = estimator(images)                    # MacroLens of (B,) tensors
@@ -33,6 +35,7 @@ from .unet import UNet
 __all__ = ["MacroEstimator"]
 
 _EPS2 = 1e-12  # arcsec^2 / dimensionless^2: keeps |d| and |s| differentiable at 0
+_LIGHT_FLOOR = 1e-3  # added to the (min-max normalised) image before its log: dark pixels keep a small weight
 
 
 def _spin2_basis(dx: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,12 +81,13 @@ class MacroEstimator(nn.Module):
     def forward(self, images: torch.Tensor) -> MacroLens:
         maps = self.unet(images)  # (B, 4, n, n) scalar fields
         h, w_r, w_e, w_g = maps.flatten(2).unbind(dim=1)  # each (B, n*n)
+        log_light = torch.log(images[:, 0].flatten(1).clamp_min(0) + _LIGHT_FLOOR)  # (B, n*n)
         x, y = self.coordinates.to(maps.dtype).flatten(1)  # (n*n,)
-        weights = h.softmax(dim=1)
+        weights = (h + log_light).softmax(dim=1)
         cx, cy = weights @ x, weights @ y  # (B,)
         dx, dy = x - cx[:, None], y - cy[:, None]  # (B, n*n)
         radius = torch.sqrt(dx * dx + dy * dy + _EPS2)
-        theta_e = (w_r.softmax(dim=1) * radius).sum(dim=1)
+        theta_e = ((w_r + log_light).softmax(dim=1) * radius).sum(dim=1)
         u1, u2 = _spin2_basis(dx, dy)
         s1, s2 = (w_e * u1).mean(dim=1), (w_e * u2).mean(dim=1)
         size = torch.sqrt(s1 * s1 + s2 * s2 + _EPS2)

@@ -38,12 +38,20 @@ def test_the_estimate_moves_with_the_image_as_each_parameter_type_says(preset_na
     assert macro.e1.abs().max() > 1e-2 and macro.gamma2.abs().max() > 1e-3  # not trivially zero
 
 
-def test_estimates_are_physical_and_start_from_a_centred_round_lens():
+def test_estimates_are_physical_and_start_from_the_light_centroid_and_a_round_lens():
     estimator = MacroEstimator(32, 0.2, widths=(1, 2))
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        start = estimator(torch.rand(3, 1, 32, 32))
-    assert torch.allclose(start.center_x, torch.zeros(3), atol=1e-6) and torch.all(start.e1 == 0)
-    assert torch.all(start.gamma1 == 0) and torch.all(start.theta_e > 0)
+        start = estimator(images)
+    light = images[:, 0] + 1e-3  # min-max images are >= 0; the floor keeps dark pixels in
+    weights = light / light.sum(dim=(1, 2), keepdim=True)
+    x, y = estimator.grid.coordinates(torch.float32)
+    cx, cy = (weights * x).sum(dim=(1, 2)), (weights * y).sum(dim=(1, 2))
+    torch.testing.assert_close(start.center_x, cx)
+    torch.testing.assert_close(start.center_y, cy)
+    radius = torch.hypot(x - cx[:, None, None], y - cy[:, None, None])
+    torch.testing.assert_close(start.theta_e, (weights * radius).sum(dim=(1, 2)), rtol=1e-5, atol=1e-6)
+    assert torch.all(start.e1 == 0) and torch.all(start.gamma1 == 0) and torch.all(start.theta_e > 0)
     wild = _trained_looking(MacroEstimator(32, 0.2, widths=(1, 2)))
     with torch.no_grad():
         for parameter in wild.unet.blocks["head"].parameters():
