@@ -166,23 +166,9 @@ class Trainer:
         if self.ddp.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        capabilities = capabilities_of(self.model)
-        self.physics = capabilities.physics_maps
+        self.physics = capabilities_of(self.model).physics_maps
         self.truth = self.splits.truth["train"] if self.splits.truth is not None else None
-        if config.loss.supervised and not capabilities.macro_lens:
-            raise ValueError(
-                f"loss.macro / loss.substructure supervise a macro-lens estimate, which model {config.model.name!r} "
-                "does not make; set them to 0"
-            )
-        if config.loss.lens_epochs and not (capabilities.macro_lens and config.loss.supervised):
-            raise ValueError(
-                "loss.lens_epochs trains the lens alone, on the supervised terms: it needs a model with a macro lens "
-                "and loss.macro or loss.substructure > 0"
-            )
-        if config.loss.supervised and self.truth is None:
-            logger.warning(
-                "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
-            )
+        self._check_supervision()
 
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         data = config.data
@@ -392,6 +378,24 @@ class Trainer:
             torch.cuda.set_rng_state_all(resume.cuda_rng)
         self.generator.set_state(resume.data_rng)
         self.state = TrainingState(**resume.progress)
+
+    def _check_supervision(self) -> None:
+        """The supervised terms and the lens phase need a model with a macro lens; without truth they are off."""
+        loss, macro_lens = self.config.loss, capabilities_of(self.model).macro_lens
+        if loss.supervised and not macro_lens:
+            raise ValueError(
+                f"loss.macro / loss.substructure supervise a macro-lens estimate, which model "
+                f"{self.config.model.name!r} does not make; set them to 0"
+            )
+        if loss.lens_epochs and not (macro_lens and loss.supervised):
+            raise ValueError(
+                "loss.lens_epochs trains the lens alone, on the supervised terms: it needs a model with a macro lens "
+                "and loss.macro or loss.substructure > 0"
+            )
+        if loss.supervised and self.truth is None:
+            logger.warning(
+                "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
+            )
 
     def _prepare_data(self) -> DataSplits:
         if not self.ddp.main:
