@@ -7,7 +7,7 @@ Data flow for ``B`` images of ``n x n`` pixels (``pixel_scale`` arcsec each)::
       -> alpha = theta_E theta / |theta|             (B, 2, n, n) [arcsec]   (profiles.sis_deflection on the grid)
       -> inverse_lens(I, alpha)                      source S (B, C, n, n), coverage weight (B, 1, n, n)
       -> distortion_map(I)                           preprocessed P (B, C, n, n)
-    CNN_a (shared weights): f_I = CNN_a(I), f_S = CNN_a(S)                 (B, F)
+    CNN_a (shared weights): [f_I, f_S] = CNN_a([I, S]), one batch of 2B      (B, F) each
     CNN_b:                  f_P = CNN_b(P)                                 (B, F)
     MLP([f_I - f_S, f_P])                            logits (B, num_classes)
 
@@ -112,7 +112,11 @@ class LensPINN(nn.Module):
         check_images(images, self.in_chans, self.image_size, self.name)
         alpha, (source, weight) = self.sis_inversion(images, self.einstein_radius(images))  # S (B, C, n, n)
         preprocessed = distortion_map(images)  # (B, C, n, n)
-        lensing = self.lens_features(images) - self.lens_features(source)  # (B, F)
+        # one pass over image and source together: BatchNorm then normalises, in training, the same mixture of the
+        # two whose running statistics it uses in evaluation (two passes trained on per-input batch statistics and
+        # evaluated on their average, so the model scored chance in eval mode while fitting in train mode)
+        features = self.lens_features(torch.cat((images, source)))  # (2B, F)
+        lensing = features[: len(images)] - features[len(images) :]  # (B, F)
         combined = torch.cat((lensing, self.distortion_features(preprocessed)), dim=1)  # (B, 2F)
         return ModelOutput(
             logits=self.head(combined), alpha=alpha, source=source, source_weight=weight, features=preprocessed
