@@ -205,7 +205,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         default="auto",
-        help="with --data: auto (val/ when there is one, else every class folder), val, train or all",
+        help="with --data: auto (val/ when there is one, else every split or class folder), val, train or all",
     )
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
     p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")

@@ -61,7 +61,7 @@ def evaluate(
 ) -> dict:
     """Evaluate ``checkpoint`` on its run's test split, or on every labelled image of ``data_source``.
 
-    ``split`` (with ``data_source``): ``"auto"`` (``val/`` when there is one, else every class folder), ``"val"``,
+    ``split`` (with ``data_source``): ``"auto"`` (``val/`` when there is one, else everything), ``"val"``,
     ``"train"`` or ``"all"``. ``skip_bad`` overrides the run's ``data.skip_bad`` (drop bad files with one warning
     instead of failing).
 

@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 from d4lenspinn.classes import CLASS_ALIASES, CLASS_NAMES
 from d4lenspinn.progress import progress_bar
 
-from .scan import MAX_LISTED, ScanReport
+from .scan import MAX_LISTED, ScanReport, split_names
 
 __all__ = [
     "CLASS_ALIASES",
@@ -56,6 +56,7 @@ __all__ = [
     "DataSplits",
     "HDF5Entry",
     "load_npy",
+    "npy_header",
     "LensingImageDataset",
     "ScanReport",
     "load_splits",
@@ -92,14 +93,19 @@ class HDF5Entry:
 ImageSource = str | os.PathLike | np.ndarray | HDF5Entry
 
 
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` file's header, without reading its data (any failure raises)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        fmt = np.lib.format
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[version]
+        shape, _, dtype = read_header(fh)
+    return shape, dtype
+
+
 def _npy_is_object_array(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            fmt = np.lib.format
-            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[version]
-            _, _, dtype = read_header(fh)
-        return bool(dtype.hasobject)
+        return bool(npy_header(path)[1].hasobject)
     except Exception:  # any header failure means "not an object .npy"
         return False
 
@@ -588,90 +594,69 @@ def load_splits(
             fractions = ()
         if len(fractions) != 3:
             raise ValueError(f"scheme must be 'official' or percentages like '80/10/10', got {scheme!r}")
-    kwargs.pop("check", None)  # the check below is not optional
-    progress = kwargs.get("progress", False)
-    base = LensingImageDataset.from_path(source, "train", check=False, **kwargs)
-    scanned = [(base, *base._scan(progress))]
-    test = None
-    if scheme == "official":
-        if kwargs.get("image_shape") is None:
-            kwargs["image_shape"] = base.image_shape
-        test = LensingImageDataset.from_path(source, "val", check=False, **kwargs)
-        scanned.append((test, *test._scan(progress)))
-    bad_files = _settle(scanned, kwargs.get("skip_bad", False), str(source))
-    shape = base.image_shape
-    if shape[0] != shape[1]:
-        raise DataError(f"{source}: images must be square for the D4 models, got size {shape}")
+    parts, bad_files, report = _checked_parts(source, ["train", "val"] if scheme == "official" else ["train"], kwargs)
+    base = parts[0]
     train_idx, val_idx, test_idx = split_indices(base.labels, fractions, seed)
-    if test is None:
-        test = base.subset(test_idx)
+    test = parts[1] if scheme == "official" else base.subset(test_idx)
     return DataSplits(
         base.subset(train_idx),
         base.subset(val_idx),
         test,
         base.class_names,
-        shape[0],
+        base.image_shape[0],
         bad_files=bad_files,
-        scan=ScanReport.combine(str(source), [report for _, report, _ in scanned]),
+        scan=report,
     )
 
 
-def _splits_present(source: Path) -> list[str]:
-    """The split folders (or HDF5 groups) of ``source`` that hold data, in a fixed order."""
-    if source.is_file():
-        with h5py.File(source, "r") as f:
-            return [name for name in f if isinstance(f[name], h5py.Group) and "images" in f[name]]
-    return sorted(
-        p.name for p in source.iterdir() if p.is_dir() and p.name not in CLASS_ALIASES and not p.name.startswith(".")
-    )
+def _checked_parts(
+    source: str | os.PathLike, splits: Sequence[str | None], kwargs: dict
+) -> tuple[list[LensingImageDataset], tuple[str, ...], ScanReport]:
+    """The datasets of ``splits`` of ``source``, every image checked (later splits against the first's size),
+    all problems settled at once (:func:`_settle`); with the dropped files and the combined report. Square only."""
+    kwargs = {key: value for key, value in kwargs.items() if key != "check"}  # the check is not optional
+    progress = kwargs.get("progress", False)
+    scanned = []
+    for split in splits:
+        if scanned and kwargs.get("image_shape") is None:
+            kwargs["image_shape"] = scanned[0][0].image_shape
+        dataset = LensingImageDataset.from_path(source, split, check=False, **kwargs)
+        scanned.append((dataset, *dataset._scan(progress)))
+    bad_files = _settle(scanned, kwargs.get("skip_bad", False), str(source))
+    shape = scanned[0][0].image_shape
+    if shape is None or shape[0] != shape[1]:
+        raise DataError(f"{source}: images must be square for the D4 models, got size {shape}")
+    report = ScanReport.combine(str(source), [report for _, report, _ in scanned])
+    return [dataset for dataset, _, _ in scanned], bad_files, report
 
 
 def load_test_split(source: str | os.PathLike, split: str = "auto", **kwargs) -> DataSplits:
     """Every labelled image of ``source`` as the test set (``train`` and ``val`` of the result are empty).
 
-    ``split``: ``"auto"`` (``val/`` when ``source`` has one, the DeepLense layout; otherwise its class folders, or
-    its only HDF5 group), a split name (``"val"``, ``"train"``), or ``"all"`` (every split present). ``kwargs`` go to
-    :class:`LensingImageDataset`. Every image is checked first, as by :func:`load_splits`."""
+    ``split``: ``"auto"`` (``val/`` when ``source`` has one, the DeepLense layout; otherwise every split present,
+    or the class folders a root holds itself), a split name (``"val"``, ``"train"``), or ``"all"`` (every split).
+    ``kwargs`` go to :class:`LensingImageDataset`. Every image is checked first, as by :func:`load_splits`."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    present = _splits_present(source)
+    present = split_names(source)  # [None] when source holds the class folders itself
     if split == "auto":
-        names = ["val"] if "val" in present else (present[:1] if source.is_file() else [None])
+        names = ["val"] if "val" in present else present
     elif split == "all":
-        names = present or [None]
+        names = present
     elif split in present:
         names = [split]
     else:
-        raise DataError(f"{source}: no split {split!r}; it has {present or 'class folders only'}")
-    kwargs.pop("check", None)
-    progress = kwargs.get("progress", False)
-    parts = []
-    for name in names:
-        if parts and kwargs.get("image_shape") is None:
-            kwargs["image_shape"] = parts[0].image_shape
-        dataset = (
-            LensingImageDataset.from_hdf5(source, name, check=False, **kwargs)
-            if source.is_file()
-            else LensingImageDataset.from_folder(source, name, check=False, **kwargs)
+        raise DataError(
+            f"{source}: no split {split!r}; it has {present if present != [None] else 'class folders only'}"
         )
-        parts.append(dataset)
-    scanned = [(part, *part._scan(progress)) for part in parts]
-    bad_files = _settle(scanned, kwargs.get("skip_bad", False), str(source))
+    parts, bad_files, report = _checked_parts(source, names, kwargs)
     if len(parts) == 1:
         test = parts[0]
     else:
-        kwargs["image_shape"] = parts[0].image_shape
-        test = LensingImageDataset([item for part in parts for item in part._items], check=False, **kwargs)
-    shape = test.image_shape
-    if shape is None or shape[0] != shape[1]:
-        raise DataError(f"{source}: images must be square for the D4 models, got size {shape}")
+        merged = {key: value for key, value in kwargs.items() if key != "check"}
+        merged["image_shape"] = parts[0].image_shape
+        test = LensingImageDataset([item for part in parts for item in part._items], check=False, **merged)
     return DataSplits(
-        test.subset([]),
-        test.subset([]),
-        test,
-        test.class_names,
-        shape[0],
-        bad_files=bad_files,
-        scan=ScanReport.combine(str(source), [report for _, report, _ in scanned]),
+        test.subset([]), test.subset([]), test, test.class_names, test.image_shape[0], bad_files=bad_files, scan=report
     )

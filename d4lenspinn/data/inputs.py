@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .datasets import DataError, load_npy
+from .datasets import DataError, load_npy, npy_header
 
 __all__ = ["InputImage", "INPUT_SUFFIXES", "list_input_images", "read_input_image"]
 
@@ -76,10 +76,7 @@ def _entries(path: Path) -> list[InputImage]:
     suffix = _suffix(path)
     try:
         if suffix == ".npy":
-            with open(path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-                shape, _, dtype = header[version](fh)
+            shape, dtype = npy_header(path)
             count = shape[0] if len(shape) == 3 and shape[0] > 1 and not dtype.hasobject else None
         elif suffix in (".h5", ".hdf5"):
             with h5py.File(path, "r") as f:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..classes import CLASS_ALIASES
 
-__all__ = ["MAX_LISTED", "ScanReport", "check_data"]
+__all__ = ["MAX_LISTED", "ScanReport", "check_data", "split_names"]
 
 MAX_LISTED = 10
 """How many bad files an error, a warning or a printed report names; the rest are counted."""
@@ -108,7 +108,7 @@ class ScanReport:
         )
 
 
-def _default_splits(path: Path) -> list[str | None]:
+def split_names(path: Path) -> list[str | None]:
     """The split folders of ``path`` (``[None]`` when it holds the class folders itself) or groups of an HDF5 file."""
     from .datasets import DataError, _is_hdf5_path
 
@@ -164,7 +164,7 @@ def check_data(
     from .datasets import DataError, LensingImageDataset
 
     path = Path(path)
-    names = list(splits) if splits else _default_splits(path)
+    names = list(splits) if splits else split_names(path)
     reports: list[ScanReport] = []
     shape: tuple[int, int] | None = None
     for split in names:
