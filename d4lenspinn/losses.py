@@ -192,10 +192,7 @@ def supervised_losses(output: ModelOutput, truth: Truth, weights: LossConfig, pi
         terms["macro"] = macro_parameter_loss(output.macro, true_macro, pixel_scale)["total"]
     if weights.substructure:
         terms["substructure"] = (output.delta_kappa - truth.substructure.to(output.delta_kappa)).square().mean()
-    total = output.logits.new_zeros(())
-    for name, value in terms.items():
-        total = total + getattr(weights, name) * value
-    return {**terms, "total": total}
+    return {**terms, "total": _weighted_total(terms, weights, output.logits)}
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -247,7 +244,12 @@ def physics_losses(
         for name, (maps, compute) in candidates.items()
         if getattr(weights, name) != 0 and all(m is not None for m in maps)
     }
-    total = o.logits.new_zeros(())
+    return {**terms, "total": _weighted_total(terms, weights, o.logits)}
+
+
+def _weighted_total(terms: dict[str, torch.Tensor], weights, like: torch.Tensor) -> torch.Tensor:
+    """``sum(weights.<name> * term)`` over ``terms``, a scalar on ``like``'s device and dtype (0 without terms)."""
+    total = like.new_zeros(())
     for name, value in terms.items():
         total = total + getattr(weights, name) * value
-    return {**terms, "total": total}
+    return total

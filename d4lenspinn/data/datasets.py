@@ -355,8 +355,11 @@ class LensingImageDataset(Dataset):
     def _set_shape(self, shape: tuple[int, int] | None) -> None:
         """Fix the image size; decide ``cache=None`` from it."""
         self._image_shape = None if shape is None else tuple(shape)
-        if shape is None:
-            return
+        if shape is not None:
+            self._decide_cache(shape)
+
+    def _decide_cache(self, shape: tuple[int, ...]) -> None:
+        """``cache=None``: keep the images in memory when all of them, at this size, fit in 1 GiB as float32."""
         if self._cache_flag is None:
             self._cache_flag = len(self._items) * shape[0] * shape[1] * 4 <= _AUTO_CACHE_BYTES
 
@@ -377,8 +380,7 @@ class LensingImageDataset(Dataset):
                 except DataError as exc:
                     bad[i] = str(exc)
                     continue
-                if self._cache_flag is None:  # cache=None: decided by the first good image's size
-                    self._cache_flag = len(self._items) * image.shape[0] * image.shape[1] * 4 <= _AUTO_CACHE_BYTES
+                self._decide_cache(image.shape)  # cache=None: decided by the first good image's size
                 if self._cache_flag and key is not None:
                     self._cache[key] = image
             shapes[i] = image.shape

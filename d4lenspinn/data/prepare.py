@@ -58,7 +58,8 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
     pixel_scale = _pixel_scale(known_scale, data.pixel_scale, source)
     splits = load_splits(source, scheme=data.scheme, seed=seed, skip_bad=data.skip_bad)
     description += f", split {data.scheme}"
-    tables = {name: TruthTable.for_dataset(getattr(splits, name), source) for name in ("train", "val", "test")}
+    read: dict = {}  # the three splits share their truth file: read it once
+    tables = {name: TruthTable.for_dataset(getattr(splits, name), source, read) for name in ("train", "val", "test")}
     truth = tables if tables["train"] is not None else None  # an empty split has no table
     return replace(splits, pixel_scale=pixel_scale, description=description, truth=truth)
 

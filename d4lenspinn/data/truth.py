@@ -67,37 +67,39 @@ class TruthTable:
         return Truth(macro.float(), substructure.float())
 
     @classmethod
-    def for_dataset(cls, dataset: LensingImageDataset, root: str | Path) -> TruthTable | None:
+    def for_dataset(cls, dataset: LensingImageDataset, root: str | Path, read: dict | None = None) -> TruthTable | None:
         """The truth of every item of ``dataset`` read from our simulation at ``root`` (its ``truth.h5``, or the
         truth inside its ``dataset.h5``); ``None`` when ``root`` holds no simulation of ours or ``dataset`` is empty.
+        ``read``: a dict shared by calls on datasets of one source, so each truth split is read once.
 
         Raises :class:`DataError` naming the first item the truth does not cover."""
         preset = simulation_preset(root)
         if preset is None:
             return None
         folder = Path(root) if Path(root).is_dir() else Path(root).parent
-        tables: dict[str, tuple[LensSample, dict[str, int]]] = {}
-        wanted: dict[str, tuple[list[int], list[int]]] = {}  # split -> (item positions, truth rows)
+        tables: dict[tuple[str, str], tuple[LensSample, dict[str, int]]] = {} if read is None else read
+        wanted: dict[tuple[str, str], tuple[list[int], list[int]]] = {}  # (file, split) -> (positions, truth rows)
         for position, source in enumerate(dataset.sources):
             if isinstance(source, HDF5Entry):
                 split, key, path = source.split, None, source.path
             else:
                 parts = Path(source).parts[-3:]  # split/class/file.npy, as the writer names them
                 split, key, path = parts[0], "/".join(parts), folder / "truth.h5"
-            if split not in tables:
+            where = (str(path), split)
+            if where not in tables:
                 if not Path(path).exists():
                     return None
                 lenses, files = read_truth(path, split)
-                tables[split] = (lenses, {name: i for i, name in enumerate(files)})
-            lenses, by_file = tables[split]
+                tables[where] = (lenses, {name: i for i, name in enumerate(files)})
+            lenses, by_file = tables[where]
             row = source.index if key is None else by_file.get(key)
             if row is None or row >= len(lenses):
                 raise DataError(f"{source}: not in the simulation truth of {folder}")
-            positions, rows = wanted.setdefault(split, ([], []))
+            positions, rows = wanted.setdefault(where, ([], []))
             positions.append(position)
             rows.append(row)
         if not wanted:
             return None
-        parts = [tables[split][0].select(torch.tensor(rows)) for split, (_, rows) in wanted.items()]
+        parts = [tables[where][0].select(torch.tensor(rows)) for where, (_, rows) in wanted.items()]
         order = torch.tensor([p for positions, _ in wanted.values() for p in positions]).argsort()
         return cls(LensSample.concatenate(parts).select(order), preset)
