@@ -21,6 +21,7 @@ A checkpoint written before versioning (format 0) loads with its model card infe
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,11 @@ class ModelCard:
     @classmethod
     def from_dict(cls, values: dict) -> ModelCard:
         return cls(**{**values, "class_names": tuple(values["class_names"])})
+
+    def contradicts_pixel_scale(self, scale: float | None) -> bool:
+        """Whether ``scale`` [arcsec/pixel] differs from the card's by more than 0.1% (a stated scale is often
+        rounded, or converted from degrees); unknown on either side contradicts nothing."""
+        return None not in (scale, self.pixel_scale) and not math.isclose(scale, self.pixel_scale, rel_tol=1e-3)
 
     def describe(self) -> str:
         """One line for logs and reports."""

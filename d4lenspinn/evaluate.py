@@ -14,7 +14,6 @@ classes).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,8 +158,7 @@ def check_data_matches_card(splits: DataSplits, card: ModelCard, checkpoint: str
             f"{checkpoint} holds a model for {card.image_size}x{card.image_size} images but the data has "
             f"{splits.image_size}x{splits.image_size} images"
         )
-    known = splits.pixel_scale is not None and card.pixel_scale is not None
-    if known and not math.isclose(splits.pixel_scale, card.pixel_scale, rel_tol=1e-6):
+    if card.contradicts_pixel_scale(splits.pixel_scale):
         raise ValueError(
             f"{checkpoint} holds a model for {card.pixel_scale} arcsec/pixel but the data has "
             f"{splits.pixel_scale} arcsec/pixel"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ def min_max_normalise(image: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _check_scale(image: InputImage, stated: float | None, card: ModelCard) -> None:
-    if stated is not None and card.pixel_scale is not None and not math.isclose(stated, card.pixel_scale, rel_tol=1e-3):
+    if card.contradicts_pixel_scale(stated):
         raise ValueError(
             f"{image} states a pixel scale of {stated:g} arcsec/pixel but the model was trained at "
             f"{card.pixel_scale:g} arcsec/pixel"
@@ -102,7 +101,7 @@ def predict_files(
     """Write class probabilities for every image under ``inputs`` to the CSV ``out``; see the module docstring."""
     device = resolve_device(device)
     model, _, card = load_trained_model(checkpoint, device)
-    if pixel_scale is not None and card.pixel_scale is not None and not math.isclose(pixel_scale, card.pixel_scale):
+    if card.contradicts_pixel_scale(pixel_scale):
         raise ValueError(
             f"--pixel-scale {pixel_scale:g} arcsec/pixel differs from the {card.pixel_scale:g} arcsec/pixel the model "
             f"in {checkpoint} was trained at"
