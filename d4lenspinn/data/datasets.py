@@ -55,6 +55,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "HDF5Entry",
+    "as_image",
     "load_npy",
     "npy_header",
     "LensingImageDataset",
@@ -143,7 +144,7 @@ def load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
     return images[0]
 
 
-def _as_image(arr: np.ndarray, where: object, expected: tuple[int, int] | None) -> np.ndarray:
+def as_image(arr: np.ndarray, where: object, expected: tuple[int, int] | None) -> np.ndarray:
     """Check a raw array and return it as contiguous float32 ``(H, W)``; raise DataError naming ``where``."""
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise DataError(f"{where}: expected a real-valued numeric image, got dtype {arr.dtype}")
@@ -336,14 +337,14 @@ class LensingImageDataset(Dataset):
     def _load(self, index: int, expected: tuple[int, int] | None = None) -> np.ndarray:
         source = self._items[index][0]
         if isinstance(source, np.ndarray):
-            return _as_image(source, f"item {index} (in-memory array)", expected)
+            return as_image(source, f"item {index} (in-memory array)", expected)
         if isinstance(source, HDF5Entry):
             try:
                 raw = self._h5_file(source.path)[source.split]["images"][source.index]
             except (OSError, KeyError, ValueError, IndexError) as exc:
                 raise DataError(f"{source}: could not be read ({type(exc).__name__}: {exc})") from exc
-            return _as_image(np.asarray(raw), source, expected)
-        return _as_image(load_npy(source, self.allow_pickle), source, expected)
+            return as_image(np.asarray(raw), source, expected)
+        return as_image(load_npy(source, self.allow_pickle), source, expected)
 
     def _h5_file(self, path: str) -> h5py.File:
         if self._h5_pid != os.getpid():  # forked worker: never use (or close) the parent's handles

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .datasets import DataError, load_npy, npy_header
+from .datasets import DataError, as_image, load_npy, npy_header
 
 __all__ = ["InputImage", "INPUT_SUFFIXES", "list_input_images", "read_input_image"]
 
@@ -136,13 +136,7 @@ def read_input_image(image: InputImage, allow_pickle: bool = True) -> tuple[np.n
         raise DataError(f"{image}: could not be read ({type(error).__name__}: {error})") from error
     if image.index is not None and suffix in (".npy", ".fits", ".fits.gz", ".fit"):
         array = array[image.index]
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise DataError(f"{image}: expected a real-valued image (H, W), got {array.dtype} of shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise DataError(f"{image}: {int((~np.isfinite(array)).sum())} NaN/inf pixels; expected finite values")
+    array = as_image(array, image, expected=None)  # the readers' checks: numeric, (H, W) or (1, H, W), finite
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         scale = None
     return array, scale
