@@ -20,11 +20,11 @@ from _machine import describe_machine
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES, SUBSTRUCTURE_LABELS
 from d4lenspinn.data.presets import get_preset
-from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses, true_macro_lens
+from d4lenspinn.data.simulator import LensSample, psf_kernel, render_images, sample_lenses, true_macro_lens
 from d4lenspinn.data.truth import TruthTable
 from d4lenspinn.models import capabilities_of
 from d4lenspinn.physics import MacroLens
-from d4lenspinn.physics.light import convolve_psf, gaussian_psf_kernel
+from d4lenspinn.physics.light import convolve_psf
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def main() -> None:
         print(f"| {name} | {median:.4f} | {p90:.4f} |")
 
     target = TruthTable(lenses, preset).targets(torch.arange(len(lenses))).substructure
-    psf = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale)
+    psf = psf_kernel(preset)
     smoothed = convolve_psf(delta, psf)
     print()
     print("| class | mean r(delta_kappa, true substructure) | control: another lens's truth |")

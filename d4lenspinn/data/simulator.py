@@ -1,13 +1,13 @@
 """Batched lensing simulator for the three DeepLense classes (no substructure, CDM subhalos, axion vortex).
 
-Reproduces the DeepLenseSim "Model I" recipe (see :mod:`d4lenspinn.data.presets` and docs/data.md) with the
+Reproduces DeepLenseSim's Model I/II/III recipes (see :mod:`d4lenspinn.data.presets` and docs/data.md) with the
 package's own analytic lenses, in torch, a whole batch at a time, on CPU or CUDA:
 
     image = normalise(noise(PSF * source(theta - alpha(theta))))
 
-with ``alpha`` = SIE + external shear + substructure (25 point-mass subhalos, or a uniform line of mass through the
-lens centre). :class:`LensSample` holds every parameter of a batch, so that any image, its noiseless version, a
-version without substructure and the true convergence can be recomputed exactly.
+with ``alpha`` = SIE + external shear + substructure (25 point-mass subhalos, or a line of mass through the lens
+centre: 100 point masses, or its closed form). :class:`LensSample` holds every parameter of a batch, so that any
+image, its noiseless version, a version without substructure and the true convergence can be recomputed exactly.
 
 Example::
 
@@ -28,7 +28,7 @@ import torch
 from ..classes import NO_SUBSTRUCTURE, SUBHALOS, VORTEX
 from ..physics import MacroLens, PixelGrid
 from ..physics import profiles as P
-from ..physics.light import convolve_psf, gaussian_psf_kernel, sersic_brightness
+from ..physics.light import convolve_psf, gaussian_psf_kernel, sersic_brightness, sersic_total_flux
 from .presets import Range, SimulationPreset
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "true_convergence",
     "substructure_convergence",
     "true_macro_lens",
+    "psf_kernel",
+    "add_noise",
 ]
 
 _R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
@@ -48,8 +50,9 @@ _R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
 class LensSample:
     """Parameters of ``B`` simulated lenses: float64 tensors ``(B,)``, subhalo tensors ``(B, K)``.
 
-    Angles in arcsec (positions) or radians (``*_phi``, ``vortex_angle``), masses in Msun, exposure in seconds.
-    Absent substructure has zero mass. Subhalo and vortex positions are relative to the lens centre.
+    Angles in arcsec (positions) or radians (``*_phi``, ``vortex_angle``), masses in Msun, exposure in seconds (the
+    total exposure), ``source_amplitude`` in brightness per pixel. Absent substructure has zero mass. Subhalo and
+    vortex positions are relative to the lens centre.
     """
 
     label: torch.Tensor  # int64: 0 no substructure, 1 subhalos, 2 vortex
@@ -150,8 +153,8 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
         source_sersic_n=u(preset.source_sersic_n),
         source_q=source_q,
         source_phi=source_phi,
-        source_amplitude=u(preset.source_amplitude),
-        exposure=10 ** u(preset.log10_exposure),
+        source_amplitude=torch.zeros(count, dtype=torch.float64),  # set below, from magnitude or amplitude
+        exposure=torch.zeros(count, dtype=torch.float64),
         subhalo_x=torch.zeros(count, k, dtype=torch.float64),
         subhalo_y=torch.zeros(count, k, dtype=torch.float64),
         subhalo_mass=torch.zeros(count, k, dtype=torch.float64),
@@ -169,6 +172,12 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
         sample.vortex_half_length = 0.06 / (2 * sample.axion_mass) * 1e-22
         sample.vortex_angle = u((0.0, math.pi))
         sample.vortex_mass = torch.full((count,), preset.vortex_mass, dtype=torch.float64)
+    if preset.camera is None:
+        sample.source_amplitude, sample.exposure = u(preset.source_amplitude), 10 ** u(preset.log10_exposure)
+    else:  # the magnitude fixes the total flux, as SimAPI's magnitude2amplitude
+        flux = preset.camera.counts_per_second(u(preset.source_magnitude)) * preset.pixel_scale**2
+        sample.source_amplitude = flux / sersic_total_flux(1.0, sample.source_radius, sample.source_sersic_n)
+        sample.exposure = torch.full((count,), preset.camera.total_exposure, dtype=torch.float64)
     if preset.lens_center[0] != preset.lens_center[1]:
         sample.lens_x, sample.lens_y = u(preset.lens_center), u(preset.lens_center)
     else:
@@ -209,9 +218,16 @@ def deflection_field(params: LensSample, x: torch.Tensor, y: torch.Tensor, prese
     return alpha
 
 
-def _vortex_points(params: LensSample, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions ``(B, count)`` of equal point masses spread evenly along each vortex segment."""
-    s = (torch.arange(count, dtype=torch.float64) + 0.5) / count * 2 - 1  # (-1, 1)
+_SEGMENT_SAMPLES = 200  # point masses that deposit a closed-form segment's convergence
+
+
+def _vortex_points(params: LensSample, count: int, ends: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions ``(B, count)`` of equal point masses along each vortex: from ``-L`` to ``L`` inclusive (``ends``,
+    DeepLenseSim's ``linspace``) or at the centres of ``count`` equal pieces (a quadrature of the uniform segment)."""
+    if ends:
+        s = torch.linspace(-1, 1, count, dtype=torch.float64)
+    else:
+        s = (torch.arange(count, dtype=torch.float64) + 0.5) / count * 2 - 1
     along = s * params.vortex_half_length[:, None]
     return along * torch.cos(params.vortex_angle)[:, None], along * torch.sin(params.vortex_angle)[:, None]
 
@@ -223,7 +239,7 @@ def _vortex_deflection(params: LensSample, x: torch.Tensor, y: torch.Tensor, pre
         return P.line_segment_deflection(
             x, y, _as_map(theta2.sqrt(), x), _as_map(half_length, x), _as_map(params.vortex_angle, x)
         )
-    px, py = _vortex_points(params, preset.vortex_points)
+    px, py = _vortex_points(params, preset.vortex_points, ends=True)
     alpha = torch.zeros(len(params), 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
     for k in range(preset.vortex_points):
         dx, dy = x - _as_map(px[:, k], x), y - _as_map(py[:, k], x)
@@ -260,16 +276,37 @@ def render_images(
         m(params.source_x),
         m(params.source_y),
     )  # (B, 1, n, n)
-    image = convolve_psf(light, gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale)).cpu()
+    image = convolve_psf(light, psf_kernel(preset)).cpu()
     if noise:
-        exposure = params.exposure.float().reshape(-1, 1, 1, 1)
-        image = torch.poisson(image.clamp_min(0) * exposure, generator=generator) / exposure
-        image = image + preset.background_rms * torch.randn(image.shape, generator=generator)
+        image = add_noise(image, params.exposure.float().reshape(-1, 1, 1, 1), preset, generator)
     if normalise:
         low = image.amin(dim=(-2, -1), keepdim=True)
         high = image.amax(dim=(-2, -1), keepdim=True)
         image = (image - low) / (high - low).clamp_min(1e-12)
     return image
+
+
+def psf_kernel(preset: SimulationPreset, dtype=torch.float32) -> torch.Tensor:
+    """The preset's separable Gaussian PSF kernel ``(K,)`` (see :func:`gaussian_psf_kernel`)."""
+    return gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation, dtype)
+
+
+def add_noise(
+    image: torch.Tensor, exposure: torch.Tensor, preset: SimulationPreset, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Noisy images ``(B, 1, n, n)`` from noiseless ``image`` [brightness per pixel], ``exposure (B, 1, 1, 1)`` [s].
+
+    Without a camera, DeepLenseSim's Model I recipe (``simple_sim``): Gaussian shot noise ``sqrt(|I| / T)`` and
+    background noise ``background_rms`` are added, then the counts are Poisson-sampled from the clipped result,
+    ``Poisson(max(T (I + noise), 0)) / T``. With a camera, SimAPI's ``noise_for_model``: ``I`` plus Gaussian noise of
+    the camera's background sigma and ``sqrt(max(I, 0) / T)``.
+    """
+    normal = lambda: torch.randn(image.shape, generator=generator)  # noqa: E731
+    if preset.camera is None:
+        noisy = image + normal() * (image.abs() / exposure).sqrt() + normal() * preset.background_rms
+        return torch.poisson((noisy * exposure).clamp_min(0), generator=generator) / exposure
+    background = preset.camera.background_sigma(preset.pixel_scale)
+    return image + normal() * background + normal() * (image.clamp_min(0) / exposure).sqrt()
 
 
 def _deposit(px: torch.Tensor, py: torch.Tensor, weight: torch.Tensor, grid: PixelGrid) -> torch.Tensor:
@@ -304,14 +341,14 @@ def substructure_convergence(params: LensSample, preset: SimulationPreset) -> to
     """The convergence ``(B, 1, n, n)`` float64 of the substructure alone (0 for the no-substructure class).
 
     Each point mass ``theta_E^2`` contributes ``pi theta_E^2 / s^2`` spread bilinearly over the four nearest pixels;
-    a vortex is 200 such points along its segment."""
+    a vortex is its point masses (``vortex_profile="points"``) or 200 such points along its segment."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     to_kappa = math.pi / grid.pixel_scale**2
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset)
     cx, cy = params.lens_x[:, None], params.lens_y[:, None]
     kappa = _deposit(params.subhalo_x + cx, params.subhalo_y + cy, to_kappa * theta2, grid)
-    points = 200
-    px, py = _vortex_points(params, points)
+    points = preset.vortex_points if preset.vortex_profile == "points" else _SEGMENT_SAMPLES
+    px, py = _vortex_points(params, points, ends=preset.vortex_profile == "points")
     vortex = (to_kappa * _einstein_radius_squared(params.vortex_mass, params, preset) / points)[:, None]
     return kappa + _deposit(px + cx, py + cy, vortex.expand(-1, points), grid)
 

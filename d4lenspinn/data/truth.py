@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 import torch
 
-from ..physics.light import convolve_psf, gaussian_psf_kernel
+from ..physics.light import convolve_psf
 from .datasets import DataError, HDF5Entry, LensingImageDataset
 from .presets import SimulationPreset
-from .simulator import LensSample, substructure_convergence, true_macro_lens
+from .simulator import LensSample, psf_kernel, substructure_convergence, true_macro_lens
 from .writer import read_truth
 
 __all__ = ["Truth", "TruthTable", "simulation_preset"]
@@ -46,7 +46,7 @@ def simulation_preset(root: str | Path) -> SimulationPreset | None:
         recorded = json.loads((folder / "manifest.json").read_text())["preset"]
     except (OSError, ValueError, KeyError):
         return None
-    return SimulationPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
+    return SimulationPreset.from_dict(recorded)
 
 
 class TruthTable:
@@ -54,7 +54,7 @@ class TruthTable:
 
     def __init__(self, lenses: LensSample, preset: SimulationPreset) -> None:
         self.lenses, self.preset = lenses, preset
-        self._psf = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, dtype=torch.float64)
+        self._psf = psf_kernel(preset, torch.float64)
 
     def __len__(self) -> int:
         return len(self.lenses)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -83,10 +83,7 @@ def _check_manifest(path: Path, manifest: dict) -> None:
         return
     previous = json.loads(path.read_text())
     if isinstance(previous.get("preset"), dict):  # fields added to presets later read as their defaults
-        defaults = json.loads(
-            json.dumps({f.name: f.default for f in fields(SimulationPreset) if f.default is not MISSING})
-        )
-        previous["preset"] = {**defaults, **previous["preset"]}
+        previous["preset"] = json.loads(json.dumps(asdict(SimulationPreset.from_dict(previous["preset"]))))
     for key in ("preset", "seed", "counts", "format", "batch_size"):
         if previous.get(key) != manifest[key]:
             raise ValueError(

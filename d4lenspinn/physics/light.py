@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .profiles import Param, _rotate
 
-__all__ = ["sersic_b", "sersic_brightness", "gaussian_psf_kernel", "convolve_psf"]
+__all__ = ["sersic_b", "sersic_brightness", "sersic_total_flux", "gaussian_psf_kernel", "convolve_psf"]
 
 
 def sersic_b(n: Param) -> Param:
@@ -43,14 +43,24 @@ def sersic_brightness(
     return (amplitude * torch.exp(-sersic_b(n) * ((r / radius) ** (1 / n) - 1))).unsqueeze(-3)
 
 
+def sersic_total_flux(amplitude: torch.Tensor, radius: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Total flux of :func:`sersic_brightness`: ``amplitude * 2 pi n radius^2 e^b b^(-2n) Gamma(2n)``.
+
+    In ``amplitude`` units times arcsec^2 (divide by the pixel area for a sum over pixels); independent of the axis
+    ratio, because ``radius`` is the product-averaged half-light radius.
+    """
+    b = sersic_b(n)
+    return amplitude * 2 * math.pi * n * radius**2 * torch.exp(b - 2 * n * torch.log(b) + torch.lgamma(2 * n))
+
+
 def gaussian_psf_kernel(fwhm: float, pixel_scale: float, truncate: float = 4.0, dtype=torch.float32) -> torch.Tensor:
     """Normalised 1-D Gaussian kernel ``(K,)`` for a PSF of full width at half maximum ``fwhm`` [arcsec].
 
-    Sampled at pixel centres out to ``truncate`` sigma; ``K`` is odd, so the kernel is symmetric and the separable
-    2-D convolution commutes exactly with D4.
+    Sampled at pixel centres out to ``round(truncate * sigma)`` pixels (at least 1), as lenstronomy's Gaussian PSF;
+    ``K`` is odd, so the kernel is symmetric and the separable 2-D convolution commutes exactly with D4.
     """
     sigma = fwhm / (2 * math.sqrt(2 * math.log(2))) / pixel_scale  # pixels
-    half = max(1, math.ceil(truncate * sigma))
+    half = max(1, round(truncate * sigma))
     offsets = torch.arange(-half, half + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     return (kernel / kernel.sum()).to(dtype)

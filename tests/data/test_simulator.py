@@ -1,14 +1,16 @@
 """The lensing simulator: parameter distributions, physics of the rendered images and the true convergence."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from d4lenspinn.data.presets import PRESETS, get_preset
+from d4lenspinn.data.presets import DEEPLENSE_THETA_E, PRESETS, SIMAPI_DEFLECTION_SCALE, get_preset
 from d4lenspinn.data.simulator import (
     LensSample,
+    add_noise,
     deflection_field,
     render_images,
     sample_lenses,
@@ -16,6 +18,7 @@ from d4lenspinn.data.simulator import (
 )
 from d4lenspinn.physics import PixelGrid, deflection_from_kappa
 from d4lenspinn.physics import profiles as P
+from d4lenspinn.physics.light import sersic_brightness
 
 SMALL = get_preset("model_ii", n_pixels=48)
 
@@ -27,7 +30,7 @@ def _sample(label, count=4, seed=0, preset=SMALL):
 def test_parameters_follow_the_model_i_recipe():
     preset = PRESETS["model_i"]
     lenses = _sample(1, count=500, preset=preset)
-    assert torch.all(lenses.theta_e == 1.28)
+    assert torch.all(lenses.theta_e == DEEPLENSE_THETA_E) and torch.all(lenses.source_amplitude == 0.05)
     assert lenses.lens_q[0].item() == pytest.approx(0.9 / 1.1)  # e1 = 0.1
     assert torch.all(lenses.shear_gamma1 == 0.05)
     assert lenses.source_x.abs().max() <= 0.35 and lenses.source_y.abs().max() <= 0.35
@@ -102,22 +105,31 @@ def test_noise_levels_and_normalisation():
 
 
 def test_vortex_as_points_approaches_the_closed_form_segment():
-    lenses = _sample(2, 3)
+    lenses, count = _sample(2, 3), 400
     x, y = PixelGrid(48, 0.101).coordinates(torch.float64)
-    segment = deflection_field(lenses, x, y, SMALL)
     points = deflection_field(
-        lenses, x, y, get_preset("model_ii", n_pixels=48, vortex_profile="points", vortex_points=400)
+        lenses, x, y, get_preset("model_ii", n_pixels=48, vortex_profile="points", vortex_points=count)
     )
-    # away from the line itself the two agree closely
-    assert ((segment - points).norm() / segment.norm()).item() < 2e-3
+    # equal points from -L to L, spacing d = 2L / (N - 1), are the midpoint rule of a segment of length N d
+    longer = replace(lenses, vortex_half_length=lenses.vortex_half_length * count / (count - 1))
+    segment = deflection_field(longer, x, y, get_preset("model_ii", n_pixels=48, vortex_profile="segment"))
+    # away from the line itself (> 2 pixels) the two agree closely
+    c, s = (f(lenses.vortex_angle).reshape(-1, 1, 1) for f in (torch.cos, torch.sin))
+    along = (x * c + y * s).abs() - lenses.vortex_half_length.reshape(-1, 1, 1)
+    distance = torch.hypot((y * c - x * s).abs(), along.clamp_min(0))
+    away = (distance > 0.2).unsqueeze(1).expand_as(points)
+    assert ((segment - points)[away].norm() / segment[away].norm()).item() < 1e-3
 
 
 def test_deflection_is_the_sum_of_its_lenses():
     lenses = _sample(1, 2)
     x, y = PixelGrid(48, 0.101).coordinates(torch.float64)
-    expected = P.sie_deflection(x, y, 1.28, lenses.lens_q[0], lenses.lens_phi[0]) + P.shear_deflection(x, y, 0.05, 0.0)
+    theta_e, gamma = SMALL.theta_e[0], SMALL.shear_gamma1[0]
+    expected = P.sie_deflection(x, y, theta_e, lenses.lens_q[0], lenses.lens_phi[0]) + P.shear_deflection(
+        x, y, gamma, 0
+    )
     for k in range(25):
-        theta_e = 1.28 * math.sqrt(lenses.subhalo_mass[0, k].item() / 1e12)
+        theta_e = SMALL.theta_e[0] * math.sqrt(lenses.subhalo_mass[0, k].item() / SMALL.main_halo_mass)
         expected = expected + P.point_mass_deflection(x, y, theta_e, lenses.subhalo_x[0, k], lenses.subhalo_y[0, k])
     torch.testing.assert_close(deflection_field(lenses, x, y, SMALL)[0], expected)
 
@@ -143,7 +155,7 @@ def test_true_convergence_holds_the_substructure_mass():
     lenses = _sample(1, 2, preset=preset)
     kappa_sub = true_convergence(lenses, preset) - true_convergence(lenses.without_substructure(), preset)
     # sum kappa s^2 / pi = sum theta_E^2 of the point masses (all lie inside the field)
-    theta2 = (1.28**2 * lenses.subhalo_mass / 1e12).sum(dim=1)
+    theta2 = (DEEPLENSE_THETA_E**2 * lenses.subhalo_mass / 1e12).sum(dim=1)
     torch.testing.assert_close(kappa_sub.sum(dim=(1, 2, 3)) * 0.05**2 / math.pi, theta2)
 
 
@@ -162,3 +174,73 @@ def test_presets_validate_their_fields():
     with pytest.raises(ValueError, match="vortex_profile"):
         get_preset("model_i", vortex_profile="spline")
     assert get_preset("model_i", hard=True).theta_e[0] < get_preset("model_i", hard=True).theta_e[1]
+
+
+def test_deeplense_lens_constants_follow_from_its_cosmology():
+    from astropy import constants as const
+    from astropy import units as u
+    from astropy.cosmology import FlatLambdaCDM
+
+    cosmo = FlatLambdaCDM(H0=70, Om0=0.3, Ob0=0.05)
+    # DeepLenseSim's mass_to_radius: luminosity distances, D_LS = D_S - D_L
+    d_l, d_s = (cosmo.luminosity_distance(z).to(u.m) for z in (0.5, 1.0))
+    theta = np.sqrt(4 * const.G * 1e12 * const.M_sun / const.c**2 * (d_s - d_l) / (d_l * d_s)).decompose().value
+    assert theta * 206265 == pytest.approx(DEEPLENSE_THETA_E, abs=1e-5)
+    # SimAPI: reduced deflections for z_s = 1.0 relative to the z_source_convention 2.5
+    ratio = [
+        (cosmo.angular_diameter_distance_z1z2(0.5, z) / cosmo.angular_diameter_distance(z)).value for z in (1, 2.5)
+    ]
+    assert ratio[0] / ratio[1] == pytest.approx(SIMAPI_DEFLECTION_SCALE, abs=1e-5)
+    ii = PRESETS["model_ii"]
+    assert ii.theta_e[0] == pytest.approx(DEEPLENSE_THETA_E * SIMAPI_DEFLECTION_SCALE)
+    # a subhalo's theta_E^2 (prop. to its deflection) is scaled by beta, like the SIE's theta_E
+    assert ii.theta_e[0] ** 2 / ii.main_halo_mass == pytest.approx(
+        DEEPLENSE_THETA_E**2 / 1e12 * SIMAPI_DEFLECTION_SCALE
+    )
+
+
+@pytest.mark.parametrize("name", ["model_ii", "model_iii"])
+def test_source_magnitude_sets_the_total_flux(name):
+    preset = PRESETS[name]
+    lenses = _sample(0, 3, preset=preset)
+    fine = 8  # sub-pixels per pixel: the sum over the field is the flux to < 1e-3
+    x, y = PixelGrid(preset.n_pixels * fine, preset.pixel_scale / fine).coordinates(torch.float64)
+    m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
+    light = sersic_brightness(
+        x, y, m(lenses.source_amplitude), m(lenses.source_radius), m(lenses.source_sersic_n),
+        m(lenses.source_q), m(lenses.source_phi),
+    )  # fmt: skip
+    flux = light.sum(dim=(-3, -2, -1)) / fine**2  # brightness per pixel summed over pixels: e-/s
+    expected = preset.camera.counts_per_second(20.0)
+    torch.testing.assert_close(flux, torch.full_like(flux, expected), rtol=2e-3, atol=0)
+    assert torch.all(lenses.exposure == preset.camera.total_exposure)
+
+
+def test_model_i_noise_is_poisson_counts_of_the_clipped_image():
+    preset = PRESETS["model_i"]
+    exposure = torch.full((4, 1, 1, 1), 2000.0)
+    zero = add_noise(torch.zeros(4, 1, 150, 150), exposure, preset, torch.Generator().manual_seed(0))
+    counts = zero * exposure
+    assert torch.equal(counts, counts.round())  # integer counts
+    # background: Poisson of max(a z, 0), z ~ N(0, 1), a = T rms = 20: 0 where z < 0, and with probability
+    # E[exp(-a z) | z > 0] ~ 2 / (a sqrt(2 pi)) where z > 0; mean a / sqrt(2 pi)
+    a = 2000 * 0.01
+    assert (counts == 0).float().mean().item() == pytest.approx(0.5 + 1 / (a * math.sqrt(2 * math.pi)), abs=0.005)
+    assert counts.mean().item() == pytest.approx(2000 * 0.01 / math.sqrt(2 * math.pi), rel=0.02)
+    bright = add_noise(torch.full((4, 1, 150, 150), 0.5), exposure, preset, torch.Generator().manual_seed(0))
+    # shot noise twice (Gaussian approximation, then Poisson) plus the background
+    assert bright.var().item() == pytest.approx(2 * 0.5 / 2000 + 0.01**2, rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["model_ii", "model_iii"])
+def test_camera_noise_matches_simapi(name):
+    preset = PRESETS[name]
+    camera, exposure = preset.camera, torch.full((4, 1, 1, 1), preset.camera.total_exposure)
+    # lenstronomy data_util.bkg_noise
+    sky = 10 ** (0.4 * (camera.magnitude_zero_point - camera.sky_brightness)) * preset.pixel_scale**2
+    sigma = math.sqrt(camera.num_exposures * camera.read_noise**2 + camera.total_exposure * sky)
+    assert camera.background_sigma(preset.pixel_scale) == pytest.approx(sigma / camera.total_exposure)
+    image = torch.full((4, 1, 64, 64), 3.0)
+    noisy = add_noise(image, exposure, preset, torch.Generator().manual_seed(0))
+    expected = (sigma / camera.total_exposure) ** 2 + 3.0 / camera.total_exposure
+    assert (noisy - image).var().item() == pytest.approx(expected, rel=0.03)

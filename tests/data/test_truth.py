@@ -33,7 +33,8 @@ def test_targets_are_the_macro_lens_and_the_psf_smoothed_substructure(splits):
     truth = table.targets(index)
     lenses = table.lenses.select(index)
     torch.testing.assert_close(truth.macro, torch.stack(tuple(true_macro_lens(lenses)), dim=1).float())
-    psf = gaussian_psf_kernel(table.preset.psf_fwhm, table.preset.pixel_scale, dtype=torch.float64)
+    preset = table.preset
+    psf = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation, torch.float64)
     expected = convolve_psf(substructure_convergence(lenses, table.preset), psf).float()
     torch.testing.assert_close(truth.substructure, expected)
     assert truth.substructure.shape == (3, 1, 64, 64) and truth.macro.dtype == torch.float32

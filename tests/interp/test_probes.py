@@ -142,7 +142,7 @@ def test_simulator_targets(lenses):
     np.testing.assert_array_equal(values["n_subhalos"], np.where(label == 1, 25, 0))
     assert np.all((values["subhalo_mass"] > 0) == (label == 1))
     assert np.all((values["vortex_length"] > 0) == (label == 2))
-    np.testing.assert_allclose(values["einstein_radius"], 1.28)
+    np.testing.assert_allclose(values["einstein_radius"], get_preset("model_ii").theta_e[0])
     np.testing.assert_allclose(values["source_offset"], np.hypot(lenses.source_x.numpy(), lenses.source_y.numpy()))
     assert all(len(v) == len(lenses) for v in values.values())
 
