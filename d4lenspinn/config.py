@@ -35,12 +35,15 @@ __all__ = [
 class DataConfig:
     """Where the images come from and how they are split and batched."""
 
-    source: str = "simulate"  # "simulate", a folder / .h5 path, or a named dataset (d4lenspinn download)
+    # "simulate" (written once to root), "simulate-online" (fresh images every epoch, nothing on disk), a folder /
+    # .h5 path, or a named dataset (d4lenspinn download)
+    source: str = "simulate"
     root: str = "data/simulated"  # where "simulate" writes (and reuses) its dataset
-    preset: str = "model_ii"  # simulation preset, for source == "simulate"
+    preset: str = "model_ii"  # simulation preset, for the simulate sources
     hard: bool = False
-    n_per_class: int = 600  # simulated training images per class
-    n_val_per_class: int | None = None  # simulated "val/" images per class (default n_per_class / 4)
+    n_per_class: int = 600  # simulated training images per class (online: per epoch)
+    n_val_per_class: int | None = None  # simulated "val/" images per class (default n_per_class / 4; online: the
+    # validation and the test set each)
     scheme: str = "80/10/10"  # split of train/ (or "official": val/ is the test set)
     batch_size: int = 32
     num_workers: int = 0

@@ -253,6 +253,8 @@ class Trainer:
         """The optimisation steps of the current epoch; an interrupted epoch is replayed up to where it stopped."""
         self.network.train()
         epochs = self.config.optim.epochs
+        if hasattr(self.splits.train, "set_epoch"):  # online simulation: this epoch's fresh images
+            self.splits.train.set_epoch(self.state.epoch)
         bar = progress_bar(
             self.train_loader, desc=f"epoch {self.state.epoch + 1}/{epochs}", disable=not self.ddp.main, leave=False
         )

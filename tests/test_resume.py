@@ -28,8 +28,8 @@ def data_root(tmp_path_factory):
     return root
 
 
-def _config(data_root, out, model):
-    overrides = [
+def _overrides(data_root, out, model):
+    return [
         f"data.root={data_root}",
         "data.n_per_class=8",
         "data.batch_size=9",
@@ -39,7 +39,10 @@ def _config(data_root, out, model):
         "optim.warmup_epochs=0.5",
         f"out={out}",
     ]
-    return load_config(overrides=overrides)
+
+
+def _config(data_root, out, model):
+    return load_config(overrides=_overrides(data_root, out, model))
 
 
 def _weights(run_dir):
@@ -72,4 +75,27 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(model, data_root, 
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=f"{model}: {key}")
+    assert (resumed / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+
+
+def test_online_simulation_resumes_exactly(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    online = ["data.source=simulate-online", "data.n_val_per_class=2"]
+    config = lambda out: load_config(overrides=[*_overrides(tmp_path, out, "d4_cnn"), *online])  # noqa: E731
+    reference = train(config(tmp_path / "reference"))
+    real_step, calls = Trainer.train_step, []
+
+    def interrupt_in_epoch_two(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "interrupted"))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resumed = train(config(tmp_path / "interrupted"), resume=True)
+    for key, value in _weights(reference).items():
+        torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=1e-6, msg=key)
     assert (resumed / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()

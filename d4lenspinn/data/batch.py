@@ -48,6 +48,12 @@ class _Indexed(Dataset):
         image, label = self.dataset[index]
         return image, label, index
 
+    def __getitems__(self, indices: list[int]):
+        """A whole batch in one call when the dataset renders batches (``OnlineSimulation``)."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return [(image, label, i) for (image, label), i in zip(items, indices, strict=True)]
+
 
 def _collate(items) -> Batch:
     images, labels, index = default_collate(items)

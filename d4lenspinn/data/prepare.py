@@ -1,4 +1,4 @@
-"""The one way to get a run's data: simulate, download or open it, check every file, split it with the run's seed.
+"""The one way to get a run's data: simulate (on disk or online), download or open it, check every file, split it.
 
     splits = prepare_data(config.data, seed=config.seed)      # DataSplits: train/val/test, pixel scale, description
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import DataConfig
 from .datasets import DataSplits, load_splits, load_test_split
 from .download import DATASETS, download_dataset
+from .online import SIMULATE_ONLINE, online_splits
 from .presets import get_preset
 from .truth import TruthTable, simulation_preset
 from .writer import check_simulation, simulate_dataset
@@ -32,6 +33,11 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
     A complete simulation already in ``data.root`` is reused only if it was made with the same preset, counts and
     seed; otherwise this is a ``ValueError`` (never silently the wrong data). Bad files fail here, all named in one
     :class:`~d4lenspinn.data.DataError`, before any training step (or are dropped with ``data.skip_bad``)."""
+    n_val = data.n_val_per_class if data.n_val_per_class is not None else max(1, data.n_per_class // 4)
+    if data.source == SIMULATE_ONLINE:
+        preset = get_preset(data.preset, hard=data.hard)
+        scale = _pixel_scale(preset.pixel_scale, data.pixel_scale, SIMULATE_ONLINE)
+        return online_splits(preset, data.n_per_class, n_val, seed, scale)
     if data.source == "simulate":
         root = Path(data.root)
         preset = get_preset(data.preset, hard=data.hard)
@@ -41,7 +47,6 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
         else:
             simulate_dataset(root, preset, data.n_per_class, data.n_val_per_class, seed=seed)
         source, known_scale = root, preset.pixel_scale
-        n_val = data.n_val_per_class if data.n_val_per_class is not None else max(1, data.n_per_class // 4)
         description = (
             f"simulated preset {preset.name}, {data.n_per_class}/class in train/ and {n_val}/class in val/, "
             f"seed {seed} ({root})"

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -41,6 +42,8 @@ __all__ = [
     "true_macro_lens",
     "psf_kernel",
     "add_noise",
+    "normalise_images",
+    "stream_seed",
 ]
 
 _R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
@@ -241,10 +244,12 @@ def _vortex_deflection(params: LensSample, x: torch.Tensor, y: torch.Tensor, pre
         )
     px, py = _vortex_points(params, preset.vortex_points, ends=True)
     alpha = torch.zeros(len(params), 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    for k in range(preset.vortex_points):
+    ax, ay, strength = alpha[:, 0], alpha[:, 1], _as_map(theta2 / preset.vortex_points, x)
+    for k in range(preset.vortex_points):  # accumulated in place: memory stays at (B, n, n)
         dx, dy = x - _as_map(px[:, k], x), y - _as_map(py[:, k], x)
-        scale = _as_map(theta2 / preset.vortex_points, x) / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-        alpha = alpha + torch.stack((scale * dx, scale * dy), dim=1)
+        scale = strength / (dx * dx + dy * dy).clamp_min(_R2_MIN)
+        ax.addcmul_(scale, dx)
+        ay.addcmul_(scale, dy)
     return alpha
 
 
@@ -279,11 +284,20 @@ def render_images(
     image = convolve_psf(light, psf_kernel(preset)).cpu()
     if noise:
         image = add_noise(image, params.exposure.float().reshape(-1, 1, 1, 1), preset, generator)
-    if normalise:
-        low = image.amin(dim=(-2, -1), keepdim=True)
-        high = image.amax(dim=(-2, -1), keepdim=True)
-        image = (image - low) / (high - low).clamp_min(1e-12)
-    return image
+    return normalise_images(image) if normalise else image
+
+
+def normalise_images(images: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each image of ``(B, 1, n, n)`` to [0, 1], as the DeepLense datasets are."""
+    low = images.amin(dim=(-2, -1), keepdim=True)
+    high = images.amax(dim=(-2, -1), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-12)
+
+
+def stream_seed(*keys: object) -> int:
+    """A 63-bit seed that depends only on ``keys`` (stable across runs, platforms and Python versions)."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def psf_kernel(preset: SimulationPreset, dtype=torch.float32) -> torch.Tensor:

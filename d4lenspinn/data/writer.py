@@ -16,7 +16,6 @@ Files are written to a temporary name and renamed, so an interruption never leav
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -31,19 +30,13 @@ from ..classes import CLASS_NAMES
 from ..io import atomic_path, write_text
 from ..progress import progress_bar
 from .presets import SimulationPreset
-from .simulator import LensSample, render_images, sample_lenses
+from .simulator import LensSample, render_images, sample_lenses, stream_seed
 
 __all__ = ["simulate_dataset", "check_simulation", "read_truth", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 _FORMATS = ("npy", "h5")
-
-
-def _stream_seed(*keys: object) -> int:
-    """A 63-bit seed that depends only on ``keys`` (stable across runs, platforms and Python versions)."""
-    digest = hashlib.sha256(repr(keys).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _save_npy(path: Path, image: np.ndarray) -> None:
@@ -60,7 +53,7 @@ def _file_name(split: str, label: int, index: int) -> str:
 def _split_parameters(preset: SimulationPreset, seed: int, split: str, counts: dict[str, int]) -> LensSample:
     """All lenses of one split, class by class in CLASS_NAMES order."""
     parts = [
-        sample_lenses(preset, label, counts[name], torch.Generator().manual_seed(_stream_seed(seed, split, name)))
+        sample_lenses(preset, label, counts[name], torch.Generator().manual_seed(stream_seed(seed, split, name)))
         for label, name in enumerate(CLASS_NAMES)
     ]
     return LensSample.concatenate(parts)
@@ -222,7 +215,7 @@ def simulate_dataset(
         with progress_bar(total=total, desc=f"simulate {preset.name}", unit="img", disable=not progress) as bar:
             for split, name, batch_index, first, last in _batches(counts, batch_size):
                 if not sink.done(split, first, last):
-                    noise = torch.Generator().manual_seed(_stream_seed(seed, split, name, "noise", batch_index))
+                    noise = torch.Generator().manual_seed(stream_seed(seed, split, name, "noise", batch_index))
                     images = render_images(params[split].select(slice(first, last)), preset, noise, device=device)
                     sink.write(split, first, images[:, 0].numpy())
                 bar.update(last - first)
