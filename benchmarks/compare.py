@@ -34,7 +34,7 @@ from _machine import describe_machine  # noqa: E402
 
 from d4lenspinn.checkpoint import load_trained_model  # noqa: E402
 from d4lenspinn.classes import CLASS_NAMES  # noqa: E402
-from d4lenspinn.config import DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from d4lenspinn.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
 from d4lenspinn.data import batch_loader, prepare_data  # noqa: E402
 from d4lenspinn.device import resolve_device  # noqa: E402
 from d4lenspinn.evaluate import evaluate  # noqa: E402
@@ -46,13 +46,37 @@ from d4lenspinn.tta import collect_predictions  # noqa: E402
 
 NOTES_MARKER = "<!-- notes below are kept when compare.py rewrites this file -->"
 MODELS = ("d4lenspinn", "resnet18", "vanilla_lenspinn", "lenspinn_small", "d4_cnn", "residual_cnn", "efficientnetv2_b0")
+# entries that are a registered model with settings: name -> (registered model, model kwargs, loss weights); the
+# D4LensPINN with the lens model (both heads) and its ablations (no macro model, no supervision, no residual channels)
+VARIANTS = {
+    "d4lenspinn_lens": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
+    "d4lenspinn_lens_effnet": ("d4lenspinn", {"macro_lens": True}, {"macro": 1.0}),
+    "vanilla_lenspinn_lens": ("vanilla_lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
+    "ablation_no_macro": ("d4lenspinn", {"head": "d4_cnn"}, {}),
+    "ablation_unsupervised": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {}),
+    "ablation_no_residuals": (
+        "d4lenspinn",
+        {"macro_lens": True, "head": "d4_cnn", "residual_channels": False},
+        {"macro": 1.0},
+    ),
+}
 
 
 def run_config(args: argparse.Namespace, model: str, lr: float) -> TrainConfig:
-    """The one config every model shares, but for its name and learning rate."""
+    """The one config every model shares, but for its name (with a variant's settings) and learning rate."""
+    name, kwargs, loss = VARIANTS.get(model, (model, {}, {}))
+    data = DataConfig(
+        root=args.root,
+        preset=args.preset,
+        n_per_class=args.n_per_class,
+        n_val_per_class=args.n_val_per_class,
+        scheme=args.scheme,
+        batch_size=args.batch,
+    )
     return TrainConfig(
-        data=DataConfig(root=args.root, preset=args.preset, n_per_class=args.n_per_class, batch_size=args.batch),
-        model=ModelConfig(name=model),
+        data=data,
+        model=ModelConfig(name=name, kwargs=dict(kwargs)),
+        loss=LossConfig(**loss),
         optim=OptimConfig(
             epochs=args.epochs, lr=lr, warmup_epochs=0.5, weight_decay=1e-4, early_stopping_patience=args.epochs
         ),
@@ -176,10 +200,11 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
     lines = [
         "# Results: D4LensPINN and the comparison models",
         "",
-        f"Simulated `{args.preset}` data, {args.n_per_class} training images per class (split 80/10/10 with seed "
-        f"{args.seed}: {n_test} test images), {args.epochs} epochs, batch {args.batch}, AdamW (weight decay 1e-4), "
-        "0.5 epoch linear warm-up then cosine decay, random D4 augmentation, default physics-loss weights for the "
-        f"models with a lensing engine. Tuning budget, the same for every model: one run per learning rate in "
+        f"Simulated `{args.preset}` data, {args.n_per_class} training images per class (split {args.scheme} with "
+        f"seed {args.seed}: {n_test} test images), {args.epochs} epochs, batch {args.batch}, AdamW (weight decay "
+        "1e-4), 0.5 epoch linear warm-up then cosine decay, random D4 augmentation, default physics-loss weights for "
+        "the models with a lensing engine; the variants' settings are in `VARIANTS` (benchmarks/compare.py). "
+        f"Tuning budget, the same for every model: one run per learning rate in "
         f"{{{', '.join(f'{lr:g}' for lr in args.lrs)}}}; the run with the best validation macro AUC (its best epoch) "
         "is evaluated on the test split. Intervals are 95% stratified bootstrap intervals "
         f"({args.n_bootstrap} resamples); the TTA gain interval is paired.",
@@ -248,6 +273,8 @@ def main() -> None:
     parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3])
     parser.add_argument("--preset", default="model_ii")
     parser.add_argument("--n-per-class", type=int, default=1000)
+    parser.add_argument("--n-val-per-class", type=int, default=None, help="simulated val/ images per class")
+    parser.add_argument("--scheme", default="80/10/10", help='"official": val/ is the test set')
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,9 @@ class ModelOutput(NamedTuple):
     [arcsec], ``source (B, 1, m, m)`` reconstructed source, ``source_weight (B, 1, m, m)`` its coverage,
     ``relensed (B, 1, n, n)`` the source ray-traced back, ``features (B, C, n, n)`` the preprocessed input channels;
     models with a macro lens: ``macro`` its estimate (:class:`~d4lenspinn.physics.MacroLens` of ``(B,)`` tensors) and
-    ``delta_kappa (B, 1, n, n)`` the signed substructure convergence on top of it.
+    ``delta_kappa (B, 1, n, n)`` the signed substructure convergence on top of it, ``macro_relensed`` and
+    ``macro_spread (B, 1, n, n)`` the image re-lensed through the macro lens alone and its source-plane spread
+    (:meth:`~d4lenspinn.physics.LensingEngine.macro_residual`).
     """
 
     logits: torch.Tensor
@@ -32,3 +34,5 @@ class ModelOutput(NamedTuple):
     features: torch.Tensor | None = None
     macro: MacroLens | None = None
     delta_kappa: torch.Tensor | None = None
+    macro_relensed: torch.Tensor | None = None
+    macro_spread: torch.Tensor | None = None

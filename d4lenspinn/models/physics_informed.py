@@ -7,6 +7,17 @@
       -> head input [I, log(1 + kappa), S, I - R, 4 preprocessed maps]              (B, 8, n, n)
       -> timm EfficientNetV2 (tf_efficientnetv2_b0)                                 logits (B, 3)
 
+With ``macro_lens=True`` (the lens model the network must get right)::
+
+      -> MacroEstimator (escnn): SIE + shear per image; UNet: signed delta_kappa    MacroLens (B,) x 7, (B, 1, n, n)
+      -> LensingEngine with kappa_macro + delta_kappa: S, R; and the macro lens alone: R_macro, spread
+      -> head input [I, delta_kappa, I - R_macro, spread, I - R, 4 preprocessed]    (B, 9, n, n), standardised
+      -> EfficientNetV2, or head="d4_cnn": a D4-invariant escnn CNN (then the whole model is invariant, no TTA)
+
+``I - R_macro`` is what the smooth lens cannot explain and ``spread`` how inconsistent the image pixels that share
+a source pixel are under it: both are ~0 for a smooth lens and carry the substructure (docs/models.md);
+``residual_channels=False`` leaves them out (the ablation).
+
 Everything before the head commutes with the 8 pixel-grid symmetries to float precision, which is what makes the
 cheap test-time augmentation of :mod:`d4lenspinn.tta` exact: one pass through the U-Net and the physics, eight
 through the head. The head itself is not equivariant. ``vanilla_lenspinn`` is the same pipeline with the plain
@@ -28,6 +39,7 @@ from torch import nn
 
 from ..physics import LensingEngine, PixelGrid, macro_convergence
 from .capabilities import ModelCapabilities
+from .d4_cnn import D4CNN
 from .inputs import check_images
 from .macro_estimator import MacroEstimator
 from .output import ModelOutput
@@ -63,6 +75,7 @@ class D4LensPINN(nn.Module):
         preprocessing: bool = True,
         macro_lens: bool = False,
         macro_widths: tuple[int, ...] = (2, 4, 8, 16),
+        residual_channels: bool = True,
     ) -> None:
         super().__init__()
         if in_chans != 1:
@@ -74,22 +87,33 @@ class D4LensPINN(nn.Module):
         channels = Preprocessing.channels if preprocessing else in_chans
         self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant, non_negative=not macro_lens)
         self.engine = LensingEngine(self.grid)
-        self.macro_estimator = None
+        self.macro_estimator, self.head_norm = None, None
+        self.residual_channels = residual_channels and macro_lens
+        head_channels = 3 + channels
         if macro_lens:
             self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
             for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 at the start
                 nn.init.zeros_(parameter)
-        self.head = timm.create_model(
-            head, pretrained=False, in_chans=3 + channels, num_classes=num_classes, drop_rate=head_drop_rate
-        )
-        classifier = self.head.get_classifier()  # zero-initialised: uniform predictions (cross-entropy ln K) at start
-        nn.init.zeros_(classifier.weight)
-        nn.init.zeros_(classifier.bias)
+            head_channels = channels + 1 + (3 if self.residual_channels else 0)
+            # per-channel standardisation (batch statistics, running averages in eval): a per-channel affine map,
+            # so it commutes with D4 and keeps the residuals' amplitude, the signal, comparable between images
+            self.head_norm = nn.BatchNorm2d(head_channels, affine=False)
+        invariant_head = head == "d4_cnn"
+        if invariant_head:
+            self.head = _Logits(D4CNN(image_size, in_chans=head_channels, num_classes=num_classes))
+        else:
+            self.head = timm.create_model(
+                head, pretrained=False, in_chans=head_channels, num_classes=num_classes, drop_rate=head_drop_rate
+            )
+            classifier = self.head.get_classifier()  # zero-initialised: uniform predictions (cross-entropy ln K)
+            nn.init.zeros_(classifier.weight)
+            nn.init.zeros_(classifier.bias)
         self.capabilities = ModelCapabilities(
             physics_maps=True,
             kappa_map=True,
             macro_lens=macro_lens,
             equivariant_maps=equivariant,
+            invariant=equivariant and invariant_head,
             cam_layer="head.conv_head" if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d) else None,
         )
 
@@ -97,15 +121,17 @@ class D4LensPINN(nn.Module):
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
         check_images(images, self.in_chans, self.image_size, self.name)
         features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
+        macro = delta_kappa = smooth = None
         if self.macro_estimator is None:
             kappa = self.unet(features)  # (B, 1, n, n) >= 0
-            macro = delta_kappa = None
             physics = self.engine(kappa, images)
         else:
             macro = self.macro_estimator(features)  # MacroLens of (B,) tensors
             delta_kappa = self.unet(features)  # (B, 1, n, n), signed
             physics = self.engine(delta_kappa, images, macro)
             kappa = macro_convergence(macro, self.grid, cap=KAPPA_DISPLAY_CAP) + delta_kappa
+            if self.residual_channels:
+                smooth = self.engine.macro_residual(images, macro)
         return ModelOutput(
             logits=None,
             kappa=kappa,
@@ -117,15 +143,23 @@ class D4LensPINN(nn.Module):
             features=features,
             macro=macro,
             delta_kappa=delta_kappa,
+            macro_relensed=None if smooth is None else smooth.relensed,
+            macro_spread=None if smooth is None else smooth.spread,
         )
 
-    @staticmethod
-    def head_input(maps: ModelOutput) -> torch.Tensor:
-        """Stack the scalar maps the head sees: ``(B, 3 + C, n, n)`` for ``C`` feature channels (8 with the
-        preprocessing, 4 without); every channel transforms as a scalar field."""
-        image = maps.features[:, :1]
-        mass = torch.log1p(maps.kappa) if maps.delta_kappa is None else maps.delta_kappa
-        return torch.cat((image, mass, maps.source, image - maps.relensed, maps.features[:, 1:]), dim=1)
+    def head_input(self, maps: ModelOutput) -> torch.Tensor:
+        """Stack the scalar maps the head sees (every channel transforms as a scalar field), for ``C`` feature
+        channels (5 with the preprocessing, 1 without): ``(B, 3 + C, n, n)``
+        ``[I, log(1 + kappa), S, I - R, features]``; with the macro lens ``(B, C + 4, n, n)``
+        ``[I, delta_kappa, I - R_macro, spread, I - R, features]`` standardised (``(B, C + 1, n, n)`` without the
+        residual channels)."""
+        image, extra = maps.features[:, :1], maps.features[:, 1:]
+        if maps.delta_kappa is None:
+            return torch.cat((image, torch.log1p(maps.kappa), maps.source, image - maps.relensed, extra), dim=1)
+        channels = [image, maps.delta_kappa]
+        if self.residual_channels:
+            channels += [image - maps.macro_relensed, maps.macro_spread, image - maps.relensed]
+        return self.head_norm(torch.cat((*channels, extra), dim=1))
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         maps = self.maps(images)
@@ -136,12 +170,27 @@ class D4LensPINN(nn.Module):
         was_training = self.training
         self.eval()
         exported = copy.copy(self)
-        escnn = ("unet", "macro_estimator")  # exported by their own export(); the rest is copied
+        escnn = ("unet", "macro_estimator", "head")  # exported by their own export() where they have one
         exported._modules = {name: copy.deepcopy(m) for name, m in self._modules.items() if name not in escnn}
         exported.unet = self.unet.export()
         exported.macro_estimator = None if self.macro_estimator is None else self.macro_estimator.export()
+        exported.head = self.head.export() if isinstance(self.head, _Logits) else copy.deepcopy(self.head)
         self.train(was_training)
         return exported
+
+
+class _Logits(nn.Module):
+    """A :class:`~d4lenspinn.models.d4_cnn.D4CNN` (or its export) as a head: stacked maps -> logits tensor."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        return self.network(stacked).logits
+
+    def export(self) -> _Logits:
+        return _Logits(self.network.export())
 
 
 @register_model("d4lenspinn")

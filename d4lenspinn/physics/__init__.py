@@ -1,7 +1,7 @@
 """Parameter-free, differentiable lensing physics: grids, Poisson solver, deflection, lens mapping, profiles."""
 
 from . import profiles
-from .engine import LensingEngine, LensingOutput
+from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
@@ -34,6 +34,7 @@ __all__ = [
     "covering_source_grid",
     "LensingEngine",
     "LensingOutput",
+    "MacroResidual",
     "MacroLens",
     "check_macro",
     "macro_deflection",

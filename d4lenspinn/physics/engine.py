@@ -28,7 +28,7 @@ from .lens_mapping import inverse_lens, ray_trace
 from .macro import MacroLens, macro_deflection, macro_potential
 from .poisson import kernel_spectra, potential_and_deflection
 
-__all__ = ["LensingEngine", "LensingOutput"]
+__all__ = ["LensingEngine", "LensingOutput", "MacroResidual"]
 
 
 class LensingOutput(NamedTuple):
@@ -39,6 +39,13 @@ class LensingOutput(NamedTuple):
     source: torch.Tensor  # (B, C, m, m) reconstructed source (0 where no image pixel lands)
     source_weight: torch.Tensor  # (B, 1, m, m) image-pixel weight landing on each source pixel
     relensed: torch.Tensor  # (B, C, n, n) the reconstructed source ray-traced back to the image plane
+
+
+class MacroResidual(NamedTuple):
+    """What the smooth lens alone explains of an image ``(B, C, n, n)``."""
+
+    relensed: torch.Tensor  # (B, C, n, n) the image, sent to the source plane and back through the macro lens alone
+    spread: torch.Tensor  # (B, C, n, n) variance of the image pixels that share a source pixel, traced back
 
 
 class LensingEngine(nn.Module):
@@ -75,6 +82,31 @@ class LensingEngine(nn.Module):
         source, weight = inverse_lens(image, alpha, self.grid, self.source_grid, self.min_weight)
         relensed = ray_trace(source, alpha, self.grid, self.source_grid)
         return LensingOutput(psi, alpha, source, weight, relensed)
+
+    def macro_residual(self, image: torch.Tensor, macro: MacroLens) -> MacroResidual:
+        """The image re-lensed through ``macro`` alone, and the source-plane consistency of the image under it.
+
+        Every image pixel that lands on a source pixel should carry the same source light if the smooth lens were
+        the whole lens; substructure breaks that for one image of a multiply imaged point and not for its
+        counter-images. ``spread`` is the weighted variance ``E[I^2] - E[I]^2`` of the image pixels on each source
+        pixel (``inverse_lens`` weights), ray-traced back to the image plane; ``image - relensed`` is the residual.
+        """
+        check_field(image, "image", None, self.grid)
+        if macro.batch_size != image.shape[0]:
+            raise ValueError(f"image has {image.shape[0]} images but the macro lens {macro.batch_size}")
+        dtype, image = image.dtype, image.double()  # E[I^2] - E[I]^2 cancels: float32 would leave ~1e-5 of it
+        alpha = macro_deflection(MacroLens(*(value.to(image) for value in macro)), self.grid)
+        channels = image.shape[1]
+        moments, weight = inverse_lens(
+            torch.cat((image, image * image), 1), alpha, self.grid, self.source_grid, self.min_weight
+        )
+        # moments are sum(w I^k) / max(W, min_weight): the variance, faded like them where coverage is thin, is
+        # E[I^2] - E[I]^2 max(W, min_weight) / W
+        mean, mean_square = moments[:, :channels], moments[:, channels:]
+        fade = weight.clamp_min(self.min_weight) / weight.clamp_min(1e-12)
+        variance = (mean_square - mean * mean * fade).clamp_min(0)
+        traced = ray_trace(torch.cat((mean, variance), 1), alpha, self.grid, self.source_grid).to(dtype)
+        return MacroResidual(traced[:, :channels], traced[:, channels:])
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, source_grid={self.source_grid}, min_weight={self.min_weight}"

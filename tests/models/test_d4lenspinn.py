@@ -172,6 +172,8 @@ def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n):
             assert _relative(moved.kappa, transform_scalar(out.kappa, g)) < 1e-5
             assert _relative(moved.alpha, transform_vector(out.alpha, g)) < 1e-5
             assert _relative(moved.relensed, transform_scalar(out.relensed, g)) < 1e-5
+            assert _relative(moved.macro_relensed, transform_scalar(out.macro_relensed, g)) < 1e-5
+            assert _relative(moved.macro_spread, transform_scalar(out.macro_spread, g)) < 1e-5
             for got, want in zip(moved.macro, transform_macro(out.macro, g), strict=True):
                 assert (got - want).abs().max() < 1e-5 * 3.3  # arcsec on a 6.5" field; e, gamma ~ 0.1
         fast = predict(model, images, tta=True)
@@ -188,3 +190,49 @@ def test_with_a_macro_lens_export_gives_the_same_outputs():
     torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain.delta_kappa, reference.delta_kappa, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(plain.macro.theta_e, reference.macro.theta_e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [64, 150])
+def test_the_invariant_head_makes_the_whole_model_invariant_and_skips_tta(n, monkeypatch):
+    model = create_model(
+        "d4lenspinn",
+        image_size=n,
+        pixel_scale=6.46 / n,
+        macro_lens=True,
+        head="d4_cnn",
+        widths=(1, 2),
+        macro_widths=(1, 2),
+    )
+    with torch.no_grad():
+        for parameter in model.unet.blocks["head"].parameters():
+            parameter.normal_(0, 0.5)
+    model.eval()
+    images = _lensed_images(n)
+    assert model.capabilities.invariant and model.capabilities.macro_lens
+    with torch.no_grad():
+        reference = model(images).logits
+        for g in D4_ELEMENTS[1:]:
+            torch.testing.assert_close(model(transform_scalar(images, g)).logits, reference, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.export()(images).logits, reference, rtol=1e-5, atol=1e-6)
+        calls = []
+        monkeypatch.setattr(model, "maps", lambda x, real=model.maps: calls.append(1) or real(x))
+        torch.testing.assert_close(predict(model, images, tta=True), predict(model, images, tta=False))
+    assert len(calls) == 2  # one pass each: TTA of an invariant model is skipped
+
+
+def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
+    kwargs = dict(image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2), macro_widths=(1, 2))
+    with_residuals = create_model("d4lenspinn", **kwargs).eval()
+    without = create_model("d4lenspinn", residual_channels=False, **kwargs).eval()
+    images = _lensed_images(32)
+    with torch.no_grad():
+        maps = with_residuals.maps(images)
+        stacked = with_residuals.head_input(maps)
+        assert stacked.shape == (2, 9, 32, 32) and without.head_input(without.maps(images)).shape == (2, 6, 32, 32)
+        assert without.maps(images).macro_relensed is None
+        # eval-mode standardisation is the running statistics' affine map (identity at initialisation)
+        image = maps.features[:, :1]
+        torch.testing.assert_close(stacked[:, 2:3], (image - maps.macro_relensed) / (1 + 1e-5) ** 0.5)
+    with_residuals.train()
+    stacked = with_residuals.head_input(with_residuals.maps(images))
+    assert stacked[:, 0].mean().abs() < 1e-5 and (stacked[:, 0].var(unbiased=False) - 1).abs() < 1e-3

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from d4lenspinn.physics import LensingEngine, PixelGrid, deflection_from_kappa, ray_trace
+from d4lenspinn.physics import LensingEngine, MacroLens, PixelGrid, deflection_from_kappa, macro_deflection, ray_trace
 from d4lenspinn.physics import profiles as P
-from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar, transform_vector
+from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar, transform_vector
 
 
 def _lens_scene(grid, dtype=torch.float32):
@@ -74,3 +74,35 @@ def test_engine_on_cuda_matches_cpu():
     gpu = LensingEngine(grid).cuda()(kappa.cuda(), image.cuda())
     for a, b in zip(cpu, gpu, strict=True):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+
+
+def _macro(theta_e=1.0, batch=2):
+    values = (theta_e, 0.08, -0.05, 0.1, -0.05, 0.03, 0.02)
+    return MacroLens(*(torch.full((batch,), v) for v in values))
+
+
+def test_macro_residual_vanishes_for_the_true_smooth_lens_and_not_for_a_wrong_one():
+    grid = PixelGrid(64, 0.08)
+    engine = LensingEngine(grid)
+    x, y = grid.coordinates(torch.float64)
+    source = torch.exp(-0.5 * ((x - 0.1) ** 2 + (y + 0.05) ** 2) / 0.25**2)[None, None].float()
+    image = ray_trace(source, macro_deflection(_macro(), grid), grid)  # (2, 1, 64, 64), lensed by the macro lens
+    exact = engine.macro_residual(image, _macro())
+    wrong = engine.macro_residual(image, _macro(theta_e=1.15))
+    covered = image > 0.05
+    residual = lambda r: ((image - r.relensed)[covered] ** 2).mean().sqrt().item()  # noqa: E731
+    assert residual(exact) < 0.02 and residual(wrong) > 3 * residual(exact)
+    assert exact.spread[covered].mean() < 0.2 * wrong.spread[covered].mean()
+    flat = engine.macro_residual(torch.full_like(image, 0.5), _macro())  # one value everywhere: no spread
+    assert flat.spread.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("g", D4_ELEMENTS, ids=str)
+def test_macro_residual_commutes_with_d4(g):
+    grid = PixelGrid(64, 0.101)
+    engine = LensingEngine(grid)
+    _, image = _lens_scene(grid)
+    out = engine.macro_residual(image, _macro(batch=1))
+    moved = engine.macro_residual(transform_scalar(image, g), transform_macro(_macro(batch=1), g))
+    assert _relative(moved.relensed, transform_scalar(out.relensed, g)) < 1e-5
+    assert _relative(moved.spread, transform_scalar(out.spread, g)) < 1e-5
