@@ -50,6 +50,7 @@ MODELS = ("d4lenspinn", "resnet18", "vanilla_lenspinn", "lenspinn_small", "d4_cn
 # D4LensPINN with the lens model (both heads) and its ablations (no macro model, no supervision, no residual channels)
 VARIANTS = {
     "d4lenspinn_lens": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
+    "d4lenspinn_lens_phase": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0, "lens_epochs": 1}),
     "d4lenspinn_lens_effnet": ("d4lenspinn", {"macro_lens": True}, {"macro": 1.0}),
     "vanilla_lenspinn_lens": ("vanilla_lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
     "ablation_no_macro": ("d4lenspinn", {"head": "d4_cnn"}, {}),
@@ -68,6 +69,7 @@ def run_config(args: argparse.Namespace, model: str, lr: float) -> TrainConfig:
     data = DataConfig(
         root=args.root,
         preset=args.preset,
+        hard=args.hard,
         n_per_class=args.n_per_class,
         n_val_per_class=args.n_val_per_class,
         scheme=args.scheme,
@@ -108,34 +110,37 @@ def best_validation(run_dir: Path) -> tuple[float, int]:
     return best["val_macro_auc"], best["epoch"]
 
 
-def paired_tta_gain(run_dir: Path, n_bootstrap: int, seed: int) -> dict:
-    """Macro AUC with D4 TTA minus without, on the test split, with a paired stratified bootstrap 95% interval."""
+REFERENCES = ("d4_cnn", "vanilla_lenspinn_lens")  # every model's paired AUC difference to these (with D4 TTA)
+
+
+def test_predictions(run_dir: Path) -> dict[str, np.ndarray]:
+    """Test-split probabilities of a run's ``best.pt`` without and with D4 TTA, and the labels."""
     device = resolve_device("auto")
     model, config, _ = load_trained_model(run_dir / "best.pt", device)
-    splits = prepare_data(config.data, seed=config.seed)
-    loader = batch_loader(splits.test, 64)
+    loader = batch_loader(prepare_data(config.data, seed=config.seed).test, 64)
     single, labels = collect_predictions(model, loader, device, tta=False)
     averaged, _ = collect_predictions(model, loader, device, tta=True)
+    return {"no TTA": single, "D4 TTA": averaged, "labels": labels}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict:
+    """Macro AUC of probabilities ``a`` minus ``b`` on the same images, with a paired stratified bootstrap 95%
+    interval (both resampled with the same indices)."""
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == k) for k in range(len(CLASS_NAMES))]
-    gains = []
+    auc = lambda p, i: classification_metrics(p[i], labels[i], CLASS_NAMES)["macro_auc"]  # noqa: E731
+    differences = []
     for _ in range(n_bootstrap):
         index = np.concatenate([rng.choice(m, size=len(m)) for m in members])
-        gains.append(
-            classification_metrics(averaged[index], labels[index], CLASS_NAMES)["macro_auc"]
-            - classification_metrics(single[index], labels[index], CLASS_NAMES)["macro_auc"]
-        )
-    point = (
-        classification_metrics(averaged, labels, CLASS_NAMES)["macro_auc"]
-        - classification_metrics(single, labels, CLASS_NAMES)["macro_auc"]
-    )
-    low, high = np.percentile(gains, [2.5, 97.5])
-    return {"gain": float(point), "ci95": [float(low), float(high)]}
+        differences.append(auc(a, index) - auc(b, index))
+    everything = np.arange(len(labels))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"gain": float(auc(a, everything) - auc(b, everything)), "ci95": [float(low), float(high)]}
 
 
 def collect_results(args: argparse.Namespace) -> dict:
     """Per model: every run's validation AUC and time, the selected run, its test report and TTA gain."""
-    results = {}
+    results, predictions = {}, {}
     for model in args.models:
         runs = {}
         for lr in args.lrs:
@@ -154,13 +159,27 @@ def collect_results(args: argparse.Namespace) -> dict:
         run_dir = Path(args.out) / model / f"lr{chosen}"
         report = evaluate(run_dir / "best.pt", tta=True)
         trained = load_trained_model(run_dir / "best.pt")
+        predictions[model] = test_predictions(run_dir)
+        single, averaged, labels = (predictions[model][key] for key in ("no TTA", "D4 TTA", "labels"))
         results[model] = {
             "parameters": count_parameters(trained.model),
             "runs": runs,
             "selected_lr": chosen,
             "test": report["reports"],
-            "tta_gain": paired_tta_gain(run_dir, args.n_bootstrap, args.seed),
+            "tta_gain": paired_difference(averaged, single, labels, args.n_bootstrap, args.seed),
             "report": report["report"],
+        }
+    for model, r in results.items():  # paired differences to the reference models, with TTA
+        r["versus"] = {
+            reference: paired_difference(
+                predictions[model]["D4 TTA"],
+                predictions[reference]["D4 TTA"],
+                predictions[model]["labels"],
+                args.n_bootstrap,
+                args.seed,
+            )
+            for reference in REFERENCES
+            if reference in predictions and reference != model
         }
     return results
 
@@ -200,7 +219,8 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
     lines = [
         "# Results: D4LensPINN and the comparison models",
         "",
-        f"Simulated `{args.preset}` data, {args.n_per_class} training images per class (split {args.scheme} with "
+        f"Simulated `{args.preset}`{' (hard variant)' if args.hard else ''} data, {args.n_per_class} training "
+        f"images per class (split {args.scheme} with "
         f"seed {args.seed}: {n_test} test images), {args.epochs} epochs, batch {args.batch}, AdamW (weight decay "
         "1e-4), 0.5 epoch linear warm-up then cosine decay, random D4 augmentation, default physics-loss weights for "
         "the models with a lensing engine; the variants' settings are in `VARIANTS` (benchmarks/compare.py). "
@@ -244,6 +264,22 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
             for name in CLASS_NAMES
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    references = [ref for ref in REFERENCES if any(ref in r["versus"] for r in results.values())]
+    if references:
+        lines += [
+            "",
+            "Paired difference of test macro AUC with D4 TTA to the reference models (same images, paired "
+            "stratified bootstrap 95% interval):",
+            "",
+            "| model | " + " | ".join(f"minus {ref}" for ref in references) + " |",
+            "|---|" + "---:|" * len(references),
+        ]
+        for model, r in results.items():
+            cells = []
+            for ref in references:
+                d = r["versus"].get(ref)
+                cells.append("-" if d is None else f"{d['gain']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Every run of the tuning grid (validation macro AUC at the best epoch, training minutes):",
@@ -272,6 +308,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3])
     parser.add_argument("--preset", default="model_ii")
+    parser.add_argument("--hard", action="store_true", help="the preset's hard variant (the lens varies)")
     parser.add_argument("--n-per-class", type=int, default=1000)
     parser.add_argument("--n-val-per-class", type=int, default=None, help="simulated val/ images per class")
     parser.add_argument("--scheme", default="80/10/10", help='"official": val/ is the test set')

@@ -20,10 +20,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from _machine import describe_machine
-from compare import train_once
+from compare import paired_difference, train_once
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES
@@ -59,18 +58,6 @@ def epoch_seconds(config: TrainConfig) -> tuple[float, int]:
     start = time.perf_counter()
     trainer.train_epoch()
     return time.perf_counter() - start, len(trainer.train_loader)
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """95% interval of macro AUC(a) - macro AUC(b) over stratified resamples of the same images."""
-    rng, members = np.random.default_rng(seed), [np.flatnonzero(labels == k) for k in range(len(CLASS_NAMES))]
-    differences = []
-    for _ in range(n):
-        i = np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members])
-        auc = [classification_metrics(p[i], labels[i], CLASS_NAMES)["macro_auc"] for p in (a, b)]
-        differences.append(auc[0] - auc[1])
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def main() -> None:
@@ -124,12 +111,12 @@ def main() -> None:
         cells = " | ".join(f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES)
         name = "fixed set (on disk)" if source == "simulate" else "online (fresh every epoch)"
         print(f"| {name} | {r['macro_auc']:.3f} [{low:.3f}, {high:.3f}] | {cells} | {r['train_seconds'] / 60:.1f} |")
-    gain = results["simulate-online"]["macro_auc"] - results["simulate"]["macro_auc"]
-    low, high = paired_difference(
+    difference = paired_difference(
         probabilities["simulate-online"], probabilities["simulate"], labels, args.n_bootstrap, args.seed
     )
+    (low, high), gain = difference["ci95"], difference["gain"]
     print(f"online - fixed: {gain:+.3f} macro AUC, paired 95% interval [{low:+.3f}, {high:+.3f}]")
-    results["online_minus_fixed"] = {"gain": gain, "interval": [low, high]}
+    results["online_minus_fixed"] = difference
     write_text(out / "online.json", json.dumps(results, indent=2, default=float))
 
 

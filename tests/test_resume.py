@@ -13,6 +13,7 @@ TINY = {
     "d4lenspinn": "{widths: [1, 2]}",
     "vanilla_lenspinn": "{widths: [1, 2]}",
     "d4_cnn": "{widths: [1, 2]}",
+    "d4_cnn_preprocessed": "{widths: [1, 2]}",
     "vit_small": "{embed_dim: 32, depth: 1, num_heads: 2}",
     "cait_small": "{embed_dim: 32, depth: 1, num_heads: 2}",
     "lenspinn_small": "{encoder_dim: 16, encoder_depth: 1, hidden: 16}",

@@ -41,9 +41,10 @@ from torch import nn
 from .capabilities import ModelCapabilities
 from .inputs import check_images
 from .output import ModelOutput
+from .preprocessing import Preprocessing
 from .registry import register_model
 
-__all__ = ["D4CNN", "ExportedD4CNN", "d4_cnn"]
+__all__ = ["D4CNN", "ExportedD4CNN", "PreprocessedD4CNN", "d4_cnn", "d4_cnn_preprocessed"]
 
 
 def _conv_block(in_type: enn.FieldType, out_type: enn.FieldType, stride: int = 1) -> list[enn.EquivariantModule]:
@@ -127,3 +128,33 @@ def d4_cnn(image_size: int, in_chans: int = 1, num_classes: int = 3, widths: tup
     Source: Weiler & Cesa, NeurIPS 2019 (escnn); Cohen & Welling, ICML 2016 (group-equivariant CNNs).
     """
     return D4CNN(image_size, in_chans, num_classes, tuple(widths))
+
+
+class PreprocessedD4CNN(nn.Module):
+    """The physics-free control of D4LensPINN's lens model: its D4-invariant preprocessed maps, standardised per
+    channel, into :class:`D4CNN` (no U-Net, no lens, no engine). Invariant end to end."""
+
+    capabilities = ModelCapabilities(invariant=True)
+
+    def __init__(self, image_size: int, num_classes: int = 3, widths: tuple[int, ...] = (4, 8, 16, 32)) -> None:
+        super().__init__()
+        self.image_size, self.in_chans = image_size, 1
+        self.preprocessing = Preprocessing()
+        self.norm = nn.BatchNorm2d(Preprocessing.channels, affine=False)  # per-channel affine: commutes with D4
+        self.classifier = D4CNN(image_size, Preprocessing.channels, num_classes, tuple(widths))
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        check_images(images, self.in_chans, self.image_size, "d4_cnn_preprocessed")
+        return self.classifier(self.norm(self.preprocessing(images)))
+
+
+@register_model("d4_cnn_preprocessed")
+def d4_cnn_preprocessed(
+    image_size: int, in_chans: int = 1, num_classes: int = 3, widths: tuple[int, ...] = (4, 8, 16, 32)
+) -> PreprocessedD4CNN:
+    """The physics-free control: D4LensPINN's invariant preprocessed maps (image, log-contrast, |distortion|,
+    |grad I|, laplacian), standardised per channel, into ``d4_cnn``: what the lens model's head gets without the
+    U-Net, the macro lens and the engine."""
+    if in_chans != 1:
+        raise ValueError(f"d4_cnn_preprocessed works on single-band images (in_chans=1), got in_chans={in_chans}")
+    return PreprocessedD4CNN(image_size, num_classes, tuple(widths))

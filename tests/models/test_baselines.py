@@ -129,6 +129,14 @@ def test_d4_cnn_logits_invariant_at_150() -> None:
     _assert_invariant(model, _images(1, 150))
 
 
+@pytest.mark.parametrize("n", [64, 150])
+def test_the_preprocessed_control_is_invariant(n) -> None:
+    torch.manual_seed(0)
+    model = create_model("d4_cnn_preprocessed", image_size=n, widths=(2, 4))
+    _assert_invariant(model.eval(), _images(2, n))
+    assert model.capabilities.invariant
+
+
 def test_d4_cnn_export_gives_identical_logits_in_plain_torch() -> None:
     torch.manual_seed(0)
     model: D4CNN = create_model("d4_cnn", image_size=SIZE)
