@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 import torch
 from _machine import describe_machine
+from compare import paired_difference
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES
@@ -68,20 +69,14 @@ def main() -> None:
             return torch.cat([model.head(chunk).softmax(-1) for chunk in x.split(128)]).numpy()
 
     full = probabilities()
-    rng = np.random.default_rng(args.seed)
-    members = [np.flatnonzero(labels == k) for k in range(len(CLASS_NAMES))]
-    draws = [np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members]) for _ in range(args.n_bootstrap)]
-    auc = lambda p, i: classification_metrics(p[i], labels[i], CLASS_NAMES)["macro_auc"]  # noqa: E731
-    base = auc(full, np.arange(len(labels)))
+    base = classification_metrics(full, labels, CLASS_NAMES)["macro_auc"]
     print(f"\n{args.checkpoint}: test macro AUC {base:.3f} on {len(labels)} images, no TTA")
     print("| knocked out (set to its test mean) | macro AUC | drop [paired 95% CI] |")
     print("|---|---:|---|")
     for name, channels in knockouts(stacked.shape[1]).items():
-        p = probabilities(channels)
-        drops = [auc(full, i) - auc(p, i) for i in draws]
-        low, high = np.percentile(drops, [2.5, 97.5])
-        value = auc(p, np.arange(len(labels)))
-        print(f"| {name} | {value:.3f} | {base - value:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        drop = paired_difference(full, probabilities(channels), labels, args.n_bootstrap, args.seed)
+        (low, high), gain = drop["ci95"], drop["gain"]
+        print(f"| {name} | {base - gain:.3f} | {gain:+.3f} [{low:+.3f}, {high:+.3f}] |")
 
 
 if __name__ == "__main__":

@@ -67,9 +67,7 @@ class LensingEngine(nn.Module):
         psi, alpha = potential_and_deflection(kappa, self.grid, torch.view_as_complex(self._spectra))
         if macro is None:
             return psi, alpha
-        if macro.batch_size != kappa.shape[0]:
-            raise ValueError(f"kappa has {kappa.shape[0]} images but the macro lens {macro.batch_size}")
-        macro = MacroLens(*(value.to(kappa) for value in macro))
+        macro = _macro_like(macro, kappa, "kappa")
         return psi + macro_potential(macro, self.grid), alpha + macro_deflection(macro, self.grid)
 
     def forward(self, kappa: torch.Tensor, image: torch.Tensor, macro: MacroLens | None = None) -> LensingOutput:
@@ -92,10 +90,8 @@ class LensingEngine(nn.Module):
         pixel (``inverse_lens`` weights), ray-traced back to the image plane; ``image - relensed`` is the residual.
         """
         check_field(image, "image", None, self.grid)
-        if macro.batch_size != image.shape[0]:
-            raise ValueError(f"image has {image.shape[0]} images but the macro lens {macro.batch_size}")
         dtype, image = image.dtype, image.double()  # E[I^2] - E[I]^2 cancels: float32 would leave ~1e-5 of it
-        alpha = macro_deflection(MacroLens(*(value.to(image) for value in macro)), self.grid)
+        alpha = macro_deflection(_macro_like(macro, image, "image"), self.grid)
         channels = image.shape[1]
         moments, weight = inverse_lens(
             torch.cat((image, image * image), 1), alpha, self.grid, self.source_grid, self.min_weight
@@ -110,3 +106,10 @@ class LensingEngine(nn.Module):
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, source_grid={self.source_grid}, min_weight={self.min_weight}"
+
+
+def _macro_like(macro: MacroLens, like: torch.Tensor, name: str) -> MacroLens:
+    """``macro`` on ``like``'s device and dtype, after checking that it has one lens per image of ``like``."""
+    if macro.batch_size != like.shape[0]:
+        raise ValueError(f"{name} has {like.shape[0]} images but the macro lens {macro.batch_size}")
+    return MacroLens(*(value.to(like) for value in macro))
