@@ -45,21 +45,27 @@ from d4lenspinn.train import train  # noqa: E402
 from d4lenspinn.tta import collect_predictions  # noqa: E402
 
 NOTES_MARKER = "<!-- notes below are kept when compare.py rewrites this file -->"
-MODELS = ("d4lenspinn", "resnet18", "vanilla_lenspinn", "lenspinn_small", "d4_cnn", "residual_cnn", "efficientnetv2_b0")
-# entries that are a registered model with settings: name -> (registered model, model kwargs, loss weights); the
-# D4LensPINN with the lens model (both heads) and its ablations (no macro model, no supervision, no residual channels)
+MODELS = (
+    "d4lenspinn_lens",
+    "d4lenspinn",
+    "resnet18",
+    "vanilla_lenspinn_lens",
+    "lenspinn_small",
+    "d4_cnn",
+    "residual_cnn",
+    "efficientnetv2_b0",
+)
+# entries that are a registered model with settings: name -> (registered model, model kwargs, loss weights): the
+# lens model (both heads, with substructure supervision) and its ablations (no macro model, no supervision, with the
+# residual channels); the lens models train with the macro-parameter loss
 VARIANTS = {
-    "d4lenspinn_lens": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
-    "d4lenspinn_lens_phase": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0, "lens_epochs": 1}),
-    "d4lenspinn_lens_effnet": ("d4lenspinn", {"macro_lens": True}, {"macro": 1.0}),
-    "vanilla_lenspinn_lens": ("vanilla_lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {"macro": 1.0}),
+    "d4lenspinn_lens": ("d4lenspinn_lens", {}, {"macro": 1.0}),
+    "d4lenspinn_lens_substructure": ("d4lenspinn_lens", {}, {"macro": 1.0, "substructure": 1000.0}),
+    "d4lenspinn_lens_effnet": ("d4lenspinn_lens", {"head": "tf_efficientnetv2_b0"}, {"macro": 1.0}),
+    "vanilla_lenspinn_lens": ("vanilla_lenspinn_lens", {}, {"macro": 1.0}),
     "ablation_no_macro": ("d4lenspinn", {"head": "d4_cnn"}, {}),
-    "ablation_unsupervised": ("d4lenspinn", {"macro_lens": True, "head": "d4_cnn"}, {}),
-    "ablation_no_residuals": (
-        "d4lenspinn",
-        {"macro_lens": True, "head": "d4_cnn", "residual_channels": False},
-        {"macro": 1.0},
-    ),
+    "ablation_unsupervised": ("d4lenspinn_lens", {}, {}),
+    "ablation_residual_channels": ("d4lenspinn_lens", {"residual_channels": True}, {"macro": 1.0}),
 }
 
 

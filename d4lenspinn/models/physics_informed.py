@@ -208,3 +208,26 @@ def vanilla_lenspinn(
     """The control: the identical D4LensPINN pipeline with a plain (non-equivariant) U-Net of the same topology and
     a similar parameter count, so any difference is due to the equivariance constraint."""
     return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)
+
+
+# the lens model as measured best (docs/RESULTS.md): macro lens + signed delta_kappa, standardised
+# [I, delta_kappa, preprocessed] into the D4-invariant head; the residual channels cost AUC at the budgets we ran
+LENS_MODEL = {"macro_lens": True, "head": "d4_cnn", "residual_channels": False}
+
+
+@register_model("d4lenspinn_lens")
+def d4lenspinn_lens(
+    image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
+) -> D4LensPINN:
+    """D4LensPINN with the lens model (``LENS_MODEL``: macro SIE + shear estimate, signed ``delta_kappa``, invariant
+    head, no residual channels); the whole model is D4-invariant. Train it with ``loss.macro > 0`` on simulations.
+    ``kwargs`` override the settings (``residual_channels=True``, ``head="tf_efficientnetv2_b0"``, ...)."""
+    return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=True, **{**LENS_MODEL, **kwargs})
+
+
+@register_model("vanilla_lenspinn_lens")
+def vanilla_lenspinn_lens(
+    image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
+) -> D4LensPINN:
+    """The control of ``d4lenspinn_lens``: the same lens-model pipeline with plain (non-equivariant) U-Nets."""
+    return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=False, **{**LENS_MODEL, **kwargs})

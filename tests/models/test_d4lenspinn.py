@@ -236,3 +236,14 @@ def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
     with_residuals.train()
     stacked = with_residuals.head_input(with_residuals.maps(images))
     assert stacked[:, 0].mean().abs() < 1e-5 and (stacked[:, 0].var(unbiased=False) - 1).abs() < 1e-3
+
+
+def test_the_registered_lens_models_are_the_measured_best_configuration():
+    kwargs = dict(image_size=32, pixel_scale=0.2, widths=(1, 2), macro_widths=(1, 2))
+    lens = create_model("d4lenspinn_lens", **kwargs).eval()
+    plain = create_model("vanilla_lenspinn_lens", **kwargs)
+    assert lens.capabilities.invariant and lens.capabilities.macro_lens and not lens.residual_channels
+    assert plain.capabilities.macro_lens and not plain.capabilities.equivariant_maps
+    with torch.no_grad():
+        assert lens.head_input(lens.maps(_lensed_images(32))).shape == (2, 6, 32, 32)
+    assert create_model("d4lenspinn_lens", residual_channels=True, **kwargs).residual_channels  # settings override
