@@ -85,7 +85,9 @@ class PhysicsLossWeights:
 
     ``tv``, ``l1``, ``centre`` and ``poisson`` default to the published D4LensPINN values. ``relensing`` defaults to
     0: the published model has no such term, and on its own it is minimised by ``kappa = 0`` (see
-    :func:`d4lenspinn.losses.relensing_loss`). A weight of 0 switches its term off (not computed, not reported).
+    :func:`d4lenspinn.losses.relensing_loss`). ``consistency`` (0 by default) is the self-supervised lens loss
+    without that minimum (:func:`d4lenspinn.losses.lens_consistency_loss`), for data without truth. A weight of 0
+    switches its term off (not computed, not reported).
     """
 
     tv: float = 0.005
@@ -93,6 +95,7 @@ class PhysicsLossWeights:
     centre: float = 0.002
     poisson: float = 0.01
     relensing: float = 0.0
+    consistency: float = 0.0
 
     def __post_init__(self) -> None:
         _check_weights(self, self.term_names())

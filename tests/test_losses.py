@@ -7,10 +7,13 @@ import torch
 
 from d4lenspinn.losses import (
     PhysicsLossWeights,
+    background_statistics,
     centre_penalty,
     classification_loss,
     image_plane_coverage,
     l1_sparsity,
+    lens_consistency_loss,
+    light_second_moment,
     physics_losses,
     poisson_residual_loss,
     relensing_loss,
@@ -141,6 +144,71 @@ def test_relensing_is_degenerate_at_zero_convergence():
     assert relensing_loss(image, out.relensed).item() > 1e-3
 
 
+def test_light_second_moment_of_a_gaussian_and_background_statistics():
+    grid = PixelGrid(64, 0.05)
+    blob = _blob(grid, 0.2, -0.1, 0.15)
+    # a round Gaussian of width s has second moment 2 s^2 about its centre (both axes)
+    assert light_second_moment(blob, grid, torch.zeros(1, 1, 1, 1)).item() == pytest.approx(2 * 0.15**2, rel=1e-6)
+    assert light_second_moment(blob, grid, torch.full((1, 1, 1, 1), 2.0)).item() == 0.0  # nothing above the cut
+    noise = 0.3 + 0.02 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    level, sigma = background_statistics(noise + blob * (blob > 0.5))
+    assert level.item() == pytest.approx(0.3, abs=2e-3) and sigma.item() == pytest.approx(0.02, rel=0.1)
+
+
+def _scaled_lens_losses(preset_name: str, hard: bool, scales: list[float]) -> tuple[list[float], list[float]]:
+    """Batch-mean consistency and plain re-lensing losses of 16 noisy simulated lenses per class when their true
+    macro lens (SIE + shear) is scaled by each factor (theta_E and shear: the convergence scale)."""
+    from d4lenspinn.data.presets import get_preset
+    from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses, true_macro_lens
+
+    preset = get_preset(preset_name, hard=hard)
+    lenses = LensSample.concatenate(
+        [sample_lenses(preset, label, 16, torch.Generator().manual_seed(label)) for label in range(3)]
+    )
+    images = render_images(lenses, preset, torch.Generator().manual_seed(3)).double()
+    macro = true_macro_lens(lenses)
+    macro = type(macro)(*(value.double() for value in macro))
+    grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
+    engine = LensingEngine(grid).double()
+    consistency, relensing = [], []
+    for scale in scales:
+        lens = macro._replace(theta_e=macro.theta_e * scale, gamma1=macro.gamma1 * scale, gamma2=macro.gamma2 * scale)
+        out = engine(torch.zeros_like(images), images, lens if scale > 0 else None)  # theta_E > 0 for an SIE
+        mask = image_plane_coverage(out.source_weight, out.alpha, grid)
+        consistency.append(lens_consistency_loss(images, out.relensed, out.source, mask, grid).item())
+        relensing.append(relensing_loss(images, out.relensed, mask).item())
+    return consistency, relensing
+
+
+@pytest.mark.parametrize(
+    ("preset", "hard"), [("model_i", False), ("model_ii", False), ("model_ii", True), ("model_iii", False)]
+)
+def test_the_consistency_loss_is_minimised_by_the_true_lens_and_relensing_by_no_lens(preset, hard):
+    scales = [0.0, 0.25, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5]
+    consistency, relensing = _scaled_lens_losses(preset, hard, scales)
+    best = scales[min(range(len(scales)), key=consistency.__getitem__)]
+    assert 0.9 <= best <= 1.1, (best, consistency)
+    assert min(range(len(scales)), key=relensing.__getitem__) == 0  # the degenerate minimum it removes
+    assert consistency[0] > min(consistency) + 1  # in units of the noise variance: clearly worse
+
+
+def test_the_consistency_loss_is_d4_invariant_and_reaches_the_lens():
+    grid = PixelGrid(32, 0.1)
+    image = 0.05 + _blob(grid, 0.0, 0.0, 0.25).expand(2, -1, -1, -1) * torch.tensor([1.0, 0.5]).view(2, 1, 1, 1)
+    image = image + 0.01 * torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kappa = (1.5 * _blob(grid, 0.05, 0.0, 0.4).expand(2, -1, -1, -1)).requires_grad_()
+    weights = PhysicsLossWeights(0, 0, 0, 0, consistency=1.0)
+    terms = physics_losses(_engine_output(kappa, image, grid), image, grid, weights)
+    assert set(terms) == {"consistency", "total"} and torch.isfinite(terms["consistency"])
+    terms["total"].backward()
+    assert torch.isfinite(kappa.grad).all() and kappa.grad.abs().sum() > 0
+    for g in D4_ELEMENTS[1:]:
+        moved_image = transform_scalar(image, g)
+        output = _engine_output(transform_scalar(kappa.detach(), g), moved_image, grid)
+        moved = physics_losses(output, moved_image, grid, weights)["consistency"]
+        torch.testing.assert_close(moved, terms["consistency"].detach(), rtol=1e-9, atol=0)
+
+
 # ---------------------------------------------------------------- composition
 
 
@@ -204,6 +272,7 @@ def test_physics_loss_weights_validation():
         "centre": 0.002,
         "poisson": 0.01,
         "relensing": 0.0,
+        "consistency": 0.0,
     }
     for bad in (-0.1, float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match="loss weight tv must be"):
