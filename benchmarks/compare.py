@@ -56,11 +56,12 @@ MODELS = (
     "efficientnetv2_b0",
 )
 # entries that are a registered model with settings: name -> (registered model, model kwargs, loss weights): the
-# lens model (both heads, with substructure supervision) and its ablations (no macro model, no supervision, with the
-# residual channels); the lens models train with the macro-parameter loss
+# lens model (both heads, with substructure supervision, self-supervised by the consistency loss instead of the
+# truth) and its ablations (no macro model, no supervision, with the residual channels)
 VARIANTS = {
     "d4lenspinn_lens": ("d4lenspinn_lens", {}, {"macro": 1.0}),
     "d4lenspinn_lens_substructure": ("d4lenspinn_lens", {}, {"macro": 1.0, "substructure": 1000.0}),
+    "d4lenspinn_lens_self_supervised": ("d4lenspinn_lens", {}, {"consistency": 1.0}),
     "d4lenspinn_lens_effnet": ("d4lenspinn_lens", {"head": "tf_efficientnetv2_b0"}, {"macro": 1.0}),
     "vanilla_lenspinn_lens": ("vanilla_lenspinn_lens", {}, {"macro": 1.0}),
     "ablation_no_macro": ("d4lenspinn", {"head": "d4_cnn"}, {}),

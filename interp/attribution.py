@@ -142,11 +142,14 @@ def grad_cam(
     return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear").detach()
 
 
-def predicted_kappa(model: nn.Module, batch_size: int = 64) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images (B, 1, n, n) -> kappa (B, 1, n, n)`` (CPU) of a model whose output has a ``kappa`` map.
+def predicted_kappa(
+    model: nn.Module, batch_size: int = 64, field: str = "kappa"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images (B, 1, n, n) -> kappa (B, 1, n, n)`` (CPU) of a model whose output has a ``kappa`` map (``field``:
+    another map of its output, e.g. ``delta_kappa``, the substructure convergence of a model with a macro lens).
 
     Each call runs the model in eval mode without gradients, ``batch_size`` images at a time on its device, and
-    restores its train/eval mode. A model without a kappa map (the baselines) raises ``ValueError`` on the call.
+    restores its train/eval mode. A model without that map (the baselines) raises ``ValueError`` on the call.
     """
     name = getattr(model, "name", type(model).__name__)
     device = next(model.parameters(), torch.empty(0)).device
@@ -155,9 +158,9 @@ def predicted_kappa(model: nn.Module, batch_size: int = 64) -> Callable[[torch.T
         kappas = []
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(images), batch_size):
-                kappa = model(images[start : start + batch_size].to(device)).kappa
+                kappa = getattr(model(images[start : start + batch_size].to(device)), field)
                 if kappa is None:
-                    raise ValueError(f"model {name!r} predicts no kappa map (ModelOutput.kappa is None)")
+                    raise ValueError(f"model {name!r} predicts no {field} map (ModelOutput.{field} is None)")
                 kappas.append(kappa.cpu())
         return torch.cat(kappas)
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from d4lenspinn.physics import MacroLens
 from d4lenspinn.plots import save_figure
 from d4lenspinn.symmetry import D4_ELEMENTS, D4Element, transform_scalar, transform_vector
 
@@ -74,8 +75,8 @@ def equivariance_errors(
 
 def _parts(name: str, before, after):
     """``(name, field, reference, moved)`` per measured quantity: a named tuple gives one per field
-    (``engine.alpha``, field ``alpha``), anything else itself (field None)."""
-    if isinstance(before, tuple) and hasattr(before, "_fields"):
+    (``engine.alpha``, field ``alpha``), anything else (a macro lens too) itself (field None)."""
+    if isinstance(before, tuple) and hasattr(before, "_fields") and not isinstance(before, MacroLens):
         for field, a, b in zip(before._fields, before, after, strict=True):
             if a is not None:
                 yield f"{name}.{field}", field, a, b

@@ -6,8 +6,10 @@
 * a plain ``(B, C, n, n)`` tensor: treated as ``C`` scalar fields (pixels move, values do not). This is the
   hypothesis under test for a non-equivariant layer, whose error is then large.
 * a plain ``(B, C)`` tensor: invariant (the group acts trivially), e.g. logits.
-* a named tuple (the lensing engine's or a model's output): field by field; fields named in ``vector_fields``
-  (default ``alpha``, the deflection) are vector fields.
+* a :class:`~d4lenspinn.physics.MacroLens` (``(B,)`` parameters): as one quantity, each parameter by its D4 type
+  (:func:`~d4lenspinn.symmetry.transform_macro`: theta_E invariant, the centre a vector, e and gamma spin-2).
+* any other named tuple (the lensing engine's or a model's output): field by field; fields named in
+  ``vector_fields`` (default ``alpha``, the deflection) are vector fields.
 * anything else (token sequences, non-square maps): no D4 action is defined; :func:`transform_activation` returns None.
 """
 
@@ -19,7 +21,8 @@ from typing import Any
 import torch
 from escnn import nn as enn
 
-from d4lenspinn.symmetry import D4Element, transform_scalar, transform_vector
+from d4lenspinn.physics import MacroLens
+from d4lenspinn.symmetry import D4Element, transform_macro, transform_scalar, transform_vector
 
 __all__ = ["field_kind", "transform_activation", "flatten_activation", "escnn_element"]
 
@@ -38,8 +41,10 @@ def _is_square_map(value: Any) -> bool:
 
 
 def field_kind(value: Any, vector_fields: Sequence[str] = VECTOR_FIELDS) -> str:
-    """A short description: ``escnn regular x8``, ``scalar x5``, ``invariant``, ``alpha: vector, ...`` or
-    ``unsupported``."""
+    """A short description: ``escnn regular x8``, ``scalar x5``, ``invariant``, ``macro lens``, ``alpha: vector,
+    ...`` or ``unsupported``."""
+    if isinstance(value, MacroLens):
+        return "macro lens"
     if isinstance(value, enn.GeometricTensor):
         names = sorted({r.name for r in value.type.representations})
         return f"escnn {'+'.join(names)} x{len(value.type)}"
@@ -59,6 +64,8 @@ def field_kind(value: Any, vector_fields: Sequence[str] = VECTOR_FIELDS) -> str:
 
 def transform_activation(value: Any, g: D4Element, vector_fields: Sequence[str] = VECTOR_FIELDS) -> Any | None:
     """``g`` acting on ``value`` as described in the module docstring; None where no action is defined."""
+    if isinstance(value, MacroLens):
+        return transform_macro(value, g)
     if isinstance(value, enn.GeometricTensor):
         return value.transform(escnn_element(value.type.gspace, g))
     if _is_square_map(value):

@@ -54,9 +54,10 @@ def pooled_features(activation: Any) -> np.ndarray:
     """One feature vector per image, ``(B, D)`` float64, from a layer's output.
 
     ``(B, C, H, W)`` tensors and escnn ``GeometricTensor`` (its ``.tensor``) are averaged over ``H, W`` (``D = C``);
-    ``(B, C)`` is kept; ``(B, N, D)`` token tensors are averaged over the ``N`` tokens. A named tuple (e.g. the
-    lensing engine's output, whose fields have different spatial sizes) gives the concatenation of its pooled fields,
-    in field order, skipping ``None`` fields.
+    ``(B, C)`` is kept, ``(B,)`` (one number per image, e.g. a macro-lens parameter) is ``(B, 1)``; ``(B, N, D)``
+    token tensors are averaged over the ``N`` tokens. A named tuple (e.g. the lensing engine's output, whose fields
+    have different spatial sizes, or the seven ``(B,)`` macro-lens parameters) gives the concatenation of its pooled
+    fields, in field order, skipping ``None`` fields.
     """
     if isinstance(activation, enn.GeometricTensor):
         activation = activation.tensor
@@ -68,8 +69,10 @@ def pooled_features(activation: Any) -> np.ndarray:
             return tensor.mean(dim=1).numpy()
         if tensor.dim() == 2:
             return tensor.numpy()
+        if tensor.dim() == 1:
+            return tensor[:, None].numpy()
         raise ValueError(
-            f"cannot pool a tensor of shape {tuple(tensor.shape)}; expected (B, C, H, W), (B, N, D) or (B, C)"
+            f"cannot pool a tensor of shape {tuple(tensor.shape)}; expected (B, C, H, W), (B, N, D), (B, C) or (B,)"
         )
     if isinstance(activation, tuple) and hasattr(activation, "_fields"):
         parts = [pooled_features(value) for value in activation if value is not None]

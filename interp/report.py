@@ -9,7 +9,8 @@ of the equivariance and attribution studies by the first labelled images of each
 
 * ``equivariance``: :func:`interp.equivariance.equivariance_errors` on ``n_images`` images;
 * ``patching``: :func:`interp.patching.activation_patching` on ``n_pairs`` subhalo/no-substructure pairs,
-  vortex/no-substructure pairs, and image/rotated-image pairs (``rot90``);
+  vortex/no-substructure pairs, and image/rotated-image pairs (``rot90``; skipped for a D4-invariant model, whose
+  logits do not change);
 * ``probes``: linear probes for the class, the simulator truth and the D4 element, ``n_probe`` lenses per class;
 * ``attribution``: Integrated Gradients and Grad-CAM on two images per class, and (models with a kappa map) how
   well the predicted kappa localises the true substructure on ``n_pairs`` lenses of each substructure class.
@@ -118,8 +119,10 @@ def _patching(setup: _Setup, n_pairs: int) -> tuple[dict, list[str]]:
         clean, corrupted, _ = substructure_pairs(setup.preset, label, n_pairs, seed=setup.seed + 10 * label)
         key = f"{CLASS_NAMES[label]} vs {CLASS_NAMES[NO_SUBSTRUCTURE]}"
         results[key] = run(clean.to(setup.device), corrupted.to(setup.device), label)
-    clean, _, _ = substructure_pairs(setup.preset, SUBHALOS, n_pairs, seed=setup.seed + 30)
-    results["image vs rot90 image"] = run(*d4_pairs(clean.to(setup.device), D4_ELEMENTS[1]), SUBHALOS)
+    invariant = capabilities_of(setup.model).invariant  # an image and its rotation give the same logits: no gap
+    if not invariant:
+        clean, _, _ = substructure_pairs(setup.preset, SUBHALOS, n_pairs, seed=setup.seed + 30)
+        results["image vs rot90 image"] = run(*d4_pairs(clean.to(setup.device), D4_ELEMENTS[1]), SUBHALOS)
     summary = {
         key: {"gap_ci95": r.gap_ci95, "final_layer": r.final_layer, "rows": r.rows()} for key, r in results.items()
     }
@@ -134,7 +137,12 @@ def _patching(setup: _Setup, n_pairs: int) -> tuple[dict, list[str]]:
     lines += [
         "",
         f"Normalised effect (0 none, 1 full recovery) with 95% bootstrap intervals. Mean clean - corrupted logit "
-        f"difference (95% interval): {gaps}; an interval that includes 0 leaves the effect ill-defined.",
+        f"difference (95% interval): {gaps}; an interval that includes 0 leaves the effect ill-defined."
+        + (
+            " The model is D4-invariant, so the image vs rot90 image pairs (no logit gap) are skipped."
+            if invariant
+            else ""
+        ),
         "",
         "![patching](figures/patching.png)",
         "",
@@ -176,13 +184,15 @@ def _attribution(setup: _Setup, images: torch.Tensor, labels: torch.Tensor, n_pa
     picked = torch.cat([torch.nonzero(labels == k).flatten()[:2] for k in range(len(CLASS_NAMES))])
     chosen, targets = images[picked], labels[picked].to(setup.device)
     ig, delta = integrated_gradients(setup.model, chosen, targets)
-    cam_layer = default_cam_layer(setup.model)
-    cam = grad_cam(setup.model, chosen, targets, cam_layer)
+    maps = {"Integrated Gradients": ig.cpu()}
+    try:
+        cam_layer = default_cam_layer(setup.model)
+    except ValueError:  # only escnn layers (GeometricTensor outputs): no plain feature map to weight
+        cam_layer = None
+    if cam_layer is not None:
+        maps[f"Grad-CAM ({cam_layer})"] = grad_cam(setup.model, chosen, targets, cam_layer).cpu()
     plot_attributions(
-        chosen.cpu(),
-        {"Integrated Gradients": ig.cpu(), f"Grad-CAM ({cam_layer})": cam.cpu()},
-        setup.figures / "attributions.png",
-        titles=[CLASS_NAMES[int(k)] for k in targets],
+        chosen.cpu(), maps, setup.figures / "attributions.png", titles=[CLASS_NAMES[int(k)] for k in targets]
     )
     gap = (ig.flatten(1).sum(1) - delta).abs().clamp_min(1e-12)  # |F(x) - F(baseline)|
     summary = {
@@ -193,26 +203,32 @@ def _attribution(setup: _Setup, images: torch.Tensor, labels: torch.Tensor, n_pa
     lines = [
         "## Attribution",
         "",
-        f"Integrated Gradients (black-image baseline) and Grad-CAM at `{cam_layer}` for the true class. "
+        "Integrated Gradients (black-image baseline) and "
+        + (f"Grad-CAM at `{cam_layer}`" if cam_layer else "no Grad-CAM (the model has no plain conv layer)")
+        + " for the true class. "
         f"Completeness: max |delta| / |F(x) - F(baseline)| = {summary['ig_relative_delta_max']:.2e}.",
         "",
         "![attributions](figures/attributions.png)",
         "",
     ]
-    if capabilities_of(setup.model).kappa_map:
+    capabilities = capabilities_of(setup.model)
+    if capabilities.kappa_map:
+        field = "delta_kappa" if capabilities.macro_lens else "kappa"  # the map that claims to be the substructure
         localisation = {}
         for label in SUBSTRUCTURE_LABELS:
             generator = torch.Generator().manual_seed(setup.seed + 40 + label)
             lenses = sample_lenses(setup.preset, label, n_pairs, generator)
-            result = kappa_localisation(predicted_kappa(setup.model), lenses, setup.preset, seed=setup.seed)
+            predict = predicted_kappa(setup.model, field=field)
+            result = kappa_localisation(predict, lenses, setup.preset, seed=setup.seed)
             name = CLASS_NAMES[label]
             localisation[name] = {k: result[k] for k in ("mean_r", "control_mean_r")} | {"r": result["r"].tolist()}
             plot_kappa_localisation(result, setup.figures / f"kappa_localisation_{name}.png")
         summary["kappa_localisation"] = localisation
+        summary["kappa_localisation_field"] = field
         lines += [
-            "Does the predicted kappa put the substructure where it is? Pearson r between the predicted kappa "
-            "change (image with minus without substructure) and the true substructure kappa, both smoothed; "
-            "control: the true map of another lens.",
+            f"Does the predicted `{field}` put the substructure where it is? Pearson r between its change (image "
+            "with minus without substructure) and the true substructure kappa, both smoothed; control: the true "
+            "map of another lens.",
             "",
             "| class | mean r | control mean r |",
             "|---|---:|---:|",

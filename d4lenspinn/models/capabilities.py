@@ -30,7 +30,8 @@ class ModelCapabilities:
     equivariant_maps: the model exposes ``maps(images)``, ``head_input(maps)`` and ``head``, and everything before
         the head is D4-equivariant with scalar-field head inputs: TTA runs the maps once and the head 8 times.
     invariant: the logits are D4-invariant by construction: TTA would average 8 equal predictions, so it is skipped.
-    cam_layer: name of the module Grad-CAM should look at; ``None``: the last ``nn.Conv2d``.
+    cam_layer: name of the module (with a plain ``(B, C, h, w)`` output) Grad-CAM should look at; ``None``: the last
+    ``nn.Conv2d``.
     """
 
     physics_maps: bool = False

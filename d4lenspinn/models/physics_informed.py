@@ -16,7 +16,8 @@ With ``macro_lens=True`` (the lens model the network must get right)::
 
 ``I - R_macro`` is what the smooth lens cannot explain and ``spread`` how inconsistent the image pixels that share
 a source pixel are under it: both are ~0 for a smooth lens and carry the substructure (docs/models.md);
-``residual_channels=False`` leaves them out (the ablation).
+``residual_channels=False`` leaves them out. The measured best, ``macro_lens=True, head="d4_cnn",
+residual_channels=False`` (``LENS_MODEL``), is registered as ``d4lenspinn_lens``.
 
 Everything before the head commutes with the 8 pixel-grid symmetries to float precision, which is what makes the
 cheap test-time augmentation of :mod:`d4lenspinn.tta` exact: one pass through the U-Net and the physics, eight
@@ -114,8 +115,14 @@ class D4LensPINN(nn.Module):
             macro_lens=macro_lens,
             equivariant_maps=equivariant,
             invariant=equivariant and invariant_head,
-            cam_layer="head.conv_head" if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d) else None,
+            cam_layer=self._cam_layer(),
         )
+
+    def _cam_layer(self) -> str | None:
+        """The EfficientNetV2 head's last conv; for the escnn head (no plain conv), the standardised head input."""
+        if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d):
+            return "head.conv_head"
+        return None if self.head_norm is None else "head_norm"
 
     def maps(self, images: torch.Tensor) -> ModelOutput:
         """Everything but the logits (``logits`` is ``None``): the D4-equivariant part of the model."""
@@ -220,8 +227,9 @@ def d4lenspinn_lens(
     image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
 ) -> D4LensPINN:
     """D4LensPINN with the lens model (``LENS_MODEL``: macro SIE + shear estimate, signed ``delta_kappa``, invariant
-    head, no residual channels); the whole model is D4-invariant. Train it with ``loss.macro > 0`` on simulations.
-    ``kwargs`` override the settings (``residual_channels=True``, ``head="tf_efficientnetv2_b0"``, ...)."""
+    head, no residual channels); the whole model is D4-invariant. Train it with ``loss.macro > 0`` on simulations
+    (or ``loss.consistency > 0`` without truth). ``kwargs`` override the settings (``residual_channels=True``,
+    ``head="tf_efficientnetv2_b0"``, ...)."""
     return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=True, **{**LENS_MODEL, **kwargs})
 
 

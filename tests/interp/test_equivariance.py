@@ -119,3 +119,34 @@ def test_model_mode_is_restored_and_bad_input_rejected():
     assert model.training
     with pytest.raises(ValueError, match="square"):
         equivariance_errors(model, torch.randn(1, 1, 5, 6))
+
+
+class MacroHead(nn.Module):
+    """A macro-lens estimate from the image: exactly equivariant by construction (the MacroEstimator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from d4lenspinn.models.macro_estimator import MacroEstimator
+
+        self.estimator = MacroEstimator(16, 0.2, widths=(1, 2))
+        with torch.no_grad():
+            for parameter in self.estimator.unet.blocks["head"].parameters():
+                parameter.normal_(0, 0.5)
+
+    def forward(self, x):
+        return self.estimator(x)
+
+
+def test_a_macro_lens_is_measured_as_one_quantity_with_its_parameter_types():
+    from d4lenspinn.symmetry import transform_macro
+
+    torch.manual_seed(0)
+    rows = equivariance_errors(MacroHead(), torch.rand(2, 1, 16, 16), layers=["estimator"])
+    macro_rows = [r for r in rows if r["layer"] == "estimator"]
+    assert len(macro_rows) == 8 and {r["kind"] for r in macro_rows} == {"macro lens"}
+    assert max(r["error"] for r in macro_rows) < 1e-5
+    macro = MacroHead()(torch.rand(2, 1, 16, 16))
+    for got, want in zip(
+        transform_activation(macro, D4_ELEMENTS[3]), transform_macro(macro, D4_ELEMENTS[3]), strict=True
+    ):
+        torch.testing.assert_close(got, want)

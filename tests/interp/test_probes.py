@@ -109,8 +109,9 @@ def test_pooled_features_types():
     assert pooled_features(pair).shape == (2, 5)
     with pytest.raises(ValueError, match="of type list"):
         pooled_features([x])
+    np.testing.assert_allclose(pooled_features(torch.tensor([1.0, 2.0])), [[1.0], [2.0]])  # one number per image
     with pytest.raises(ValueError, match="cannot pool a tensor"):
-        pooled_features(torch.ones(2))
+        pooled_features(torch.ones(2, 1, 1, 1, 1))
 
 
 def test_collect_pooled_shapes_and_restores_train_mode():

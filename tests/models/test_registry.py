@@ -52,7 +52,7 @@ def _assert_declared_capabilities_hold(name: str, model: torch.nn.Module, out: M
     if caps.equivariant_maps:
         assert all(callable(getattr(model, f, None)) for f in ("maps", "head_input", "head")), name
     if caps.cam_layer is not None:
-        assert isinstance(dict(model.named_modules())[caps.cam_layer], torch.nn.Conv2d), name
+        assert isinstance(dict(model.named_modules())[caps.cam_layer], torch.nn.Conv2d | torch.nn.BatchNorm2d), name
 
 
 def test_tta_of_an_invariant_model_is_one_plain_pass() -> None:
