@@ -16,8 +16,8 @@ With ``macro_lens=True`` (the lens model the network must get right)::
 
 ``I - R_macro`` is what the smooth lens cannot explain and ``spread`` how inconsistent the image pixels that share
 a source pixel are under it: both are ~0 for a smooth lens and carry the substructure (docs/models.md);
-``residual_channels=False`` leaves them out. The measured best, ``macro_lens=True, head="d4_cnn",
-residual_channels=False`` (``LENS_MODEL``), is registered as ``d4lenspinn_lens``.
+``residual_channels=False`` leaves them out. ``macro_lens=True, head="d4_cnn", residual_channels=False``
+(``LENS_MODEL``) is registered as ``d4lenspinn_lens``.
 
 Everything before the head commutes with the 8 pixel-grid symmetries to float precision, which is what makes the
 cheap test-time augmentation of :mod:`d4lenspinn.tta` exact: one pass through the U-Net and the physics, eight
@@ -217,8 +217,9 @@ def vanilla_lenspinn(
     return D4LensPINN(image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)
 
 
-# the lens model as measured best (docs/RESULTS.md): macro lens + signed delta_kappa, standardised
-# [I, delta_kappa, preprocessed] into the D4-invariant head; the residual channels cost AUC at the budgets we ran
+# the lens model: macro lens + signed delta_kappa, standardised [I, delta_kappa, preprocessed] into the D4-invariant
+# head (it beat the EfficientNetV2 head clearly); without the residual channels, which lowered the AUC in the first
+# comparison and raised it in the second (docs/RESULTS.md): that choice rests on one run of two
 LENS_MODEL = {"macro_lens": True, "head": "d4_cnn", "residual_channels": False}
 
 
