@@ -219,7 +219,7 @@ def vanilla_lenspinn(
 
 # the lens model: macro lens + signed delta_kappa, standardised [I, delta_kappa, preprocessed] into the D4-invariant
 # head (it beat the EfficientNetV2 head clearly); without the residual channels, which lowered the AUC in the first
-# comparison and raised it in the second (docs/RESULTS.md): that choice rests on one run of two
+# comparison and raised it in two later runs (docs/RESULTS.md); kept off so that existing checkpoints still load
 LENS_MODEL = {"macro_lens": True, "head": "d4_cnn", "residual_channels": False}
 
 
