@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -300,6 +301,7 @@ def physics_losses(
     weights = PhysicsLossWeights() if weights is None else weights
     o = output
 
+    @cache  # relensing and consistency share the mask: one ray trace
     def coverage() -> torch.Tensor | None:
         if o.source_weight is None or o.alpha is None:
             return None

@@ -238,7 +238,7 @@ def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
     assert stacked[:, 0].mean().abs() < 1e-5 and (stacked[:, 0].var(unbiased=False) - 1).abs() < 1e-3
 
 
-def test_the_registered_lens_models_are_the_measured_best_configuration():
+def test_the_registered_lens_models_have_the_lens_model_settings():
     kwargs = dict(image_size=32, pixel_scale=0.2, widths=(1, 2), macro_widths=(1, 2))
     lens = create_model("d4lenspinn_lens", **kwargs).eval()
     plain = create_model("vanilla_lenspinn_lens", **kwargs)
