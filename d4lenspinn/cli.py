@@ -125,7 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _check_data(args: argparse.Namespace) -> int:
     from .data.scan import check_data
 
-    report = check_data(args.path, args.split, allow_pickle=not args.no_pickle, progress=True)
+    report = check_data(args.path, args.split, progress=True)
     print(report.format(args.max_listed))
     return 0 if report.ok else 1
 
@@ -144,12 +144,14 @@ def _add_skip_bad(p: argparse.ArgumentParser) -> None:
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "check-data", help="check every image of a dataset (as training does first); exit 1 if any is bad"
+        "check-data",
+        help="check every image of a dataset (as training does first); exit 1 if any is bad",
+        description="Object .npy files are read as every command reads them: numpy arrays and numbers only "
+        "(a restricted unpickler; any other pickled object is a bad file, and nothing in it runs).",
     )
     p.add_argument("path", help="folder (train/ val/ split folders, or the class folders) or .h5 file")
     p.add_argument("--split", nargs="+", default=None, help="split folders / HDF5 groups (default: all present)")
     p.add_argument("--max-listed", type=int, default=10, help="bad files named in full (0: all); the rest counted")
-    p.add_argument("--no-pickle", action="store_true", help="count pickled object .npy files as bad")
     p.set_defaults(handler=_check_data)
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelCard, load_trained_model
-from .data.datasets import DataError
+from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, read_input_image
-from .data.scan import MAX_LISTED
+from .data.scan_report import MAX_LISTED
 from .device import resolve_device
 from .io import write_text
 from .progress import progress_bar

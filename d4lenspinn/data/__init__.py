@@ -14,11 +14,14 @@ from ..classes import CLASS_ALIASES, CLASS_NAMES
 # the one list of this package's public names, by the submodule that defines them
 _NAMES_BY_SUBMODULE: dict[str, tuple[str, ...]] = {
     "batch": ("Batch", "batch_loader"),
-    "datasets": ("DataError", "DataSplits", "LensingImageDataset", "load_splits", "load_test_split", "split_indices"),
+    "datasets": ("LensingImageDataset",),
+    "formats": ("DataError",),
     "download": ("DATASETS", "DatasetSpec", "DownloadError", "cache_root", "dataset_path", "download_dataset"),
     "prepare": ("prepare_data", "prepare_test_data"),
     "presets": ("PRESETS", "SimulationPreset", "get_preset"),
-    "scan": ("ScanReport", "check_data"),
+    "scan": ("check_data",),
+    "scan_report": ("ScanReport",),
+    "splits": ("DataSplits", "load_splits", "load_test_split", "split_indices"),
     "simulator": (
         "LensSample",
         "sample_lenses",

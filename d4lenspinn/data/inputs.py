@@ -4,7 +4,7 @@
     array, pixel_scale = read_input_image(images[0])       # float32 (H, W); arcsec/pixel if the file says, else None
 
 * ``.npy``: an image ``(H, W)`` / ``(1, H, W)``, a stack ``(N, H, W)``, or a DeepLense Model II object array
-  ``[image, mass]`` (read with pickle only when its header says it is one; read only files you trust);
+  ``[image, mass]`` (read by the restricted unpickler of :mod:`d4lenspinn.data.npy`: numpy arrays and numbers only);
 * ``.h5`` / ``.hdf5``: every group with an ``images`` dataset ``(N, H, W)`` (our simulator's layout);
 * ``.fits`` / ``.fits.gz``: the primary HDU if it holds an image, else the first image HDU, ``(H, W)`` or a cube
   ``(N, H, W)``; the pixel scale is read from ``PIXSCALE`` (arcsec) or ``CDELT1`` / ``CD1_1`` (degrees).
@@ -23,7 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .datasets import DataError, as_image, load_npy, npy_header
+from .formats import DataError, as_image, hdf5_image_groups
+from .npy import load_npy, npy_header
 
 __all__ = ["InputImage", "INPUT_SUFFIXES", "list_input_images", "read_input_image"]
 
@@ -79,8 +80,8 @@ def _entries(path: Path) -> list[InputImage]:
             shape, dtype = npy_header(path)
             count = shape[0] if len(shape) == 3 and shape[0] > 1 and not dtype.hasobject else None
         elif suffix in (".h5", ".hdf5"):
+            groups = hdf5_image_groups(path)  # a file without images: one entry, whose read names what it holds
             with h5py.File(path, "r") as f:
-                groups = [name for name in f if isinstance(f[name], h5py.Group) and "images" in f[name]]
                 return [InputImage(path, i, g) for g in groups for i in range(f[g]["images"].shape[0])]
         else:
             from astropy.io import fits
@@ -110,16 +111,19 @@ def _fits_pixel_scale(header) -> float | None:
     return None
 
 
-def read_input_image(image: InputImage, allow_pickle: bool = True) -> tuple[np.ndarray, float | None]:
+def read_input_image(image: InputImage) -> tuple[np.ndarray, float | None]:
     """The image as a float32 ``(H, W)`` array and the pixel scale its file states (arcsec/pixel, else None).
 
-    Raises :class:`DataError` naming the image when it cannot be read, is not 2-D or holds NaN/inf pixels."""
+    Raises :class:`DataError` naming the image when it cannot be read, is not 2-D, holds NaN/inf pixels or values
+    beyond float32's range, or (HDF5) the file holds no image dataset."""
     suffix = _suffix(image.path)
     scale = None
     try:
         if suffix == ".npy":
-            array = load_npy(image.path, allow_pickle)
+            array = load_npy(image.path)
         elif suffix in (".h5", ".hdf5"):
+            if image.group is None:
+                hdf5_image_groups(image.path)  # raises, naming what the file holds
             with h5py.File(image.path, "r") as f:
                 array = np.asarray(f[image.group]["images"][image.index])
         else:

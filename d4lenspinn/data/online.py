@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..classes import CLASS_NAMES
-from .datasets import DataSplits
 from .presets import SimulationPreset
 from .simulator import LensSample, add_noise, normalise_images, render_images, sample_lenses, stream_seed
+from .splits import DataSplits
 from .truth import TruthTable
 
 __all__ = ["SIMULATE_ONLINE", "OnlineSimulation", "online_splits"]

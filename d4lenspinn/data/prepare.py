@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import DataConfig
-from .datasets import DataSplits, load_splits, load_test_split
 from .download import DATASETS, download_dataset
 from .online import SIMULATE_ONLINE, online_splits
 from .presets import get_preset
+from .splits import DataSplits, load_splits, load_test_split
 from .truth import TruthTable, simulation_preset
 from .writer import check_simulation, simulate_dataset
 
@@ -72,7 +72,7 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
 def prepare_test_data(
     source: str | Path, split: str = "auto", skip_bad: bool = False, pixel_scale: float | None = None
 ) -> DataSplits:
-    """Every labelled image of ``source`` as a test set (:func:`~d4lenspinn.data.datasets.load_test_split`: by
+    """Every labelled image of ``source`` as a test set (:func:`~d4lenspinn.data.splits.load_test_split`: by
     default its ``val/``, the DeepLense layout, else every class folder), with the pixel scale the source records
     (or ``pixel_scale``) and, for our simulations, the truth (``truth["test"]``)."""
     splits = load_test_split(source, split, skip_bad=skip_bad)

@@ -24,7 +24,8 @@ from typing import NamedTuple
 import torch
 
 from ..physics.light import convolve_psf
-from .datasets import DataError, HDF5Entry, LensingImageDataset
+from .datasets import LensingImageDataset
+from .formats import DataError, HDF5Entry
 from .presets import SimulationPreset
 from .simulator import LensSample, psf_kernel, substructure_convergence, true_macro_lens
 from .writer import read_truth

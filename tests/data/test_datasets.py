@@ -1,4 +1,4 @@
-"""Tests for d4lenspinn.data.datasets and .scan: folder/HDF5 readers, the up-front check, splits, the cache."""
+"""Tests for d4lenspinn.data.datasets, .splits and .scan: folder/HDF5 readers, the up-front check, splits, the cache."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from d4lenspinn.cli import main
-from d4lenspinn.data.datasets import (
-    CLASS_NAMES,
-    DataError,
-    LensingImageDataset,
-    load_splits,
-    split_indices,
-)
-from d4lenspinn.data.scan import MAX_LISTED, ScanReport, check_data
+from d4lenspinn.classes import CLASS_NAMES
+from d4lenspinn.data.datasets import LensingImageDataset
+from d4lenspinn.data.formats import DataError
+from d4lenspinn.data.scan import check_data
+from d4lenspinn.data.scan_report import MAX_LISTED, ScanReport
+from d4lenspinn.data.splits import load_splits, split_indices
 
 N = 8  # image side
 
@@ -101,15 +99,6 @@ def test_folder_model2_names_and_object_arrays(tmp_path):
         "axion": 2,
     }
     _check_items(ds, written)
-
-
-def test_object_arrays_refused_without_allow_pickle(tmp_path):
-    _make_folder(tmp_path, names=("no_sub", "cdm", "axion"), n=2, object_class="axion")
-    with pytest.raises(DataError, match=r"2 problem\(s\)[^$]*axion.img000\.npy.*allow_pickle[^$]*img001\.npy"):
-        LensingImageDataset.from_folder(tmp_path, allow_pickle=False)
-    ds = LensingImageDataset.from_folder(tmp_path, allow_pickle=False, check=False)  # reads nothing yet
-    with pytest.raises(DataError, match=r"axion.img000\.npy.*allow_pickle"):
-        ds[4]
 
 
 def test_channel_first_and_flat_shapes_mixed(tmp_path):
