@@ -4,8 +4,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from d4lenspinn.cli import main
 from d4lenspinn.classes import CLASS_NAMES
+from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.plots import (
     plot_class_examples,

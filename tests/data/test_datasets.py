@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from d4lenspinn.cli import main
 from d4lenspinn.classes import CLASS_NAMES
+from d4lenspinn.cli import main
 from d4lenspinn.data.datasets import LensingImageDataset
 from d4lenspinn.data.formats import DataError
 from d4lenspinn.data.scan import check_data
