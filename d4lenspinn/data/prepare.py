@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from .download import DATASETS, download_dataset
+from .formats import DataError
 from .online import SIMULATE_ONLINE, online_splits
 from .presets import get_preset
 from .splits import DataSplits, load_splits, load_test_split
@@ -40,6 +41,8 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
         return online_splits(preset, data.n_per_class, n_val, seed, scale)
     if data.source == "simulate":
         root = Path(data.root)
+        if root.exists() and not root.is_dir():
+            raise DataError(f"data.root {root}: is a file; expected a folder for the simulated data")
         preset = get_preset(data.preset, hard=data.hard)
         manifest = root / "manifest.json"
         if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
