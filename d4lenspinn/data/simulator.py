@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -35,6 +36,7 @@ from .presets import Range, SimulationPreset
 __all__ = [
     "LensSample",
     "sample_lenses",
+    "LensStream",
     "deflection_field",
     "render_images",
     "true_convergence",
@@ -115,15 +117,12 @@ class LensSample:
         return cls(**{f.name: torch.cat([getattr(s, f.name) for s in samples]) for f in fields(cls)})
 
 
-def _uniform(bounds: Range, count: int, generator: torch.Generator, shape: tuple[int, ...] = ()) -> torch.Tensor:
-    low, high = bounds
-    return low + (high - low) * torch.rand((count, *shape), generator=generator, dtype=torch.float64)
+_Draw = Callable[[tuple[int, ...]], torch.Tensor]  # per-image shape -> uniforms in [0, 1), (count, *shape) float64
 
 
-def _power_law_masses(preset: SimulationPreset, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Subhalo masses ``(count, K)`` from dN/dm ~ m^-slope on the preset's mass range (inverse CDF)."""
+def _power_law_masses(preset: SimulationPreset, u: torch.Tensor) -> torch.Tensor:
+    """Subhalo masses from dN/dm ~ m^-slope on the preset's mass range, by inverse CDF of uniforms ``u``."""
     (m_min, m_max), slope = preset.subhalo_mass, preset.subhalo_slope
-    u = torch.rand(count, preset.n_subhalos, generator=generator, dtype=torch.float64)
     if abs(slope - 1) < 1e-12:
         return m_min * (m_max / m_min) ** u
     k = 1 - slope
@@ -134,10 +133,79 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
     """Draw ``count`` lenses of class ``label`` (0 no substructure, 1 subhalos, 2 vortex) from ``preset``.
 
     The lens centre is drawn last, and only when its range is not a single value, so that presets with a fixed
-    centre draw exactly the stream (and make exactly the images) they did before it was a parameter."""
+    centre draw exactly the stream (and make exactly the images) they did before it was a parameter. The
+    generator's stream is consumed parameter by parameter (all ``count`` values of one, then the next);
+    :class:`LensStream` gives the same lenses chunk by chunk."""
+    return _draw_lenses(
+        preset, label, count, lambda shape: torch.rand((count, *shape), generator=generator, dtype=torch.float64)
+    )
+
+
+class LensStream:
+    """The ``count`` lenses of ``sample_lenses(preset, label, count, generator)``, bit for bit, as an iterator over
+    chunks of ``chunk_size`` lenses (the last one shorter), so that memory does not grow with ``count``.
+
+    One pass over the generator's stream (its values discarded) records where each parameter's block starts; each
+    parameter then reads its own block through its own generator. Consumes ``generator``.
+
+    Why chunks of a multiple of 64 lenses that stay under torch's parallel grain: torch computes the vectorised body
+    of an elementwise op (``atan2``, ``pow``, ``cos``...) with SIMD code and the last few elements with scalar code,
+    which can differ in the last bit. Chunks aligned to 64 put every element on the same side of that line as one
+    call on all ``count`` lenses on one thread; under the grain, no chunk is split between threads. (One call on all
+    lenses with several threads splits at thread boundaries, so its last bits depend on the thread count; the
+    chunks do not.)"""
+
+    ALIGN = 64  # lenses; a multiple of every SIMD loop's step over float64 (2 x 8 lanes with AVX-512)
+    _GRAIN = 32768  # elements; torch's GRAIN_SIZE: smaller elementwise ops run on one thread
+    _SKIP_VALUES = 1 << 20  # uniforms drawn and discarded at once while finding the blocks
+
+    def __init__(
+        self,
+        preset: SimulationPreset,
+        label: int,
+        count: int,
+        generator: torch.Generator,
+        chunk_size: int | None = None,
+    ) -> None:
+        width = max(1, preset.n_subhalos)  # values per lens of the widest parameter
+        default = self.ALIGN * max(1, self._GRAIN // (self.ALIGN * width))
+        self.chunk_size = default if chunk_size is None else chunk_size
+        if self.chunk_size < 1 or self.chunk_size % self.ALIGN:
+            raise ValueError(f"chunk_size must be a positive multiple of {self.ALIGN}, got {chunk_size}")
+        self.preset, self.label, self.count = preset, label, count
+        self._generators: list[torch.Generator] = []
+
+        def skip_block(shape: tuple[int, ...]) -> torch.Tensor:
+            start = torch.Generator()
+            start.set_state(generator.get_state())
+            self._generators.append(start)
+            step = max(1, self._SKIP_VALUES // max(1, math.prod(shape)))
+            for first in range(0, count, step):
+                torch.rand((min(step, count - first), *shape), generator=generator, dtype=torch.float64)
+            return torch.zeros((1, *shape), dtype=torch.float64)
+
+        _draw_lenses(preset, label, 1, skip_block)  # the structure only: which blocks, in which order
+
+    def __iter__(self) -> Iterator[LensSample]:
+        for first in range(0, self.count, self.chunk_size):
+            yield self._chunk(min(self.chunk_size, self.count - first))
+
+    def _chunk(self, size: int) -> LensSample:
+        """The next ``size`` lenses: each parameter from its own block's generator."""
+        blocks = iter(self._generators)
+        draw = lambda shape: torch.rand((size, *shape), generator=next(blocks), dtype=torch.float64)  # noqa: E731
+        return _draw_lenses(self.preset, self.label, size, draw)
+
+
+def _draw_lenses(preset: SimulationPreset, label: int, count: int, draw: _Draw) -> LensSample:
+    """``count`` lenses of class ``label`` from uniforms ``draw(shape)``, one call per parameter, in stream order."""
     if label not in (NO_SUBSTRUCTURE, SUBHALOS, VORTEX):
         raise ValueError(f"label must be 0 (no), 1 (sphere) or 2 (vort), got {label!r}")
-    u = lambda bounds, shape=(): _uniform(bounds, count, generator, shape)  # noqa: E731
+
+    def u(bounds: Range, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        low, high = bounds
+        return low + (high - low) * draw(shape)
+
     lens_q, lens_phi = P.ellipticity_to_axis_ratio(u(preset.lens_e1), u(preset.lens_e2))
     source_q, source_phi = P.ellipticity_to_axis_ratio(u(preset.source_e1), u(preset.source_e2))
     k = preset.n_subhalos
@@ -169,7 +237,7 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
     if label == SUBHALOS:
         radius, angle = u(preset.subhalo_radius, (k,)), u((0.0, 2 * math.pi), (k,))
         sample.subhalo_x, sample.subhalo_y = radius * torch.cos(angle), radius * torch.sin(angle)
-        sample.subhalo_mass = _power_law_masses(preset, count, generator)
+        sample.subhalo_mass = _power_law_masses(preset, draw((k,)))
     elif label == VORTEX:
         sample.axion_mass = 10 ** u(preset.log10_axion_mass)
         sample.vortex_half_length = 0.06 / (2 * sample.axion_mass) * 1e-22
