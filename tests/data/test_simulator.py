@@ -1,7 +1,7 @@
 """The lensing simulator: parameter distributions, physics of the rendered images and the true convergence."""
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ import torch
 from d4lenspinn.data.presets import DEEPLENSE_THETA_E, PRESETS, SIMAPI_DEFLECTION_SCALE, get_preset
 from d4lenspinn.data.simulator import (
     LensSample,
+    LensStream,
     add_noise,
     deflection_field,
     render_images,
@@ -69,6 +70,26 @@ def test_sampling_is_reproducible_and_seed_dependent():
     a, b, c = _sample(1, seed=5), _sample(1, seed=5), _sample(1, seed=6)
     assert all(np.array_equal(a.to_numpy()[k], b.to_numpy()[k]) for k in a.to_numpy())
     assert not torch.equal(a.subhalo_x, c.subhalo_x)
+
+
+@pytest.mark.parametrize("preset", [get_preset("model_i", hard=True), get_preset("model_ii", hard=True)])
+@pytest.mark.parametrize("label", [0, 1, 2])
+def test_lens_stream_gives_the_lenses_of_one_draw_bit_for_bit(preset, label):
+    """Chunks of 64 and 640 and the default all equal one ``sample_lenses`` call (pow, atan2, cos included)."""
+    whole = sample_lenses(preset, label, 1000, torch.Generator().manual_seed(5))
+    for chunk_size in (64, 640, None):
+        stream = LensStream(preset, label, 1000, torch.Generator().manual_seed(5), chunk_size)
+        chunks = list(stream)
+        assert [len(c) for c in chunks][:1] == [min(1000, stream.chunk_size)] and sum(map(len, chunks)) == 1000
+        joined = LensSample.concatenate(chunks)
+        for field in fields(LensSample):
+            assert torch.equal(getattr(joined, field.name), getattr(whole, field.name)), (chunk_size, field.name)
+    assert LensStream(preset, label, 1000, torch.Generator()).chunk_size * preset.n_subhalos < 32768
+
+
+def test_lens_stream_refuses_chunks_that_would_change_the_last_bits():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        LensStream(SMALL, 0, 10, torch.Generator(), chunk_size=100)
 
 
 def test_einstein_ring_of_a_centred_source_sits_at_theta_e():
