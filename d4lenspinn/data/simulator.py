@@ -48,8 +48,6 @@ __all__ = [
     "stream_seed",
 ]
 
-_R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
-
 
 @dataclass
 class LensSample:
@@ -276,13 +274,7 @@ def deflection_field(params: LensSample, x: torch.Tensor, y: torch.Tensor, prese
     alpha = P.sie_deflection(x, y, m(params.theta_e), m(params.lens_q), m(params.lens_phi)) + shear
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset).to(x)
     if torch.any(theta2 > 0):
-        sx, sy = params.subhalo_x.to(x), params.subhalo_y.to(x)
-        ax, ay = alpha[:, 0], alpha[:, 1]  # views: accumulated in place
-        for k in range(theta2.shape[1]):  # one subhalo at a time keeps memory at (B, n, n)
-            dx, dy = x - sx[:, k, None, None], y - sy[:, k, None, None]
-            scale = theta2[:, k, None, None] / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-            ax.addcmul_(scale, dx)
-            ay.addcmul_(scale, dy)
+        P.point_masses_deflection(x, y, theta2, params.subhalo_x.to(x), params.subhalo_y.to(x), out=alpha)
     has_vortex = params.vortex_mass > 0
     if torch.any(has_vortex):
         alpha = alpha + _vortex_deflection(params, x, y, preset) * has_vortex.to(x).reshape(-1, 1, 1, 1)
@@ -311,14 +303,8 @@ def _vortex_deflection(params: LensSample, x: torch.Tensor, y: torch.Tensor, pre
             x, y, _as_map(theta2.sqrt(), x), _as_map(half_length, x), _as_map(params.vortex_angle, x)
         )
     px, py = _vortex_points(params, preset.vortex_points, ends=True)
-    alpha = torch.zeros(len(params), 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    ax, ay, strength = alpha[:, 0], alpha[:, 1], _as_map(theta2 / preset.vortex_points, x)
-    for k in range(preset.vortex_points):  # accumulated in place: memory stays at (B, n, n)
-        dx, dy = x - _as_map(px[:, k], x), y - _as_map(py[:, k], x)
-        scale = strength / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-        ax.addcmul_(scale, dx)
-        ay.addcmul_(scale, dy)
-    return alpha
+    strength = (theta2 / preset.vortex_points).to(x)[:, None].expand(-1, preset.vortex_points)
+    return P.point_masses_deflection(x, y, strength, px.to(x), py.to(x))
 
 
 def render_images(

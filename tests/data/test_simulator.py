@@ -155,6 +155,23 @@ def test_deflection_is_the_sum_of_its_lenses():
     torch.testing.assert_close(deflection_field(lenses, x, y, SMALL)[0], expected)
 
 
+def test_point_masses_are_the_sum_of_single_point_masses_added_into_out():
+    x, y = PixelGrid(16, 0.1).coordinates(torch.float64)
+    theta2 = torch.tensor([[0.01, 0.04], [0.09, 0.0]], dtype=torch.float64)
+    cx = torch.tensor([[0.03, -0.2], [0.41, 0.0]], dtype=torch.float64)
+    cy = torch.tensor([[0.12, 0.3], [-0.05, 0.0]], dtype=torch.float64)
+    expected = torch.stack(
+        [
+            sum(P.point_mass_deflection(x, y, theta2[b, k].sqrt(), cx[b, k], cy[b, k]) for k in range(2))
+            for b in range(2)
+        ]
+    )
+    torch.testing.assert_close(P.point_masses_deflection(x, y, theta2, cx, cy), expected, rtol=1e-12, atol=1e-15)
+    out = torch.ones(2, 2, 16, 16, dtype=torch.float64)
+    assert P.point_masses_deflection(x, y, theta2, cx, cy, out=out) is out
+    torch.testing.assert_close(out, expected + 1, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("label", [0, 1, 2])
 def test_true_convergence_reproduces_the_rendering_deflection(label):
     """The Poisson solver on the true kappa map gives back the deflection the images were rendered with."""
