@@ -46,7 +46,11 @@ def _run(command: list[str], env: dict, out: Path, log_path: Path, seconds: floa
     elapsed s, last stderr line)."""
     start, stopped = time.perf_counter(), False
     with open(log_path, "w+") as log:  # a file, not a pipe: the progress bar never blocks the child
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        # Ctrl-C must reach the child even when this script runs in the background (where SIGINT is ignored)
+        default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        child = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True, preexec_fn=default_sigint
+        )
         print("| seconds | resident MB | images on disk |\n|---|---|---|")
         while child.poll() is None:
             try:

@@ -12,6 +12,12 @@ Every image is a deterministic function of ``(seed, batch_size, split, class, in
 random stream per (split, class) and noise from one stream per batch of that class. Re-running with the same
 arguments therefore skips the batches already on disk and produces exactly what an uninterrupted run would have.
 Files are written to a temporary name and renamed, so an interruption never leaves a truncated image.
+
+Memory stays flat in the number of images: the lenses of a class are drawn a chunk at a time
+(:class:`~d4lenspinn.data.simulator.LensStream`, the same values as one draw), once for the truth table and once
+for the images. Before anything is written, the counts are checked, a folder that is not empty and holds no
+``manifest.json`` is refused, and so is a disk without the estimated free space. Ctrl-C raises
+:class:`SimulationInterrupted` (a ``KeyboardInterrupt``) saying how many images are on disk.
 """
 
 from __future__ import annotations
