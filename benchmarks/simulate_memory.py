@@ -7,6 +7,10 @@ temporary folder (removed afterwards), samples its resident memory (VmRSS) and t
 ``--interval`` seconds, and stops it with Ctrl-C (SIGINT) after ``--seconds`` unless it finishes first. The peak is
 the child's ``ru_maxrss`` (``resource.getrusage(RUSAGE_CHILDREN)``). A stopped run has drawn and written the truth of
 every lens (the first pass over all parameters) and part of the images: say so with the number.
+
+Measured (2026-12-05, shared 2-core CPU, 1 thread, defaults): stopped after 124 s with the truth of all 375,000
+lenses and 10,112 images written, resident 700-780 MB throughout, peak 883 MB (target < 1500 MB: met). The writer
+before chunked lenses: 1070 MB peak for the same run (about 1 GB from the start), and 8.75 GB at 2,000,000 per class.
 """
 
 from __future__ import annotations

@@ -140,18 +140,14 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
 
 
 class LensStream:
-    """The ``count`` lenses of ``sample_lenses(preset, label, count, generator)``, bit for bit, as an iterator over
-    chunks of ``chunk_size`` lenses (the last one shorter), so that memory does not grow with ``count``.
+    """The lenses of ``sample_lenses(preset, label, count, generator)``, bit for bit, as an iterator over chunks of
+    ``chunk_size`` lenses (the last one shorter): memory does not grow with ``count``. Consumes ``generator``.
 
-    One pass over the generator's stream (its values discarded) records where each parameter's block starts; each
-    parameter then reads its own block through its own generator. Consumes ``generator``.
-
-    Why chunks of a multiple of 64 lenses that stay under torch's parallel grain: torch computes the vectorised body
-    of an elementwise op (``atan2``, ``pow``, ``cos``...) with SIMD code and the last few elements with scalar code,
-    which can differ in the last bit. Chunks aligned to 64 put every element on the same side of that line as one
-    call on all ``count`` lenses on one thread; under the grain, no chunk is split between threads. (One call on all
-    lenses with several threads splits at thread boundaries, so its last bits depend on the thread count; the
-    chunks do not.)"""
+    One pass over the stream (values discarded) records where each parameter's block starts; each parameter then
+    reads its block through its own generator. Chunks are a multiple of 64 lenses and stay under torch's parallel
+    grain: torch computes an elementwise op's (``atan2``, ``pow``...) vectorised body with SIMD code and its last
+    elements with scalar code, which can differ in the last bit; so every element falls on the side it does in one
+    call on one thread. (One call on several threads splits at thread boundaries; the chunks do not.)"""
 
     ALIGN = 64  # lenses; a multiple of every SIMD loop's step over float64 (2 x 8 lanes with AVX-512)
     _GRAIN = 32768  # elements; torch's GRAIN_SIZE: smaller elementwise ops run on one thread

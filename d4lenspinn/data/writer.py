@@ -231,8 +231,9 @@ def _estimated_bytes(preset: SimulationPreset, counts: dict[str, dict[str, int]]
 
 def _check_free_space(out: Path, needed: int) -> None:
     """Raise ``OSError`` when ``out``'s file system has fewer than ``needed`` bytes free (beyond what ``out`` holds)."""
-    present = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    free = shutil.disk_usage(out).free
+    present = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())  # 0 for a folder not made yet
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    free = shutil.disk_usage(existing).free
     if needed - present > free:
         raise OSError(
             f"not enough free space in {out}: the simulation needs about {needed - present:,} more bytes "
@@ -276,8 +277,8 @@ def simulate_dataset(
     manifest = _manifest(preset, n_per_class, n_val_per_class, seed, fmt, batch_size)
     counts = manifest["counts"]
     _check_manifest(out / "manifest.json", manifest)
-    out.mkdir(parents=True, exist_ok=True)
     _check_free_space(out, _estimated_bytes(preset, counts, fmt))
+    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "manifest.json", json.dumps(manifest, indent=2))
 
     total, written = sum(sum(split.values()) for split in counts.values()), 0

@@ -176,6 +176,8 @@ def test_too_little_free_space_is_refused_up_front(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(OSError, match=rf"not enough free space in {tmp_path}: .* bytes .* 1,000 are free"):
         simulate_dataset(tmp_path, TINY, n_per_class=2, progress=False)
+    with pytest.raises(OSError, match="not enough free space"):
+        simulate_dataset(tmp_path / "new" / "sim", TINY, n_per_class=2, progress=False)
     assert list(tmp_path.iterdir()) == []
     # 3 x (2 + 1) images of 32 x 32 float32 .npy (4 KiB blocks each) and their truth: a small estimate
     needed = writer_module._estimated_bytes(TINY, {"train": {"no": 2, "sphere": 2, "vort": 2}, "val": {}}, "npy")
