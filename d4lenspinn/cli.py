@@ -24,19 +24,23 @@ __all__ = ["main", "build_parser"]
 
 def _simulate(args: argparse.Namespace) -> int:
     from .data.presets import get_preset
-    from .data.writer import simulate_dataset
+    from .data.writer import SimulationInterrupted, simulate_dataset
 
     preset = get_preset(args.preset, hard=args.hard)
-    out = simulate_dataset(
-        args.out,
-        preset,
-        n_per_class=args.n_per_class,
-        n_val_per_class=args.n_val_per_class,
-        seed=args.seed,
-        fmt=args.format,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    try:
+        out = simulate_dataset(
+            args.out,
+            preset,
+            n_per_class=args.n_per_class,
+            n_val_per_class=args.n_val_per_class,
+            seed=args.seed,
+            fmt=args.format,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    except SimulationInterrupted as stop:
+        print(f"interrupted: {stop}; run the same command again to resume", file=sys.stderr)
+        return 130
     print(f"simulated {preset.name} into {out}")
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -35,6 +36,7 @@ from .presets import Range, SimulationPreset
 __all__ = [
     "LensSample",
     "sample_lenses",
+    "LensStream",
     "deflection_field",
     "render_images",
     "true_convergence",
@@ -45,8 +47,6 @@ __all__ = [
     "normalise_images",
     "stream_seed",
 ]
-
-_R2_MIN = 1e-12  # arcsec^2; keeps a point mass finite exactly at a pixel centre
 
 
 @dataclass
@@ -115,15 +115,12 @@ class LensSample:
         return cls(**{f.name: torch.cat([getattr(s, f.name) for s in samples]) for f in fields(cls)})
 
 
-def _uniform(bounds: Range, count: int, generator: torch.Generator, shape: tuple[int, ...] = ()) -> torch.Tensor:
-    low, high = bounds
-    return low + (high - low) * torch.rand((count, *shape), generator=generator, dtype=torch.float64)
+_Draw = Callable[[tuple[int, ...]], torch.Tensor]  # per-image shape -> uniforms in [0, 1), (count, *shape) float64
 
 
-def _power_law_masses(preset: SimulationPreset, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Subhalo masses ``(count, K)`` from dN/dm ~ m^-slope on the preset's mass range (inverse CDF)."""
+def _power_law_masses(preset: SimulationPreset, u: torch.Tensor) -> torch.Tensor:
+    """Subhalo masses from dN/dm ~ m^-slope on the preset's mass range, by inverse CDF of uniforms ``u``."""
     (m_min, m_max), slope = preset.subhalo_mass, preset.subhalo_slope
-    u = torch.rand(count, preset.n_subhalos, generator=generator, dtype=torch.float64)
     if abs(slope - 1) < 1e-12:
         return m_min * (m_max / m_min) ** u
     k = 1 - slope
@@ -134,10 +131,75 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
     """Draw ``count`` lenses of class ``label`` (0 no substructure, 1 subhalos, 2 vortex) from ``preset``.
 
     The lens centre is drawn last, and only when its range is not a single value, so that presets with a fixed
-    centre draw exactly the stream (and make exactly the images) they did before it was a parameter."""
+    centre draw exactly the stream (and make exactly the images) they did before it was a parameter. The
+    generator's stream is consumed parameter by parameter (all ``count`` values of one, then the next);
+    :class:`LensStream` gives the same lenses chunk by chunk."""
+    return _draw_lenses(
+        preset, label, count, lambda shape: torch.rand((count, *shape), generator=generator, dtype=torch.float64)
+    )
+
+
+class LensStream:
+    """The lenses of ``sample_lenses(preset, label, count, generator)``, bit for bit, as an iterator over chunks of
+    ``chunk_size`` lenses (the last one shorter): memory does not grow with ``count``. Consumes ``generator``.
+
+    One pass over the stream (values discarded) records where each parameter's block starts; each parameter then
+    reads its block through its own generator. Chunks are a multiple of 64 lenses and stay under torch's parallel
+    grain: torch computes an elementwise op's (``atan2``, ``pow``...) vectorised body with SIMD code and its last
+    elements with scalar code, which can differ in the last bit; so every element falls on the side it does in one
+    call on one thread. (One call on several threads splits at thread boundaries; the chunks do not.)"""
+
+    ALIGN = 64  # lenses; a multiple of every SIMD loop's step over float64 (2 x 8 lanes with AVX-512)
+    _GRAIN = 32768  # elements; torch's GRAIN_SIZE: smaller elementwise ops run on one thread
+    _SKIP_VALUES = 1 << 20  # uniforms drawn and discarded at once while finding the blocks
+
+    def __init__(
+        self,
+        preset: SimulationPreset,
+        label: int,
+        count: int,
+        generator: torch.Generator,
+        chunk_size: int | None = None,
+    ) -> None:
+        width = max(1, preset.n_subhalos)  # values per lens of the widest parameter
+        default = self.ALIGN * max(1, self._GRAIN // (self.ALIGN * width))
+        self.chunk_size = default if chunk_size is None else chunk_size
+        if self.chunk_size < 1 or self.chunk_size % self.ALIGN:
+            raise ValueError(f"chunk_size must be a positive multiple of {self.ALIGN}, got {chunk_size}")
+        self.preset, self.label, self.count = preset, label, count
+        self._generators: list[torch.Generator] = []
+
+        def skip_block(shape: tuple[int, ...]) -> torch.Tensor:
+            start = torch.Generator()
+            start.set_state(generator.get_state())
+            self._generators.append(start)
+            step = max(1, self._SKIP_VALUES // max(1, math.prod(shape)))
+            for first in range(0, count, step):
+                torch.rand((min(step, count - first), *shape), generator=generator, dtype=torch.float64)
+            return torch.zeros((1, *shape), dtype=torch.float64)
+
+        _draw_lenses(preset, label, 1, skip_block)  # the structure only: which blocks, in which order
+
+    def __iter__(self) -> Iterator[LensSample]:
+        for first in range(0, self.count, self.chunk_size):
+            yield self._chunk(min(self.chunk_size, self.count - first))
+
+    def _chunk(self, size: int) -> LensSample:
+        """The next ``size`` lenses: each parameter from its own block's generator."""
+        blocks = iter(self._generators)
+        draw = lambda shape: torch.rand((size, *shape), generator=next(blocks), dtype=torch.float64)  # noqa: E731
+        return _draw_lenses(self.preset, self.label, size, draw)
+
+
+def _draw_lenses(preset: SimulationPreset, label: int, count: int, draw: _Draw) -> LensSample:
+    """``count`` lenses of class ``label`` from uniforms ``draw(shape)``, one call per parameter, in stream order."""
     if label not in (NO_SUBSTRUCTURE, SUBHALOS, VORTEX):
         raise ValueError(f"label must be 0 (no), 1 (sphere) or 2 (vort), got {label!r}")
-    u = lambda bounds, shape=(): _uniform(bounds, count, generator, shape)  # noqa: E731
+
+    def u(bounds: Range, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        low, high = bounds
+        return low + (high - low) * draw(shape)
+
     lens_q, lens_phi = P.ellipticity_to_axis_ratio(u(preset.lens_e1), u(preset.lens_e2))
     source_q, source_phi = P.ellipticity_to_axis_ratio(u(preset.source_e1), u(preset.source_e2))
     k = preset.n_subhalos
@@ -169,7 +231,7 @@ def sample_lenses(preset: SimulationPreset, label: int, count: int, generator: t
     if label == SUBHALOS:
         radius, angle = u(preset.subhalo_radius, (k,)), u((0.0, 2 * math.pi), (k,))
         sample.subhalo_x, sample.subhalo_y = radius * torch.cos(angle), radius * torch.sin(angle)
-        sample.subhalo_mass = _power_law_masses(preset, count, generator)
+        sample.subhalo_mass = _power_law_masses(preset, draw((k,)))
     elif label == VORTEX:
         sample.axion_mass = 10 ** u(preset.log10_axion_mass)
         sample.vortex_half_length = 0.06 / (2 * sample.axion_mass) * 1e-22
@@ -208,13 +270,7 @@ def deflection_field(params: LensSample, x: torch.Tensor, y: torch.Tensor, prese
     alpha = P.sie_deflection(x, y, m(params.theta_e), m(params.lens_q), m(params.lens_phi)) + shear
     theta2 = _einstein_radius_squared(params.subhalo_mass, params, preset).to(x)
     if torch.any(theta2 > 0):
-        sx, sy = params.subhalo_x.to(x), params.subhalo_y.to(x)
-        ax, ay = alpha[:, 0], alpha[:, 1]  # views: accumulated in place
-        for k in range(theta2.shape[1]):  # one subhalo at a time keeps memory at (B, n, n)
-            dx, dy = x - sx[:, k, None, None], y - sy[:, k, None, None]
-            scale = theta2[:, k, None, None] / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-            ax.addcmul_(scale, dx)
-            ay.addcmul_(scale, dy)
+        P.point_masses_deflection(x, y, theta2, params.subhalo_x.to(x), params.subhalo_y.to(x), out=alpha)
     has_vortex = params.vortex_mass > 0
     if torch.any(has_vortex):
         alpha = alpha + _vortex_deflection(params, x, y, preset) * has_vortex.to(x).reshape(-1, 1, 1, 1)
@@ -243,14 +299,8 @@ def _vortex_deflection(params: LensSample, x: torch.Tensor, y: torch.Tensor, pre
             x, y, _as_map(theta2.sqrt(), x), _as_map(half_length, x), _as_map(params.vortex_angle, x)
         )
     px, py = _vortex_points(params, preset.vortex_points, ends=True)
-    alpha = torch.zeros(len(params), 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    ax, ay, strength = alpha[:, 0], alpha[:, 1], _as_map(theta2 / preset.vortex_points, x)
-    for k in range(preset.vortex_points):  # accumulated in place: memory stays at (B, n, n)
-        dx, dy = x - _as_map(px[:, k], x), y - _as_map(py[:, k], x)
-        scale = strength / (dx * dx + dy * dy).clamp_min(_R2_MIN)
-        ax.addcmul_(scale, dx)
-        ay.addcmul_(scale, dy)
-    return alpha
+    strength = (theta2 / preset.vortex_points).to(x)[:, None].expand(-1, preset.vortex_points)
+    return P.point_masses_deflection(x, y, strength, px.to(x), py.to(x))
 
 
 def render_images(

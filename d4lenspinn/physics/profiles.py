@@ -27,6 +27,7 @@ __all__ = [
     "sie_ellipticity_deflection",
     "sie_ellipticity_potential",
     "point_mass_deflection",
+    "point_masses_deflection",
     "point_mass_potential",
     "nfw_convergence",
     "nfw_deflection",
@@ -222,6 +223,32 @@ def point_mass_deflection(
     """Point-mass deflection ``theta_e^2 theta / |theta|^2`` [arcsec]; its convergence is ``pi theta_e^2 delta``."""
     dx, dy, r = _relative(x, y, center_x, center_y)
     return _vector(theta_e**2 * dx / r**2, theta_e**2 * dy / r**2)
+
+
+_POINT_R2_MIN = 1e-12  # arcsec^2 (r >= 1e-6 arcsec); keeps a point mass finite exactly at a pixel centre
+
+
+def point_masses_deflection(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    theta_e_squared: torch.Tensor,
+    center_x: torch.Tensor,
+    center_y: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Summed deflection ``(B, 2, H, W)`` [arcsec] of ``K`` point masses per image: :func:`point_mass_deflection`
+    with ``theta_e^2`` given, over ``theta_e_squared``, ``center_x``, ``center_y`` of shape ``(B, K)`` [arcsec^2,
+    arcsec] at ``x, y`` ``(B or 1, H, W)``. Added into ``out`` when given (in place, one mass at a time, so memory
+    stays at ``(B, H, W)`` for any ``K``)."""
+    if out is None:
+        out = torch.zeros(theta_e_squared.shape[0], 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    ax, ay = out[:, 0], out[:, 1]  # views: accumulated in place
+    for k in range(theta_e_squared.shape[1]):
+        dx, dy = x - center_x[:, k, None, None], y - center_y[:, k, None, None]
+        scale = theta_e_squared[:, k, None, None] / (dx * dx + dy * dy).clamp_min(_POINT_R2_MIN)
+        ax.addcmul_(scale, dx)
+        ay.addcmul_(scale, dy)
+    return out
 
 
 def point_mass_potential(

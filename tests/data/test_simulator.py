@@ -1,7 +1,7 @@
 """The lensing simulator: parameter distributions, physics of the rendered images and the true convergence."""
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ import torch
 from d4lenspinn.data.presets import DEEPLENSE_THETA_E, PRESETS, SIMAPI_DEFLECTION_SCALE, get_preset
 from d4lenspinn.data.simulator import (
     LensSample,
+    LensStream,
     add_noise,
     deflection_field,
     render_images,
@@ -69,6 +70,26 @@ def test_sampling_is_reproducible_and_seed_dependent():
     a, b, c = _sample(1, seed=5), _sample(1, seed=5), _sample(1, seed=6)
     assert all(np.array_equal(a.to_numpy()[k], b.to_numpy()[k]) for k in a.to_numpy())
     assert not torch.equal(a.subhalo_x, c.subhalo_x)
+
+
+@pytest.mark.parametrize("preset", [get_preset("model_i", hard=True), get_preset("model_ii", hard=True)])
+@pytest.mark.parametrize("label", [0, 1, 2])
+def test_lens_stream_gives_the_lenses_of_one_draw_bit_for_bit(preset, label):
+    """Chunks of 64 and 640 and the default all equal one ``sample_lenses`` call (pow, atan2, cos included)."""
+    whole = sample_lenses(preset, label, 1000, torch.Generator().manual_seed(5))
+    for chunk_size in (64, 640, None):
+        stream = LensStream(preset, label, 1000, torch.Generator().manual_seed(5), chunk_size)
+        chunks = list(stream)
+        assert [len(c) for c in chunks][:1] == [min(1000, stream.chunk_size)] and sum(map(len, chunks)) == 1000
+        joined = LensSample.concatenate(chunks)
+        for field in fields(LensSample):
+            assert torch.equal(getattr(joined, field.name), getattr(whole, field.name)), (chunk_size, field.name)
+    assert LensStream(preset, label, 1000, torch.Generator()).chunk_size * preset.n_subhalos < 32768
+
+
+def test_lens_stream_refuses_chunks_that_would_change_the_last_bits():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        LensStream(SMALL, 0, 10, torch.Generator(), chunk_size=100)
 
 
 def test_einstein_ring_of_a_centred_source_sits_at_theta_e():
@@ -132,6 +153,23 @@ def test_deflection_is_the_sum_of_its_lenses():
         theta_e = SMALL.theta_e[0] * math.sqrt(lenses.subhalo_mass[0, k].item() / SMALL.main_halo_mass)
         expected = expected + P.point_mass_deflection(x, y, theta_e, lenses.subhalo_x[0, k], lenses.subhalo_y[0, k])
     torch.testing.assert_close(deflection_field(lenses, x, y, SMALL)[0], expected)
+
+
+def test_point_masses_are_the_sum_of_single_point_masses_added_into_out():
+    x, y = PixelGrid(16, 0.1).coordinates(torch.float64)
+    theta2 = torch.tensor([[0.01, 0.04], [0.09, 0.0]], dtype=torch.float64)
+    cx = torch.tensor([[0.03, -0.2], [0.41, 0.0]], dtype=torch.float64)
+    cy = torch.tensor([[0.12, 0.3], [-0.05, 0.0]], dtype=torch.float64)
+    expected = torch.stack(
+        [
+            sum(P.point_mass_deflection(x, y, theta2[b, k].sqrt(), cx[b, k], cy[b, k]) for k in range(2))
+            for b in range(2)
+        ]
+    )
+    torch.testing.assert_close(P.point_masses_deflection(x, y, theta2, cx, cy), expected, rtol=1e-12, atol=1e-15)
+    out = torch.ones(2, 2, 16, 16, dtype=torch.float64)
+    assert P.point_masses_deflection(x, y, theta2, cx, cy, out=out) is out
+    torch.testing.assert_close(out, expected + 1, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("label", [0, 1, 2])

@@ -1,6 +1,8 @@
 """Writing simulated datasets: layout, truth, manifest, resumption after an interruption, HDF5, and the CLI."""
 
+import functools
 import json
+from collections import namedtuple
 
 import h5py
 import numpy as np
@@ -11,8 +13,14 @@ from d4lenspinn.cli import main
 from d4lenspinn.data import LensingImageDataset, load_splits
 from d4lenspinn.data import writer as writer_module
 from d4lenspinn.data.presets import get_preset
-from d4lenspinn.data.simulator import true_convergence
-from d4lenspinn.data.writer import check_simulation, read_truth, simulate_dataset
+from d4lenspinn.data.simulator import (
+    LensStream,
+    render_images,
+    sample_lenses,
+    stream_seed,
+    true_convergence,
+)
+from d4lenspinn.data.writer import SimulationInterrupted, check_simulation, read_truth, simulate_dataset
 
 TINY = get_preset("model_ii", n_pixels=32)
 
@@ -53,8 +61,9 @@ def test_same_arguments_same_bytes_and_resume_after_interruption(tmp_path, monke
         return real_render(*args, **kwargs)
 
     monkeypatch.setattr(writer_module, "render_images", render_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SimulationInterrupted) as stop:  # a KeyboardInterrupt
         simulate_dataset(interrupted, TINY, n_per_class=6, n_val_per_class=2, seed=1, batch_size=4, progress=False)
+    assert (stop.value.written, stop.value.total) == (6, 3 * 6 + 3 * 2)
     assert not json.loads((interrupted / "manifest.json").read_text())["complete"]
     assert len(_files(interrupted)) == 6  # two batches (4 + 2 images of class "no") were finished
     assert not list(interrupted.rglob("*.tmp"))
@@ -91,11 +100,102 @@ def test_hdf5_format_matches_npy_and_resumes(tmp_path):
     simulate_dataset(tmp_path / "h5", TINY, n_per_class=3, n_val_per_class=1, seed=2, fmt="h5", progress=False)
 
 
+def _old_writer_images(n_per_class: int, n_val_per_class: int, seed: int, batch_size: int) -> dict[str, np.ndarray]:
+    """File name -> image as the writer made them before lenses were drawn in chunks: one draw per (split, class),
+    then one render per batch with the batch's noise stream."""
+    images = {}
+    for split, count in (("train", n_per_class), ("val", n_val_per_class)):
+        for label, name in enumerate(("no", "sphere", "vort")):
+            lenses = sample_lenses(TINY, label, count, torch.Generator().manual_seed(stream_seed(seed, split, name)))
+            for batch, first in enumerate(range(0, count, batch_size)):
+                noise = torch.Generator().manual_seed(stream_seed(seed, split, name, "noise", batch))
+                rendered = render_images(lenses.select(slice(first, first + batch_size)), TINY, noise)
+                for i, image in enumerate(rendered[:, 0].numpy()):
+                    images[f"{split}/{name}/{name}_{first + i:06d}.npy"] = image
+    return images
+
+
+def test_chunked_lenses_write_the_same_bytes_as_one_draw(tmp_path, monkeypatch):
+    """Chunks of 64 lenses (three per class here) or one chunk: the same files, and the images of one draw."""
+    arguments = dict(n_per_class=150, n_val_per_class=10, seed=6, batch_size=24, progress=False)
+    for chunk_size in (64, 1024):
+        monkeypatch.setattr(writer_module, "LensStream", functools.partial(LensStream, chunk_size=chunk_size))
+        simulate_dataset(tmp_path / str(chunk_size), TINY, **arguments)
+    assert _files(tmp_path / "64") == _files(tmp_path / "1024") and len(_files(tmp_path / "64")) == 3 * 160
+    for name in _files(tmp_path / "64"):
+        assert (tmp_path / "64" / name).read_bytes() == (tmp_path / "1024" / name).read_bytes(), name
+    for split in ("train", "val"):  # the truth holds the same values (its HDF5 bytes differ in layout)
+        (truth_64, files_64), (truth_1024, files_1024) = (
+            read_truth(tmp_path / c / "truth.h5", split) for c in "64 1024".split()
+        )
+        assert files_64 == files_1024
+        assert all(torch.equal(getattr(truth_64, f), getattr(truth_1024, f)) for f in truth_64.to_numpy())
+    expected = _old_writer_images(150, 10, seed=6, batch_size=24)
+    for name in ("train/no/no_000149.npy", "train/sphere/sphere_000070.npy", "val/vort/vort_000009.npy"):
+        assert np.array_equal(np.load(tmp_path / "64" / name), expected[name]), name
+    assert all(np.array_equal(np.load(tmp_path / "64" / name), image) for name, image in expected.items())
+    truth, _ = read_truth(tmp_path / "64" / "truth.h5", "train")
+    first_draw = sample_lenses(TINY, 1, 150, torch.Generator().manual_seed(stream_seed(6, "train", "sphere")))
+    assert torch.equal(truth.subhalo_mass[150:300], first_draw.subhalo_mass)
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="format"):
         simulate_dataset(tmp_path, TINY, n_per_class=2, fmt="png")
     with pytest.raises(ValueError, match="n_per_class"):
         simulate_dataset(tmp_path, TINY, n_per_class=0)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(n_per_class=2, n_val_per_class=-3), "n_val_per_class must be an integer >= 1, got -3"),
+        (dict(n_per_class=2, n_val_per_class=0), "n_val_per_class must be an integer >= 1, got 0"),
+        (dict(n_per_class=-1), "n_per_class must be an integer >= 1, got -1"),
+        (dict(n_per_class=2, batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_counts_are_refused_before_any_file(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        simulate_dataset(tmp_path / "out", TINY, progress=False, **arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_empty_folder_without_a_manifest_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not empty and holds no simulation \(no manifest.json\)"):
+        simulate_dataset(tmp_path, TINY, n_per_class=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError, match="is a file"):
+        simulate_dataset(tmp_path / "notes.txt", TINY, n_per_class=2, progress=False)
+    simulate_dataset(tmp_path / "empty", TINY, n_per_class=2, progress=False)  # an empty folder is fine
+
+
+def test_too_little_free_space_is_refused_up_front(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(writer_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OSError, match=rf"not enough free space in {tmp_path}: .* bytes .* 1,000 are free"):
+        simulate_dataset(tmp_path, TINY, n_per_class=2, progress=False)
+    with pytest.raises(OSError, match="not enough free space"):
+        simulate_dataset(tmp_path / "new" / "sim", TINY, n_per_class=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    # 3 x (2 + 1) images of 32 x 32 float32 .npy (4 KiB blocks each) and their truth: a small estimate
+    needed = writer_module._estimated_bytes(TINY, {"train": {"no": 2, "sphere": 2, "vort": 2}, "val": {}}, "npy")
+    assert 6 * 8192 <= needed < 6 * 8192 + 6 * 1024
+
+
+def test_cli_ctrl_c_says_how_to_resume_in_one_line(tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer_module, "render_images", interrupt)
+    out = tmp_path / "sim"
+    code = main(["simulate", "--preset", "model_ii", "--n-per-class", "4", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130
+    last_line = err.splitlines()[-1]  # after the progress bar
+    assert last_line == f"interrupted: 0 of 15 images written into {out}; run the same command again to resume"
+    assert "Traceback" not in err
 
 
 def test_cli_simulate_then_read(tmp_path, capsys):
