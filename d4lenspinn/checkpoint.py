@@ -52,7 +52,6 @@ INPUT_NORMALISATION = "min-max per image to [0, 1]"
 """How every reader of this package presents images to a model (the DeepLense convention)."""
 
 
-
 @dataclass(frozen=True)
 class ModelCard:
     """What a trained model expects and where it came from; shown by ``evaluate`` and checked against the data.
@@ -93,10 +92,9 @@ class ResumeState:
 
     optimizer: dict
     scheduler: dict
-    torch_rng: torch.Tensor
+    rng: dict  # the global generators' states (torch, CUDA, numpy, Python): d4lenspinn.resume.capture_rng
     data_rng: torch.Tensor  # state of the generator behind the data order and augmentation, at the epoch's start
     progress: dict  # the trainer's TrainingState as a dict
-    cuda_rng: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -193,8 +191,18 @@ def _from_format_1(path: Path, raw: dict) -> Checkpoint:
         config=config,
         model_state=raw["model"],
         metadata=raw.get("metadata", {}),
-        resume=None if resume is None else ResumeState(**resume),
+        resume=None if resume is None else _resume_state(path, resume),
     )
+
+
+def _resume_state(path: Path, values: dict) -> ResumeState:
+    try:
+        return ResumeState(**values)
+    except TypeError as error:
+        raise ValueError(
+            f"{path}: its resume state (keys {sorted(values)}) was written by another d4lenspinn version and cannot "
+            "be continued; train anew"
+        ) from error
 
 
 def build_model(checkpoint: Checkpoint) -> nn.Module:
