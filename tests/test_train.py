@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from d4lenspinn import metrics_log
 from d4lenspinn import train as train_module
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.config import load_config, save_config
@@ -110,7 +111,7 @@ def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(tmp
 
 def test_batch_must_split_across_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setattr(train_module, "_Distributed", _FakeWorld)
+    monkeypatch.setattr(train_module, "Distributed", _FakeWorld)
     with pytest.raises(ValueError, match="batch_size 6 must be divisible by the 4 processes"):
         train(_config(tmp_path, "ddp"))
 
@@ -121,7 +122,7 @@ class _FakeWorld:
     main = True
 
     def __init__(self, device):
-        self.world, self.rank = 4, 0
+        self.world, self.rank, self.device = 4, 0, device
 
     def barrier(self):
         pass
@@ -173,7 +174,7 @@ def test_epoch_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypa
         def close(self):
             closed.append(True)
 
-    monkeypatch.setattr(train_module, "_tensorboard", lambda run_dir: Writer(str(run_dir / "tensorboard")))
+    monkeypatch.setattr(metrics_log, "_tensorboard", lambda run_dir, purge_step: Writer(str(run_dir / "tensorboard")))
     train(_config(tmp_path, "board"))
     assert ("val_macro_auc", 1) in logged and ("train_loss", 2) in logged and closed == [True]
 
@@ -253,7 +254,7 @@ def _macro_config(tmp_path, name, **extra):
 def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
     trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.hard": True, "optim.epochs": 1}))
     assert trainer.truth is not None
-    batch = trainer.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
+    batch = train_module.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
     terms = trainer.loss_terms(trainer.model(batch.images), batch)
     assert {"cross_entropy", "tv", "l1", "centre", "macro", "substructure", "total"} <= set(terms)
     assert "poisson" not in terms  # exact with a macro lens: nothing to measure
@@ -268,7 +269,7 @@ def test_without_truth_the_supervised_terms_switch_off_with_one_line(tmp_path, c
     config = _macro_config(
         tmp_path, "no_truth", **{"data.source": str(source), "data.skip_bad": True, "data.pixel_scale": 0.101}
     )
-    with pytest.warns(UserWarning, match="3 bad"), caplog.at_level("WARNING", logger="d4lenspinn.train"):
+    with pytest.warns(UserWarning, match="3 bad"), caplog.at_level("WARNING", logger="d4lenspinn"):
         trainer = train_module.Trainer(config)
     assert trainer.truth is None
     assert [r.message for r in caplog.records if "supervised" in r.message] == [
