@@ -37,8 +37,9 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, epochs_done: int) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        rows = self.path.read_text().splitlines()[:epochs_done] if self.path.exists() else []
-        write_text(self.path, "".join(row + "\n" for row in rows))
+        if self.path.exists():
+            rows = self.path.read_text().splitlines()[:epochs_done]
+            write_text(self.path, "".join(row + "\n" for row in rows))
         self.board = _tensorboard(Path(run_dir), purge_step=epochs_done + 1 if epochs_done else None)
 
     def append(self, row: dict) -> None:

@@ -1,6 +1,7 @@
 """Training: config handling, determinism, exact resume after an interruption, non-finite losses, checkpoints."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,48 @@ def test_without_truth_the_supervised_terms_switch_off_with_one_line(tmp_path, c
     ]
     with pytest.raises(ValueError, match="supervise a macro-lens estimate, which model 'resnet18' does not make"):
         train_module.Trainer(_config(tmp_path, "resnet", **{"loss.macro": 1.0}))
+
+
+def test_a_directory_holding_another_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    config = _config(tmp_path, "run", **{"optim.epochs": 1})
+    run_dir = train(config)
+    (run_dir / "report.md").write_text("the old run's report")
+    (run_dir / "figures").mkdir()
+    (run_dir / "notes.txt").write_text("not a run file")
+    with pytest.raises(
+        ValueError, match=r"holds another run \(config.yaml, metrics.jsonl, last.pt, best.pt, report.md"
+    ):
+        train(config)
+    with pytest.raises(ValueError, match="choose one"):
+        train(config, resume=True, overwrite=True)
+    train(config, overwrite=True)
+    assert not (run_dir / "report.md").exists() and not (run_dir / "figures").exists()
+    assert (run_dir / "notes.txt").exists() and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out .*file is a file"):
+        train(_config(tmp_path, "file"))
+
+
+def test_a_start_that_never_reached_a_checkpoint_may_start_again(tmp_path):
+    train_module.Trainer(_config(tmp_path, "started", **{"optim.epochs": 1}))  # writes config.yaml, trains nothing
+    assert train(_config(tmp_path, "started", **{"optim.epochs": 1})).is_dir()
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("optim.epochs", 0, "optim.epochs must be an integer >= 1, got 0"),
+        ("optim.early_stopping_patience", 0, "optim.early_stopping_patience must be an integer >= 1"),
+        ("optim.lr", 0, "optim.lr must be a finite number > 0, got 0.0"),
+        ("optim.weight_decay", -1, "optim.weight_decay must be a finite number >= 0"),
+        ("optim.label_smoothing", 1, "optim.label_smoothing must be below 1"),
+        ("data.batch_size", 0, "data.batch_size must be an integer >= 1, got 0"),
+        ("data.n_per_class", -3, "data.n_per_class must be an integer >= 1"),
+        ("data.n_val_per_class", 0, "data.n_val_per_class must be an integer >= 1"),
+        ("data.pixel_scale", -0.1, "data.pixel_scale must be a number > 0"),
+        ("n_bootstrap", 0, "n_bootstrap must be an integer >= 1"),
+    ],
+)
+def test_settings_that_would_train_nothing_are_config_errors(key, value, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_config(overrides=[f"{key}={value}"])

@@ -23,7 +23,7 @@ Example::
 
     splits = load_splits("data/dataset", scheme="80/10/10", seed=0)   # or an .h5 path, or scheme="official"
     loader = DataLoader(splits.train, batch_size=64, shuffle=True, num_workers=4, persistent_workers=True)
-    for images, labels in loader:   # (B, 1, H, W) float32, (B,) int64 (D4 augmentation: Trainer.augment)
+    for images, labels in loader:   # (B, 1, H, W) float32, (B,) int64 (D4 augmentation: train.augment)
         ...
 """
 
@@ -580,7 +580,7 @@ def load_splits(
     ``train``. ``scheme="official"``: a stratified 90/10 split of ``train`` for train/val; the official
     ``val`` set is the test set. ``kwargs`` go to :class:`LensingImageDataset` (``cache``, ``skip_bad``,
     ``allow_pickle``, ``progress``). No set is augmented here: the trainer draws the D4 augmentation of each
-    training batch from its seeded generator (:meth:`d4lenspinn.train.Trainer.augment`).
+    training batch from its seeded generator (:func:`d4lenspinn.train.augment`; the truth by `Truth.transform`).
 
     Every image of every source read (``train``, and ``val`` for ``"official"``) is checked first; all the
     problems together raise one :class:`DataError`, or with ``skip_bad=True`` are dropped with one warning and
