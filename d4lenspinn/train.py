@@ -148,6 +148,7 @@ class Trainer:
         self._torn = False  # whether a state change was cut short (then the state is not saved)
         if resume:
             self._restore()
+        self.rng = capture_rng()  # the global generators after the last completed state change
         self.log = None
         if self.ddp.main:
             save_config(config, self.run_dir / "config.yaml")
@@ -221,6 +222,7 @@ class Trainer:
             self.log.append(row)
         state.next_epoch()
         self.epoch_start_rng = self.generator.get_state()
+        self.rng = capture_rng()
         self.save_last()
 
     def train_epoch(self) -> None:
@@ -257,6 +259,7 @@ class Trainer:
             self._torn = True
             yield
             self._torn = False
+            self.rng = capture_rng()  # what happens until the next change (e.g. validation) is replayed on resume
 
     def with_truth(self, batch: Batch) -> Batch:
         """The batch with the simulator's truth of its images, when the data has it and a supervised term is on."""
@@ -317,14 +320,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def save_last(self) -> None:
-        """``last.pt`` (rank 0): weights, optimiser, scheduler, random generators (the data generator at the
-        current epoch's start) and the training state."""
+        """``last.pt`` (rank 0): weights, optimiser, scheduler, random generators (the global ones after the last
+        completed state change, the data generator at the current epoch's start) and the training state."""
         if not self.ddp.main:
             return
         resume = ResumeState(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
-            rng=capture_rng(),
+            rng=self.rng,
             data_rng=self.epoch_start_rng,
             progress=asdict(self.state),
         )

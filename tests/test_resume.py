@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from d4lenspinn import train as train_module
 from d4lenspinn.cli import main
 from d4lenspinn.config import load_config
 from d4lenspinn.data import prepare_data
@@ -106,6 +107,7 @@ def _interrupts(monkeypatch, pending: list[str], fired: list[str]) -> None:
 
     def validation(self):
         if fire("during_validation", self.state.epoch == 0):
+            iter(self.val_loader)  # validation has begun: its loader drew a seed from torch's global generator
             raise KeyboardInterrupt
 
     def epoch_start(self):
@@ -206,3 +208,18 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(data_root, tmp_path, monkey
     )
     monkeypatch.undo()
     assert main(["train", "--config", str(run_dir / "config.yaml"), "--resume"]) == 0
+
+
+def test_training_that_draws_from_the_global_generator_resumes_exactly(data_root, tmp_path, monkeypatch):
+    """Like dropout: every step draws from torch's global generator (here a random loss scale), and so does the
+    validation loader, so the generator must be saved as it was after the last completed step."""
+    torch.set_num_threads(1)
+    real_loss = train_module.classification_loss
+    noisy = lambda *args: real_loss(*args) * (1 + torch.rand(()))  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "classification_loss", noisy)
+        reference = train(_config(data_root, tmp_path / "reference", "d4_cnn"))
+    monkeypatch.setattr(train_module, "classification_loss", noisy)
+    config = _config(data_root, tmp_path / "interrupted", "d4_cnn")
+    _interrupted_and_resumed(config, monkeypatch, ["during_validation", "mid_epoch"])
+    _assert_same_run(tmp_path / "interrupted", reference, "global generator")
