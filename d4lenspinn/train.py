@@ -341,6 +341,8 @@ class Trainer:
             kept = f"{last} (from before that step) is kept" if last.exists() else f"nothing was saved to {last}"
             return TrainingInterrupted(f"interrupted inside a training step at {where}: {kept}")
         self.save_last()
+        if self.finished:
+            return TrainingInterrupted(f"interrupted after the last epoch: the run is complete ({last})")
         command = f"d4lenspinn train --config {self.run_dir / 'config.yaml'} --resume"
         return TrainingInterrupted(f"interrupted at {where}: saved {last}; continue with: {command}")
 
