@@ -46,6 +46,14 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if self.world == 1:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training steps call: ``model`` itself, or its DistributedDataParallel wrapper."""
         if self.world == 1:

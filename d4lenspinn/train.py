@@ -220,6 +220,7 @@ class Trainer:
                     metadata={"epoch": state.epoch + 1, "val_macro_auc": row["val_macro_auc"]},
                 )
             self.log.append(row)
+        state.best_auc, state.stale_epochs = self.ddp.broadcast((state.best_auc, state.stale_epochs))  # stop together
         state.next_epoch()
         self.epoch_start_rng = self.generator.get_state()
         self.rng = capture_rng()
