@@ -19,7 +19,7 @@ min-max normalised images of the same parameters have the same statistics, per p
 radius of the pixels above 30% of the peak), with the targets of docs/data.md; (3) images/s of ours (batches of 64,
 sampling included, median of ``--repeats`` batches after a warm-up, default threads and one) and of lenstronomy
 (one process), and of the dataset reader on a freshly written ``.npy`` folder (page cache, dataset cache off), alone
-and followed by the trainer's D4 augmentation of each batch (``random_transform``, as ``Trainer.augment``).
+and followed by the trainer's D4 augmentation of each batch (``random_transform``, as ``train.augment``).
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def _reader_rows(repeats: int) -> list[list[str]]:
         rows = [[what, f"{total / (time.perf_counter() - start):.0f}"]]
         data = LensingImageDataset.from_folder(root, "train", cache=False)
         for workers in (0, 2):
-            for augment in (False, True):  # True: plus the trainer's augmentation of each batch (Trainer.augment)
+            for augment in (False, True):  # True: plus the trainer's augmentation of each batch (train.augment)
                 loader = DataLoader(
                     data, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0
                 )
@@ -330,7 +330,7 @@ def _reader_rows(repeats: int) -> list[list[str]]:
                     if epoch:
                         times.append(time.perf_counter() - start)
                 what = f"DataLoader, batch {BATCH}, num_workers={workers}, no cache"
-                what += " + random_transform (as Trainer.augment)" if augment else ""
+                what += " + random_transform (as train.augment)" if augment else ""
                 rows.append([what, f"{len(data) / statistics.median(times):.0f}"])
     return rows
 

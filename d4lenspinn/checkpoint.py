@@ -14,15 +14,13 @@ Format version 1 is a ``torch.save`` dict of tensors and plain Python values (re
     metadata   free-form numbers (epoch, validation AUC)
     resume     (last.pt only) optimiser, scheduler, random generators and training progress
 
-Anything else is a ``ValueError`` naming the file: a missing, truncated or foreign file, or a newer format version.
-A checkpoint written before versioning (format 0) loads with its model card inferred and one warning.
+Anything else is a ``ValueError`` naming the file: a missing, truncated or foreign file, a checkpoint written before
+format version 1 (before checkpoints were versioned: retrain it), or a newer format version.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,16 +46,10 @@ __all__ = [
     "TrainedModel",
 ]
 
-logger = logging.getLogger(__name__)
-
 FORMAT = "d4lenspinn-checkpoint"
 FORMAT_VERSION = 1
 INPUT_NORMALISATION = "min-max per image to [0, 1]"
 """How every reader of this package presents images to a model (the DeepLense convention)."""
-
-_LEGACY_SCALES = {150: 0.05, 64: 0.101}  # what models before format 1 took for these sizes; else a 7.5" field
-_REMOVED_CONFIG_KEYS = {"loss": ("physics_start_epoch",)}  # config keys older checkpoints may hold, now gone
-_ESCNN_CACHES = (".filter", ".expanded_bias")  # buffers escnn adds in eval mode and drops in train mode
 
 
 @dataclass(frozen=True)
@@ -100,10 +92,9 @@ class ResumeState:
 
     optimizer: dict
     scheduler: dict
-    torch_rng: torch.Tensor
+    rng: dict  # the global generators' states (torch, CUDA, numpy, Python): d4lenspinn.resume.capture_rng
     data_rng: torch.Tensor  # state of the generator behind the data order and augmentation, at the epoch's start
     progress: dict  # the trainer's TrainingState as a dict
-    cuda_rng: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -111,7 +102,7 @@ class Checkpoint:
     """A checkpoint as read back: typed config and card, the weights, and (``last.pt``) the resume state."""
 
     path: Path
-    format_version: int  # 0: written before versioning
+    format_version: int
     card: ModelCard
     config: TrainConfig
     model_state: dict[str, torch.Tensor]
@@ -152,10 +143,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (or by a version before format 1).
+    """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises ``ValueError`` naming ``path`` when the file is missing, unreadable (truncated, not a torch file, not
-    loadable with ``weights_only=True``), not a d4lenspinn checkpoint, or of a newer format version."""
+    loadable with ``weights_only=True``), not a d4lenspinn checkpoint, or of a format version other than 1."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
@@ -177,60 +168,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             )
         return _from_format_1(path, raw)
     if {"model", "config", "image_size"} <= set(raw):
-        return _from_format_0(path, raw)
+        raise ValueError(
+            f"{path} has checkpoint format version 0 (written before checkpoints were versioned); this d4lenspinn "
+            f"{__version__} reads format {FORMAT_VERSION} only: retrain the model"
+        )
     raise ValueError(
         f"{path} is a torch file but not a d4lenspinn checkpoint (keys {sorted(map(str, raw))[:8]}; expected "
         f"format {FORMAT!r})"
     )
 
 
-def _without_removed_keys(config: dict) -> dict:
-    """A saved config without the keys later versions removed (they described nothing the model needs)."""
-    config = dict(config)
-    for section, keys in _REMOVED_CONFIG_KEYS.items():
-        config[section] = {k: v for k, v in config.get(section, {}).items() if k not in keys}
-    return config
-
-
 def _from_format_1(path: Path, raw: dict) -> Checkpoint:
     resume = raw.get("resume")
+    try:
+        config = config_from_dict(raw["config"])
+    except ValueError as error:
+        raise ValueError(f"{path}: its config does not fit this d4lenspinn {__version__}: {error}") from error
     return Checkpoint(
         path=path,
         format_version=raw["format_version"],
         card=ModelCard.from_dict(raw["card"]),
-        config=config_from_dict(_without_removed_keys(raw["config"])),
+        config=config,
         model_state=raw["model"],
         metadata=raw.get("metadata", {}),
-        resume=None if resume is None else ResumeState(**resume),
+        resume=None if resume is None else _resume_state(path, resume),
     )
 
 
-def _from_format_0(path: Path, raw: dict) -> Checkpoint:
-    """A checkpoint from before versioning: ``{model, config, image_size[, optimizer, scheduler, torch_rng,
-    epoch_generator, state][, epoch, val_macro_auc]}``; the model card is inferred from its config."""
-    saved = _without_removed_keys(raw["config"])
-    kwargs = dict(saved["model"].get("kwargs", {}))
-    size = int(raw["image_size"])
-    scale = kwargs.pop("pixel_scale", None) or _LEGACY_SCALES.get(size, 7.5 / size)
-    config = config_from_dict({**saved, "model": {**saved["model"], "kwargs": kwargs}})
-    data = config.data
-    described = f"simulated {data.preset}" if data.source == "simulate" else data.source
-    card = ModelCard(
-        config.model.name, size, scale, training_data=described, package_version="unknown (before checkpoint format 1)"
-    )
-    warnings.warn(
-        f"{path} was written before checkpoints were versioned; its model card is inferred ({card.describe()})",
-        stacklevel=3,
-    )
-    resume = None
-    if "optimizer" in raw:
-        state = dict(raw["state"])
-        sums = state.pop("sums", {})
-        progress = {**state, "loss_sum": sums.get("loss", 0.0), "correct": sums.get("correct", 0)}
-        progress["seen"] = sums.get("seen", 0)
-        resume = ResumeState(raw["optimizer"], raw["scheduler"], raw["torch_rng"], raw["epoch_generator"], progress)
-    metadata = {key: raw[key] for key in ("epoch", "val_macro_auc") if key in raw}
-    return Checkpoint(path, 0, card, config, raw["model"], metadata, resume)
+def _resume_state(path: Path, values: dict) -> ResumeState:
+    try:
+        return ResumeState(**values)
+    except TypeError as error:
+        raise ValueError(
+            f"{path}: its resume state (keys {sorted(values)}) was written by another d4lenspinn version and cannot "
+            "be continued; train anew"
+        ) from error
 
 
 def build_model(checkpoint: Checkpoint) -> nn.Module:
@@ -248,15 +220,16 @@ def build_model(checkpoint: Checkpoint) -> nn.Module:
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load ``state`` into ``model`` strictly; a state taken in train mode (before format 1) has no escnn caches,
-    which the model then drops too. Raises ``ValueError`` naming ``source`` when the weights do not fit."""
-    if not any(key.endswith(_ESCNN_CACHES) for key in state):
-        model.eval()
-        model.train()  # escnn: leaving eval mode drops the cached filters, as in the saved state
+    """Load the eval-mode ``state`` of a checkpoint into ``model`` strictly (in eval mode, whose keys it has; the
+    model's mode is kept). Raises ``ValueError`` naming ``source`` when the weights do not fit."""
+    was_training = model.training
+    model.eval()
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"{source}: the weights do not fit the model its config describes: {error}") from error
+    finally:
+        model.train(was_training)
 
 
 class TrainedModel(NamedTuple):

@@ -4,12 +4,12 @@ d4lenspinn simulate --preset model_i --n-per-class 1000 --out data/model_i --see
 d4lenspinn download --dataset common_test_i [--cache-dir DIR] [--from-zip PATH]
 d4lenspinn plot-examples --preset model_i --out docs/figures/simulated_examples.png
 d4lenspinn check-data PATH [--split train val] [--max-listed 10]
-d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume] [--skip-bad]
+d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume | --overwrite] [--skip-bad]
 d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta] [--skip-bad]
 d4lenspinn predict --checkpoint runs/demo/best.pt cutouts/ more.fits --out predictions.csv [--no-tta] [--skip-bad]
 d4lenspinn interp --checkpoint runs/demo/best.pt --out runs/demo/interp [--data PATH] [--studies probes ...]
 d4lenspinn models
-d4lenspinn demo
+d4lenspinn demo [--overwrite]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
-    print(f"run directory: {train(config, resume=args.resume)}")
+    print(f"run directory: {train(config, resume=args.resume, overwrite=args.overwrite)}")
     return 0
 
 
@@ -119,7 +119,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
-    run_dir = train(config)
+    run_dir = train(config, overwrite=args.overwrite)
     result = evaluate(run_dir / "best.pt")
     print(result["table"])
     print(f"report: {result['report']}")
@@ -164,6 +164,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML file (configs/*.yaml); defaults otherwise")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's out directory")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in out (its checkpoints, metrics, report)")
     _add_skip_bad(p)
     p.set_defaults(handler=_train)
 
@@ -250,6 +251,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, train briefly and evaluate (the main job on its default config)")
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in the config's out")
     _add_skip_bad(p)
     p.set_defaults(handler=_demo)
 
@@ -322,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
+    except KeyboardInterrupt as interrupt:  # training says where it saved the run and how to resume
+        print(f"d4lenspinn {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, OSError) as error:
         print(f"d4lenspinn {args.command}: error: {error}", file=sys.stderr)
         return 2

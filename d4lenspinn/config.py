@@ -51,6 +51,13 @@ class DataConfig:
     skip_bad: bool = False  # drop unreadable / non-finite files with a warning instead of failing
     pixel_scale: float | None = None  # arcsec/pixel of the images; default: the preset's, dataset's or manifest's
 
+    def __post_init__(self) -> None:
+        _check_at_least(self, "data.", batch_size=1, n_per_class=1, num_workers=0)
+        if self.n_val_per_class is not None:
+            _check_at_least(self, "data.", n_val_per_class=1)
+        if self.pixel_scale is not None and not (_is_number(self.pixel_scale) and self.pixel_scale > 0):
+            raise ValueError(f"data.pixel_scale must be a number > 0 [arcsec/pixel], got {self.pixel_scale!r}")
+
 
 @dataclass
 class ModelConfig:
@@ -70,6 +77,28 @@ class OptimConfig:
     label_smoothing: float = 0.0
     amp: bool = True  # bfloat16 autocast on CUDA; CPU always runs float32
     early_stopping_patience: int = 5  # epochs without a better validation macro AUC
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, "optim.", epochs=1, early_stopping_patience=1)
+        for name in ("lr", "weight_decay", "warmup_epochs", "grad_clip", "label_smoothing"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or (name == "lr" and value == 0):
+                bound = "> 0" if name == "lr" else ">= 0"
+                raise ValueError(f"optim.{name} must be a finite number {bound}, got {value!r}")
+        if self.label_smoothing >= 1:
+            raise ValueError(f"optim.label_smoothing must be below 1, got {self.label_smoothing!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_at_least(section: Any, where: str, **minimum: int) -> None:
+    """Each named integer field of ``section`` is at least its ``minimum`` (a setting below it trains nothing)."""
+    for name, lowest in minimum.items():
+        value = getattr(section, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ValueError(f"{where}{name} must be an integer >= {lowest}, got {value!r}")
 
 
 def _check_weights(weights, names: tuple[str, ...]) -> None:
@@ -138,6 +167,9 @@ class TrainConfig:
     out: str = "runs/run"  # run directory: config, checkpoints, metrics, report
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     n_bootstrap: int = 1000  # resamples for the confidence intervals of the evaluation
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, "", n_bootstrap=1)
 
 
 def _build(cls, values: dict, where: str):

@@ -11,47 +11,46 @@ A :class:`Trainer` prepares the data (every file is checked before the first ste
 run directory gets a line in ``metrics.jsonl`` (and TensorBoard scalars in ``tensorboard/`` when TensorBoard is
 installed); ``last.pt`` (everything needed to continue) and ``best.pt`` (the model with the best validation macro
 AUC, never a physics-loss criterion) are written atomically by :mod:`d4lenspinn.checkpoint`, with the model card.
-An interruption (Ctrl-C) saves ``last.pt`` at the current step; ``resume=True`` restores model, optimiser,
-scheduler, random generators and the :class:`TrainingState`, and replays the data order, so an interrupted run ends
-with the same weights as an uninterrupted one, for every registered model. A non-finite loss stops the run naming
-the term; the last good checkpoint stays. Files dropped by ``data.skip_bad`` are listed in ``bad_files.txt``.
-
-Under ``torchrun --nproc_per_node N -m d4lenspinn train ...`` each process trains on ``1/N`` of every batch with
-DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 evaluates, logs and writes checkpoints. Every rank reads
-the same global batch (same seeded order and augmentation) and keeps its slice, so the run sees exactly the batches
-of a single-process run; reading is cheap next to the model, and this keeps the two comparable (BatchNorm statistics
-are per rank, the one expected difference).
+Ctrl-C waits for the current step (or the end-of-epoch bookkeeping) to finish, saves ``last.pt`` at that point
+and raises :class:`~d4lenspinn.interrupts.TrainingInterrupted` saying how to continue; ``resume=True`` restores model,
+optimiser, scheduler, every random generator and the :class:`TrainingState`, and skips to the same batch of the same
+epoch order, so an interrupted run ends with the same weights and metrics as an uninterrupted one, wherever it was
+interrupted, for every registered model. A run directory holding another run is refused (``overwrite=True``
+replaces it; :mod:`d4lenspinn.rundir`). A non-finite loss stops the run naming the term; the last good checkpoint
+stays. Files dropped by ``data.skip_bad`` are listed in ``bad_files.txt``. Several processes: see
+:mod:`d4lenspinn.distributed`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import ModelCard, ResumeState, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig, save_config
-from .data import Batch, DataSplits, Truth, batch_loader, prepare_data
+from .data import Batch, DataSplits, batch_loader, prepare_data
 from .device import resolve_device
+from .distributed import Distributed
+from .interrupts import TrainingInterrupted, deferred_interrupts
 from .io import write_text
 from .losses import classification_loss, physics_losses, supervised_losses
 from .metrics import classification_metrics
+from .metrics_log import MetricsLog
 from .models import capabilities_of, create_model
-from .physics import MacroLens
 from .progress import progress_bar
-from .symmetry import random_elements, transform_each, transform_macro
+from .resume import EpochBatches, capture_rng, restore_rng, seed_everything
+from .rundir import claim_run_dir
+from .supervision import check_supervision
+from .symmetry import random_elements, transform_each
 from .tta import collect_predictions
 
-__all__ = ["train", "Trainer", "TrainingState", "TrainingDiverged"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["train", "Trainer", "TrainingState", "TrainingDiverged", "TrainingInterrupted", "augment"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -96,57 +95,32 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-class _Distributed:
-    """Process-group bookkeeping; a single process is rank 0 of a world of 1."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous slice of a global batch."""
-        if self.world == 1:
-            return batch
-        per_rank = math.ceil(batch.shape[0] / self.world)
-        return batch[self.rank * per_rank : (self.rank + 1) * per_rank]
-
-
-def _tensorboard(run_dir: Path):
-    """A TensorBoard ``SummaryWriter`` into ``run_dir/tensorboard`` when TensorBoard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+def augment(batch: Batch, elements: torch.Tensor | None) -> Batch:
+    """D4 element ``elements[i]`` (indices into ``D4_ELEMENTS``) applied to image ``i`` and to its truth
+    (:meth:`~d4lenspinn.data.Truth.transform`): the one augmentation path."""
+    if elements is None:
+        return batch
+    truth = None if batch.truth is None else batch.truth.transform(elements)
+    return batch._replace(images=transform_each(batch.images, elements), truth=truth)
 
 
 class Trainer:
-    """One training run of ``config`` (``resume``: continue the run in ``config.out`` from its ``last.pt``)."""
+    """One training run of ``config`` (``resume``: continue the run in ``config.out`` from its ``last.pt``;
+    ``overwrite``: replace the run there)."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
         self.config, self.run_dir = config, Path(config.out)
-        self.device = resolve_device(config.device)
-        self.ddp = _Distributed(self.device)
-        if self.ddp.world > 1 and self.device.type == "cuda":  # one GPU per process
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)
+        self.ddp = Distributed(resolve_device(config.device))
+        self.device = self.ddp.device
         if config.data.batch_size % self.ddp.world:
             raise ValueError(
                 f"data.batch_size {config.data.batch_size} must be divisible by the {self.ddp.world} processes"
             )
         if "pixel_scale" in config.model.kwargs:
             raise ValueError("model.kwargs.pixel_scale: set data.pixel_scale instead (the model takes the data's)")
-        torch.manual_seed(config.seed)
+        if self.ddp.main:
+            claim_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        seed_everything(config.seed)
         self.splits = self._prepare_data()
         self.card = ModelCard(
             model=config.model.name,
@@ -162,46 +136,41 @@ class Trainer:
             num_classes=len(self.splits.class_names),
             **config.model.kwargs,
         ).to(self.device)
-        self.network = self.model  # what the training steps call: the model, or its DDP wrapper
-        if self.ddp.world > 1:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.physics = capabilities_of(self.model).physics_maps
+        self.network = self.ddp.wrap(self.model)  # what the training steps call
+        capabilities = capabilities_of(self.model)
+        self.physics = capabilities.physics_maps
         self.truth = self.splits.truth["train"] if self.splits.truth is not None else None
-        self._check_supervision()
+        check_supervision(config.loss, config.model.name, capabilities.macro_lens, self.truth is not None)
+        self._build_optimisation()
 
+        self.state = TrainingState()
+        self.epoch_start_rng = self.generator.get_state()  # the data generator where the current epoch begins
+        self._torn = False  # whether a state change was cut short (then the state is not saved)
+        if resume:
+            self._restore()
+        self.rng = capture_rng()  # the global generators after the last completed state change
+        self.log = None
+        if self.ddp.main:
+            save_config(config, self.run_dir / "config.yaml")
+            if self.splits.bad_files:
+                write_text(self.run_dir / "bad_files.txt", "\n".join(self.splits.bad_files) + "\n")
+            self.log = MetricsLog(self.run_dir, epochs_done=self.state.epoch)
+
+    def _build_optimisation(self) -> None:
+        """The seeded data order and loaders, AdamW and its warm-up + cosine schedule."""
+        config, data, optim = self.config, self.config.data, self.config.optim
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
-        data = config.data
+        self.batches = EpochBatches(len(self.splits.train), data.batch_size, self.generator)
         self.train_loader = batch_loader(
-            self.splits.train,
-            data.batch_size,
-            shuffle=True,
-            generator=self.generator,
-            num_workers=data.num_workers,
-            drop_last=True,
+            self.splits.train, 1, batch_sampler=self.batches, generator=self.generator, num_workers=data.num_workers
         )
         self.val_loader = batch_loader(self.splits.val, data.batch_size, num_workers=data.num_workers)
-        optim = config.optim
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
         steps_per_epoch = len(self.train_loader)
         warmup = max(1, round(optim.warmup_epochs * steps_per_epoch))
         total = optim.epochs * steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
         self.use_amp = optim.amp and self.device.type == "cuda"
-
-        self.state = TrainingState()
-        if resume:
-            self._restore()
-        elif self.ddp.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in ("metrics.jsonl", "last.pt", "best.pt", "bad_files.txt"):
-                (self.run_dir / stale).unlink(missing_ok=True)
-        self.board = None
-        if self.ddp.main:
-            save_config(config, self.run_dir / "config.yaml")
-            if self.splits.bad_files:
-                write_text(self.run_dir / "bad_files.txt", "\n".join(self.splits.bad_files) + "\n")
-            self.board = _tensorboard(self.run_dir)
 
     # ------------------------------------------------------------------------------------------------ the run
     @property
@@ -210,24 +179,22 @@ class Trainer:
         return self.state.epoch >= optim.epochs or self.state.stale_epochs >= optim.early_stopping_patience
 
     def fit(self) -> Path:
-        """Run epochs until the budget or the early-stopping patience is spent; returns the run directory."""
+        """Run epochs until the budget or the early-stopping patience is spent; returns the run directory.
+
+        Raises :class:`~d4lenspinn.interrupts.TrainingInterrupted` on Ctrl-C, after saving ``last.pt``."""
         try:
             while not self.finished:
                 self.run_epoch()
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
         finally:
-            if self.board is not None:
-                self.board.close()
+            if self.log is not None:
+                self.log.close()
         return self.run_dir
 
     def run_epoch(self) -> dict:
         """Train one epoch, validate (rank 0), write the checkpoints and the epoch's metrics row; return the row."""
-        epoch_start = self.generator.get_state()  # replaying from here reproduces this epoch's order
-        try:
-            self.train_epoch()
-        except KeyboardInterrupt:
-            self.save_last(epoch_start)
-            logger.warning("interrupted: saved %s (resume with --resume)", self.run_dir / "last.pt")
-            raise
+        self.train_epoch()
         state = self.state
         row = {"epoch": state.epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
         if state.seen:
@@ -235,39 +202,65 @@ class Trainer:
         if self.ddp.main:
             val = self.validate()
             row.update(val_accuracy=val["accuracy"], val_macro_auc=val["macro_auc"])
-            if state.record_validation(val["macro_auc"]):
+        with self._atomic():
+            self._end_epoch(row)
+        self.ddp.barrier()
+        return row
+
+    def _end_epoch(self, row: dict) -> None:
+        """Early-stopping bookkeeping, ``best.pt``, the metrics row, then the next epoch's ``last.pt``."""
+        state = self.state
+        if self.ddp.main:
+            if state.record_validation(row["val_macro_auc"]):
                 save_checkpoint(
                     self.run_dir / "best.pt",
                     self.model,
                     self.config,
                     self.card,
-                    metadata={"epoch": state.epoch + 1, "val_macro_auc": val["macro_auc"]},
+                    metadata={"epoch": state.epoch + 1, "val_macro_auc": row["val_macro_auc"]},
                 )
-            self._log(row)
+            self.log.append(row)
+        state.best_auc, state.stale_epochs = self.ddp.broadcast((state.best_auc, state.stale_epochs))  # stop together
         state.next_epoch()
-        self.save_last(self.generator.get_state())
-        self.ddp.barrier()
-        return row
+        self.epoch_start_rng = self.generator.get_state()
+        self.rng = capture_rng()
+        self.save_last()
 
     def train_epoch(self) -> None:
-        """The optimisation steps of the current epoch; an interrupted epoch is replayed up to where it stopped."""
+        """The optimisation steps of the current epoch from ``state.step`` on (the same order and augmentation as
+        an uninterrupted epoch: the batches before it are skipped, their augmentation still drawn)."""
         self.network.train()
         epochs = self.config.optim.epochs
         if hasattr(self.splits.train, "set_epoch"):  # online simulation: this epoch's fresh images
             self.splits.train.set_epoch(self.state.epoch)
+        self.generator.set_state(self.epoch_start_rng)
+        self.batches.skip = self.state.step
         bar = progress_bar(
             self.train_loader, desc=f"epoch {self.state.epoch + 1}/{epochs}", disable=not self.ddp.main, leave=False
         )
+        batch_size = self.config.data.batch_size
         for step, batch in enumerate(bar):
-            # drawn for every batch, replayed ones too, so the random stream stays aligned on resume
-            elements = random_elements(len(batch.labels), self.generator) if self.config.data.augment else None
+            # drawn for every batch, skipped ones too, so the random stream stays aligned on resume
+            elements = random_elements(batch_size, self.generator) if self.config.data.augment else None
             if step < self.state.step:
                 continue
-            self.train_step(self.augment(self.with_truth(batch), elements))
+            batch = augment(self.with_truth(batch), elements)
+            with self._atomic():
+                self.train_step(batch)
             state = self.state  # refresh=False: the bar redraws at its own pace (rarely, in a log file)
             bar.set_postfix(
                 loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{state.correct / state.seen:.3f}", refresh=False
             )
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """A change of the run's state made whole or not at all: Ctrl-C waits for its end; an exception inside it
+        leaves the state torn, and a torn state is never saved."""
+        with deferred_interrupts():
+            self._torn = True
+            yield
+            self._torn = False
+            self.rng = capture_rng()  # what happens until the next change (e.g. validation) is replayed on resume
 
     def with_truth(self, batch: Batch) -> Batch:
         """The batch with the simulator's truth of its images, when the data has it and a supervised term is on."""
@@ -275,26 +268,9 @@ class Trainer:
             return batch
         return batch._replace(truth=self.truth.targets(batch.index))
 
-    @staticmethod
-    def augment(batch: Batch, elements: torch.Tensor | None) -> Batch:
-        """D4 element ``elements[i]`` (indices into ``D4_ELEMENTS``) applied to image ``i`` and to its truth (the
-        substructure map as a scalar field, the macro lens by its parameter types): the one augmentation path."""
-        if elements is None:
-            return batch
-        truth = batch.truth
-        if truth is not None:
-            macro = transform_each(
-                truth.macro, elements, lambda v, g: transform_macro(MacroLens.from_tensor(v), g).as_tensor()
-            )
-            truth = Truth(macro, transform_each(truth.substructure, elements))
-        return batch._replace(images=transform_each(batch.images, elements), truth=truth)
-
     def train_step(self, batch: Batch) -> None:
         """One optimisation step on this rank's slice of a global :class:`~d4lenspinn.data.Batch`."""
-        batch = Batch(*(self.ddp.shard(t) if isinstance(t, torch.Tensor) else t for t in batch))
-        if batch.truth is not None:
-            batch = batch._replace(truth=Truth(*(self.ddp.shard(t) for t in batch.truth)))
-        batch = batch.to(self.device)
+        batch = self.ddp.shard_batch(batch).to(self.device)
         images, labels = batch.images, batch.labels
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output = self.network(images)
@@ -344,25 +320,35 @@ class Trainer:
         return classification_metrics(probabilities, targets, self.splits.class_names)
 
     # ---------------------------------------------------------------------------------------------- checkpoints
-    def save_last(self, data_rng: torch.Tensor) -> None:
-        """``last.pt`` (rank 0): weights, optimiser, scheduler, generators (``data_rng``: the data generator's state
-        to replay from) and the training state."""
+    def save_last(self) -> None:
+        """``last.pt`` (rank 0): weights, optimiser, scheduler, random generators (the global ones after the last
+        completed state change, the data generator at the current epoch's start) and the training state."""
         if not self.ddp.main:
             return
         resume = ResumeState(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
-            torch_rng=torch.get_rng_state(),
-            data_rng=data_rng,
+            rng=self.rng,
+            data_rng=self.epoch_start_rng,
             progress=asdict(self.state),
-            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
         save_checkpoint(self.run_dir / "last.pt", self.model, self.config, self.card, resume=resume)
 
+    def _interrupted(self) -> TrainingInterrupted:
+        """Save the run at its last completed step (unless a state change was cut short) and say how to resume."""
+        last = self.run_dir / "last.pt"
+        where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
+        if self._torn:
+            kept = f"{last} (from before that step) is kept" if last.exists() else f"nothing was saved to {last}"
+            return TrainingInterrupted(f"interrupted inside a training step at {where}: {kept}")
+        self.save_last()
+        if self.finished:
+            return TrainingInterrupted(f"interrupted after the last epoch: the run is complete ({last})")
+        command = f"d4lenspinn train --config {self.run_dir / 'config.yaml'} --resume"
+        return TrainingInterrupted(f"interrupted at {where}: saved {last}; continue with: {command}")
+
     def _restore(self) -> None:
         path = self.run_dir / "last.pt"
-        if not path.is_file():
-            raise ValueError(f"--resume: no checkpoint {path} to continue from")
         checkpoint = load_checkpoint(path, map_location=self.device)
         if checkpoint.resume is None:
             raise ValueError(f"--resume: {path} holds weights only (no optimiser or training state)")
@@ -375,29 +361,9 @@ class Trainer:
         resume = checkpoint.resume
         self.optimizer.load_state_dict(resume.optimizer)
         self.scheduler.load_state_dict(resume.scheduler)
-        torch.set_rng_state(resume.torch_rng)
-        if resume.cuda_rng is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(resume.cuda_rng)
-        self.generator.set_state(resume.data_rng)
+        restore_rng(resume.rng)
+        self.epoch_start_rng = resume.data_rng
         self.state = TrainingState(**resume.progress)
-
-    def _check_supervision(self) -> None:
-        """The supervised terms and the lens phase need a model with a macro lens; without truth they are off."""
-        loss, macro_lens = self.config.loss, capabilities_of(self.model).macro_lens
-        if loss.supervised and not macro_lens:
-            raise ValueError(
-                f"loss.macro / loss.substructure supervise a macro-lens estimate, which model "
-                f"{self.config.model.name!r} does not make; set them to 0"
-            )
-        if loss.lens_epochs and not (macro_lens and loss.supervised):
-            raise ValueError(
-                "loss.lens_epochs trains the lens alone, on the supervised terms: it needs a model with a macro lens "
-                "and loss.macro or loss.substructure > 0"
-            )
-        if loss.supervised and self.truth is None:
-            logger.warning(
-                "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
-            )
 
     def _prepare_data(self) -> DataSplits:
         if not self.ddp.main:
@@ -407,17 +373,7 @@ class Trainer:
             self.ddp.barrier()
         return splits
 
-    def _log(self, row: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.board is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    self.board.add_scalar(key, value, row["epoch"])
-            self.board.flush()
-        logger.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
 
-
-def train(config: TrainConfig, resume: bool = False) -> Path:
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train ``config.model`` on ``config.data`` (see :class:`Trainer`); returns the run directory."""
-    return Trainer(config, resume=resume).fit()
+    return Trainer(config, resume=resume, overwrite=overwrite).fit()

@@ -1,6 +1,5 @@
 """Checkpoints: one save path (eval-mode weights, model card), one load path with clear errors, old files read."""
 
-import warnings
 from dataclasses import asdict
 
 import pytest
@@ -86,27 +85,17 @@ def test_cli_evaluate_on_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_pa
     assert f"{path} is not a readable d4lenspinn checkpoint" in err and "Traceback" not in err
 
 
-def test_a_checkpoint_from_before_versioning_loads_with_one_warning(tmp_path):
-    # the old trainer saved train-mode weights after a validation pass (no escnn caches), and its physics models
-    # took 0.101"/px for 64 px images
+def test_a_checkpoint_from_before_versioning_is_refused_naming_its_version(tmp_path):
     model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101, widths=(1, 2))
-    model.eval()
-    model.train()
-    legacy = {"model": model.state_dict(), "config": asdict(_config()), "image_size": 64, "epoch": 2}
-    torch.save(legacy, tmp_path / "old.pt")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded, config, card = load_trained_model(tmp_path / "old.pt")
-    assert len(caught) == 1 and "written before checkpoints were versioned" in str(caught[0].message)
-    assert (card.model, card.image_size, card.pixel_scale) == ("d4lenspinn", 64, 0.101)
-    assert loaded.grid.pixel_scale == 0.101 and config.model.kwargs == {"widths": [1, 2]}
-    with pytest.warns(UserWarning, match="inferred"):
-        assert load_checkpoint(tmp_path / "old.pt").metadata == {"epoch": 2}
+    torch.save({"model": model.state_dict(), "config": asdict(_config()), "image_size": 64}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old.pt has checkpoint format version 0 .* reads format 1 only"):
+        load_checkpoint(tmp_path / "old.pt")
 
 
-def test_config_keys_removed_since_a_checkpoint_was_written_are_dropped(tmp_path):
+def test_a_config_key_this_version_does_not_know_is_an_error_naming_the_file(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", _model(), _config(), CARD)
     raw = torch.load(path, weights_only=True)
     raw["config"]["loss"]["physics_start_epoch"] = 2  # the schedule key before loss.lens_epochs replaced it
     torch.save(raw, path)
-    assert load_checkpoint(path).config.loss.lens_epochs == 0
+    with pytest.raises(ValueError, match=r"m.pt: its config .*unknown config key\(s\) loss.physics_start_epoch"):
+        load_checkpoint(path)

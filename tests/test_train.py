@@ -1,12 +1,14 @@
 """Training: config handling, determinism, exact resume after an interruption, non-finite losses, checkpoints."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from d4lenspinn import metrics_log
 from d4lenspinn import train as train_module
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.config import load_config, save_config
@@ -110,7 +112,7 @@ def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(tmp
 
 def test_batch_must_split_across_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setattr(train_module, "_Distributed", _FakeWorld)
+    monkeypatch.setattr(train_module, "Distributed", _FakeWorld)
     with pytest.raises(ValueError, match="batch_size 6 must be divisible by the 4 processes"):
         train(_config(tmp_path, "ddp"))
 
@@ -121,7 +123,7 @@ class _FakeWorld:
     main = True
 
     def __init__(self, device):
-        self.world, self.rank = 4, 0
+        self.world, self.rank, self.device = 4, 0, device
 
     def barrier(self):
         pass
@@ -173,7 +175,7 @@ def test_epoch_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypa
         def close(self):
             closed.append(True)
 
-    monkeypatch.setattr(train_module, "_tensorboard", lambda run_dir: Writer(str(run_dir / "tensorboard")))
+    monkeypatch.setattr(metrics_log, "_tensorboard", lambda run_dir, purge_step: Writer(str(run_dir / "tensorboard")))
     train(_config(tmp_path, "board"))
     assert ("val_macro_auc", 1) in logged and ("train_loss", 2) in logged and closed == [True]
 
@@ -253,7 +255,7 @@ def _macro_config(tmp_path, name, **extra):
 def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
     trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.hard": True, "optim.epochs": 1}))
     assert trainer.truth is not None
-    batch = trainer.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
+    batch = train_module.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
     terms = trainer.loss_terms(trainer.model(batch.images), batch)
     assert {"cross_entropy", "tv", "l1", "centre", "macro", "substructure", "total"} <= set(terms)
     assert "poisson" not in terms  # exact with a macro lens: nothing to measure
@@ -268,7 +270,7 @@ def test_without_truth_the_supervised_terms_switch_off_with_one_line(tmp_path, c
     config = _macro_config(
         tmp_path, "no_truth", **{"data.source": str(source), "data.skip_bad": True, "data.pixel_scale": 0.101}
     )
-    with pytest.warns(UserWarning, match="3 bad"), caplog.at_level("WARNING", logger="d4lenspinn.train"):
+    with pytest.warns(UserWarning, match="3 bad"), caplog.at_level("WARNING", logger="d4lenspinn"):
         trainer = train_module.Trainer(config)
     assert trainer.truth is None
     assert [r.message for r in caplog.records if "supervised" in r.message] == [
@@ -276,3 +278,48 @@ def test_without_truth_the_supervised_terms_switch_off_with_one_line(tmp_path, c
     ]
     with pytest.raises(ValueError, match="supervise a macro-lens estimate, which model 'resnet18' does not make"):
         train_module.Trainer(_config(tmp_path, "resnet", **{"loss.macro": 1.0}))
+
+
+def test_a_directory_holding_another_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    config = _config(tmp_path, "run", **{"optim.epochs": 1})
+    run_dir = train(config)
+    (run_dir / "report.md").write_text("the old run's report")
+    (run_dir / "figures").mkdir()
+    (run_dir / "notes.txt").write_text("not a run file")
+    with pytest.raises(
+        ValueError, match=r"holds another run \(config.yaml, metrics.jsonl, last.pt, best.pt, report.md"
+    ):
+        train(config)
+    with pytest.raises(ValueError, match="choose one"):
+        train(config, resume=True, overwrite=True)
+    train(config, overwrite=True)
+    assert not (run_dir / "report.md").exists() and not (run_dir / "figures").exists()
+    assert (run_dir / "notes.txt").exists() and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out .*file is a file"):
+        train(_config(tmp_path, "file"))
+
+
+def test_a_start_that_never_reached_a_checkpoint_may_start_again(tmp_path):
+    train_module.Trainer(_config(tmp_path, "started", **{"optim.epochs": 1}))  # writes config.yaml, trains nothing
+    assert train(_config(tmp_path, "started", **{"optim.epochs": 1})).is_dir()
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("optim.epochs", 0, "optim.epochs must be an integer >= 1, got 0"),
+        ("optim.early_stopping_patience", 0, "optim.early_stopping_patience must be an integer >= 1"),
+        ("optim.lr", 0, "optim.lr must be a finite number > 0, got 0.0"),
+        ("optim.weight_decay", -1, "optim.weight_decay must be a finite number >= 0"),
+        ("optim.label_smoothing", 1, "optim.label_smoothing must be below 1"),
+        ("data.batch_size", 0, "data.batch_size must be an integer >= 1, got 0"),
+        ("data.n_per_class", -3, "data.n_per_class must be an integer >= 1"),
+        ("data.n_val_per_class", 0, "data.n_val_per_class must be an integer >= 1"),
+        ("data.pixel_scale", -0.1, "data.pixel_scale must be a number > 0"),
+        ("n_bootstrap", 0, "n_bootstrap must be an integer >= 1"),
+    ],
+)
+def test_settings_that_would_train_nothing_are_config_errors(key, value, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_config(overrides=[f"{key}={value}"])

@@ -12,7 +12,8 @@ has its lens parameters; :class:`TruthTable` turns the rows of a batch into targ
   the mass map the image constrains, and the learnable target.
 
 Under a D4 element the macro columns transform by :func:`~d4lenspinn.symmetry.transform_macro` and the
-substructure map as a scalar field (the trainer's augmentation does both with the image's element).
+substructure map as a scalar field: ``truth.transform(elements)`` does both, with each image's element (the trainer's
+augmentation applies the same elements to the images).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import NamedTuple
 import torch
 
 from ..physics.light import convolve_psf
+from ..physics.macro import MacroLens
+from ..symmetry import transform_each, transform_macro
 from .datasets import LensingImageDataset
 from .formats import DataError, HDF5Entry
 from .presets import SimulationPreset
@@ -38,6 +41,15 @@ class Truth(NamedTuple):
 
     macro: torch.Tensor  # (B, 7) MacroLens columns: theta_E, e1, e2, centre x, y [arcsec], gamma1, gamma2
     substructure: torch.Tensor  # (B, 1, n, n) substructure convergence smoothed by the PSF
+
+    def transform(self, elements: torch.Tensor) -> Truth:
+        """The targets of the transformed images: D4 element ``elements[i]`` (int64 ``(B,)``, indices into
+        :data:`~d4lenspinn.symmetry.D4_ELEMENTS`) applied to item ``i``, the macro lens by its parameter types and
+        the substructure map as a scalar field."""
+        macro = transform_each(
+            self.macro, elements, lambda v, g: transform_macro(MacroLens.from_tensor(v), g).as_tensor()
+        )
+        return Truth(macro, transform_each(self.substructure, elements))
 
 
 def simulation_preset(root: str | Path) -> SimulationPreset | None:

@@ -9,7 +9,6 @@ from d4lenspinn.data.simulator import substructure_convergence, true_macro_lens
 from d4lenspinn.physics import MacroLens
 from d4lenspinn.physics.light import convolve_psf, gaussian_psf_kernel
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar
-from d4lenspinn.train import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +45,13 @@ def test_batches_are_typed_and_carry_their_positions(splits):
     assert batch.images.shape == (3, 1, 64, 64) and batch.index.tolist() == [0, 1, 2]  # 1 of each class
 
 
-def test_augmentation_moves_the_truth_with_the_image(splits):
-    table = splits.truth["train"]
-    index = torch.arange(8)
-    images = torch.stack([splits.train[i][0] for i in range(8)])
-    batch = Batch(images, torch.zeros(8, dtype=torch.long), index, table.targets(index))
-    elements = torch.arange(8)  # every element once
-    moved = Trainer.augment(batch, elements)
+def test_the_truth_transforms_with_the_images_elements(splits):
+    truth = splits.truth["train"].targets(torch.arange(8))
+    moved = truth.transform(torch.arange(8))  # every element once
     for i, g in enumerate(D4_ELEMENTS):
-        torch.testing.assert_close(moved.images[i], transform_scalar(images[i], g))
-        torch.testing.assert_close(moved.truth.substructure[i], transform_scalar(batch.truth.substructure[i], g))
-        expected = transform_macro(MacroLens.from_tensor(batch.truth.macro[i : i + 1]), g).as_tensor()[0]
-        torch.testing.assert_close(moved.truth.macro[i], expected)
+        torch.testing.assert_close(moved.substructure[i], transform_scalar(truth.substructure[i], g))
+        expected = transform_macro(MacroLens.from_tensor(truth.macro[i : i + 1]), g).as_tensor()[0]
+        torch.testing.assert_close(moved.macro[i], expected)
 
 
 def test_data_without_a_manifest_has_no_truth(tmp_path):
