@@ -41,7 +41,7 @@ from .config import TrainConfig, save_config
 from .data import Batch, DataSplits, Truth, batch_loader, prepare_data
 from .device import resolve_device
 from .io import write_text
-from .losses import classification_loss, physics_losses, supervised_losses
+from .losses import Objective
 from .metrics import classification_metrics
 from .models import capabilities_of, create_model
 from .physics import MacroLens
@@ -146,6 +146,7 @@ class Trainer:
             )
         if "pixel_scale" in config.model.kwargs:
             raise ValueError("model.kwargs.pixel_scale: set data.pixel_scale instead (the model takes the data's)")
+        self.objective = Objective(config.loss, config.optim.label_smoothing)  # a loss-term typo fails before the data
         torch.manual_seed(config.seed)
         self.splits = self._prepare_data()
         self.card = ModelCard(
@@ -168,7 +169,7 @@ class Trainer:
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.physics = capabilities_of(self.model).physics_maps
         self.truth = self.splits.truth["train"] if self.splits.truth is not None else None
-        self._check_supervision()
+        self.objective.check_model(config.model.name, capabilities_of(self.model).macro_lens, self.truth is not None)
 
         self.generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
         data = config.data
@@ -271,7 +272,7 @@ class Trainer:
 
     def with_truth(self, batch: Batch) -> Batch:
         """The batch with the simulator's truth of its images, when the data has it and a supervised term is on."""
-        if self.truth is None or not self.config.loss.supervised:
+        if self.truth is None or not self.objective.supervised:
             return batch
         return batch._replace(truth=self.truth.targets(batch.index))
 
@@ -298,7 +299,7 @@ class Trainer:
         images, labels = batch.images, batch.labels
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output = self.network(images)
-            terms = self.loss_terms(output, batch)
+            terms = self.objective(output, batch, self.state.epoch, self.model.grid if self.physics else None)
         loss = terms["total"]
         for name, value in terms.items():
             if not torch.isfinite(value):
@@ -314,29 +315,6 @@ class Trainer:
         self.scheduler.step()
         correct = (output.logits.argmax(dim=1) == labels).sum().item()
         self.state.record_step(loss.item(), correct, labels.shape[0])
-
-    @property
-    def lens_phase(self) -> bool:
-        """Whether the current epoch is in the lens phase (``loss.lens_epochs``: no cross-entropy)."""
-        return self.state.epoch < self.config.loss.lens_epochs
-
-    def loss_terms(self, output, batch: Batch) -> dict[str, torch.Tensor]:
-        """Cross-entropy, the physics terms and, with the truth, the supervised terms, by name, and ``total``, the
-        loss: cross-entropy (left out in the lens phase, where it is only reported) plus the weighted other terms."""
-        loss = self.config.loss
-        labels = batch.labels
-        cross_entropy = classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)
-        terms = {"cross_entropy": cross_entropy.detach() if self.lens_phase else cross_entropy}
-        total = cross_entropy.new_zeros(())
-        if self.physics:
-            physics = physics_losses(output, batch.images, self.model.grid, loss)
-            total = physics.pop("total")
-            terms.update(physics)
-        if batch.truth is not None:
-            supervised = supervised_losses(output, batch.truth, loss, self.model.grid.pixel_scale)
-            total = total + supervised.pop("total")
-            terms.update(supervised)
-        return {**terms, "total": total if self.lens_phase else cross_entropy + total}
 
     def validate(self) -> dict:
         """Metrics of the model on the validation split (eval mode, no TTA)."""
@@ -380,24 +358,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(resume.cuda_rng)
         self.generator.set_state(resume.data_rng)
         self.state = TrainingState(**resume.progress)
-
-    def _check_supervision(self) -> None:
-        """The supervised terms and the lens phase need a model with a macro lens; without truth they are off."""
-        loss, macro_lens = self.config.loss, capabilities_of(self.model).macro_lens
-        if loss.supervised and not macro_lens:
-            raise ValueError(
-                f"loss.macro / loss.substructure supervise a macro-lens estimate, which model "
-                f"{self.config.model.name!r} does not make; set them to 0"
-            )
-        if loss.lens_epochs and not (macro_lens and loss.supervised):
-            raise ValueError(
-                "loss.lens_epochs trains the lens alone, on the supervised terms: it needs a model with a macro lens "
-                "and loss.macro or loss.substructure > 0"
-            )
-        if loss.supervised and self.truth is None:
-            logger.warning(
-                "the data has no simulator truth: the supervised terms (loss.macro, loss.substructure) are off"
-            )
 
     def _prepare_data(self) -> DataSplits:
         if not self.ddp.main:
