@@ -1,7 +1,6 @@
 """Checkpoints: one save path (eval-mode weights, model card), one load path with clear errors, old files read."""
 
 import warnings
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from d4lenspinn.checkpoint import (
     save_checkpoint,
 )
 from d4lenspinn.cli import main
-from d4lenspinn.config import load_config
+from d4lenspinn.config import config_to_dict, load_config
 from d4lenspinn.models import create_model
 
 CARD = ModelCard("d4lenspinn", 32, 0.2, training_data="unit test")
@@ -92,7 +91,7 @@ def test_a_checkpoint_from_before_versioning_loads_with_one_warning(tmp_path):
     model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101, widths=(1, 2))
     model.eval()
     model.train()
-    legacy = {"model": model.state_dict(), "config": asdict(_config()), "image_size": 64, "epoch": 2}
+    legacy = {"model": model.state_dict(), "config": config_to_dict(_config()), "image_size": 64, "epoch": 2}
     torch.save(legacy, tmp_path / "old.pt")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
