@@ -222,7 +222,7 @@ def test_the_consistency_loss_is_d4_invariant_and_reaches_the_lens():
 # ---------------------------------------------------------------- composition
 
 
-def test_physics_losses_weights_and_total():
+def test_physics_terms_weights_and_total():
     kappa, image = _random_kappa(6), _random_kappa(7)
     out = _engine_output(kappa, image)
     weights = dict(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0)
@@ -237,7 +237,7 @@ def test_physics_losses_weights_and_total():
     torch.testing.assert_close(terms["total"], expected)
 
 
-def test_physics_losses_defaults_skip_zero_weights():
+def test_physics_terms_defaults_skip_zero_weights():
     kappa, image = _random_kappa(8), _random_kappa(9)
     terms = _physics_terms(_engine_output(kappa, image), image, GRID)
     assert set(terms) == {"tv", "l1", "centre", "poisson", "total"}  # relensing weight is 0 by default
@@ -245,7 +245,7 @@ def test_physics_losses_defaults_skip_zero_weights():
     torch.testing.assert_close(terms["total"], expected)
 
 
-def test_physics_losses_skip_terms_without_maps():
+def test_physics_terms_skip_terms_without_maps():
     image = _random_kappa(10)
     weights = {"relensing": 1.0}
     baseline = _physics_terms(ModelOutput(torch.zeros(2, 3)), image, GRID, weights)
@@ -264,7 +264,7 @@ def test_non_finite_term_is_named():
 
 
 @pytest.mark.parametrize("g", D4_ELEMENTS[1:], ids=str)
-def test_physics_losses_are_d4_invariant_through_the_engine(g):
+def test_physics_terms_are_d4_invariant_through_the_engine(g):
     kappa, image = 2.0 * _blob(GRID, 0.1, -0.05, 0.3).expand(2, -1, -1, -1), _random_kappa(13)
     weights = {"relensing": 1.0}
     terms = _physics_terms(_engine_output(kappa, image), image, GRID, weights)
