@@ -85,7 +85,7 @@ def run_config(args: argparse.Namespace, model: str, lr: float) -> TrainConfig:
     return TrainConfig(
         data=data,
         model=ModelConfig(name=name, kwargs=dict(kwargs)),
-        loss=LossConfig(**loss),
+        loss=LossConfig(weights=dict(loss)),
         optim=OptimConfig(
             epochs=args.epochs, lr=lr, warmup_epochs=0.5, weight_decay=1e-4, early_stopping_patience=args.epochs
         ),

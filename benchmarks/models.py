@@ -33,8 +33,10 @@ import torch
 from _machine import describe_machine, wall_times
 from torch import nn
 
+from d4lenspinn.config import LossConfig
+from d4lenspinn.data import Batch
 from d4lenspinn.data.presets import PRESETS
-from d4lenspinn.losses import classification_loss, physics_losses
+from d4lenspinn.losses import Objective
 from d4lenspinn.models import capabilities_of, count_parameters, create_model, list_models
 from d4lenspinn.tta import predict, predict_naive_tta
 
@@ -49,14 +51,12 @@ def _median_seconds(step: Callable[[], object], device: torch.device, repeats: i
 def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     """One AdamW step on ``images`` with the loss of ``d4lenspinn.train`` (physics terms where the model has maps)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    physics = capabilities_of(model).physics_maps
+    grid = model.grid if capabilities_of(model).physics_maps else None
+    objective, batch = Objective(LossConfig()), Batch(images, labels, torch.arange(len(labels)))
 
     def step() -> None:
         model.train()
-        output = model(images)
-        loss = classification_loss(output.logits, labels)
-        if physics:
-            loss = loss + physics_losses(output, images, model.grid)["total"]
+        loss = objective(model(images), batch, 0, grid)["total"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import __version__
 from .classes import CLASS_NAMES
-from .config import TrainConfig, config_from_dict
+from .config import TrainConfig, config_from_dict, config_to_dict
 from .io import save_torch
 from .models import create_model
 
@@ -133,7 +133,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "card": asdict(card),
-        "config": asdict(config),
+        "config": config_to_dict(config),
         "model": eval_mode_state_dict(model),
         "metadata": dict(metadata or {}),
     }

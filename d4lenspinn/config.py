@@ -23,9 +23,9 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "LossConfig",
-    "PhysicsLossWeights",
     "TrainConfig",
     "config_from_dict",
+    "config_to_dict",
     "load_config",
     "save_config",
 ]
@@ -101,60 +101,54 @@ def _check_at_least(section: Any, where: str, **minimum: int) -> None:
             raise ValueError(f"{where}{name} must be an integer >= {lowest}, got {value!r}")
 
 
-def _check_weights(weights, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(weights, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
-
-
 @dataclass
-class PhysicsLossWeights:
-    """Weight of each physics term of :func:`d4lenspinn.losses.physics_losses` (field name = term name).
+class LossConfig:
+    """The loss: a weight per loss term, by term name, and the schedule.
 
-    ``tv``, ``l1``, ``centre`` and ``poisson`` default to the published D4LensPINN values. ``relensing`` defaults to
-    0: the published model has no such term, and on its own it is minimised by ``kappa = 0`` (see
-    :func:`d4lenspinn.losses.relensing_loss`). ``consistency`` (0 by default) is the self-supervised lens loss
-    without that minimum (:func:`d4lenspinn.losses.lens_consistency_loss`), for data without truth. A weight of 0
-    switches its term off (not computed, not reported).
+    ``weights``: term name -> weight (a finite number >= 0; 0 switches the term off) for the terms declared in
+    :mod:`d4lenspinn.losses.terms` (``tv``, ``l1``, ``centre``, ``poisson``, ``relensing``, ``consistency``,
+    ``macro``, ``substructure``); a term not named keeps its declared default weight. The names are checked against
+    the declared terms by :class:`d4lenspinn.losses.Objective`, which the trainer builds before it prepares the data
+    (the declarations live with their torch code; this module loads no torch). Schedule: a lens phase of
+    ``lens_epochs`` epochs (the weighted terms without the cross-entropy: the lens is learned first), then every term.
+
+    In a config file and on the command line the weights sit beside the schedule keys: ``loss.macro=1.0``,
+    ``loss.lens_epochs=2`` (:meth:`from_flat`, :meth:`to_flat`).
     """
 
-    tv: float = 0.005
-    l1: float = 0.001
-    centre: float = 0.002
-    poisson: float = 0.01
-    relensing: float = 0.0
-    consistency: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_weights(self, self.term_names())
-
-    @classmethod
-    def term_names(cls) -> tuple[str, ...]:
-        """The physics terms, in the order :func:`~d4lenspinn.losses.physics_losses` computes them."""
-        return tuple(f.name for f in fields(PhysicsLossWeights))
-
-
-@dataclass
-class LossConfig(PhysicsLossWeights):
-    """The physics-term weights, the supervised-term weights (simulations only: ``macro`` on the macro-lens
-    parameters, ``substructure`` on the substructure convergence; for models that estimate them) and the schedule:
-    a lens phase of ``lens_epochs`` epochs (physics and supervised terms, no cross-entropy: the lens is learned
-    first), then classification (every term)."""
-
-    macro: float = 0.0
-    substructure: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)
     lens_epochs: int = 0
 
     def __post_init__(self) -> None:
-        _check_weights(self, (*self.term_names(), "macro", "substructure"))
+        if not isinstance(self.weights, dict):
+            raise ValueError(f"loss weights must be a mapping of term name to weight, got {self.weights!r}")
+        self.weights = {name: _loss_weight(name, value) for name, value in self.weights.items()}
         if isinstance(self.lens_epochs, bool) or not isinstance(self.lens_epochs, int) or self.lens_epochs < 0:
             raise ValueError(f"loss.lens_epochs must be an integer >= 0, got {self.lens_epochs!r}")
 
-    @property
-    def supervised(self) -> bool:
-        """Whether any supervised term is switched on."""
-        return self.macro > 0 or self.substructure > 0
+    @classmethod
+    def schedule_keys(cls) -> tuple[str, ...]:
+        """The keys of the ``loss`` section that are schedule, not term weights."""
+        return tuple(f.name for f in fields(cls) if f.name != "weights")
+
+    @classmethod
+    def from_flat(cls, values: dict, where: str = "loss.") -> LossConfig:
+        """From the file spelling: schedule keys, and every other key a term weight."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{where.rstrip('.')} must be a mapping, got {values!r}")
+        schedule = {key: _coerce(values[key], int, where + key) for key in cls.schedule_keys() if key in values}
+        return cls({k: v for k, v in values.items() if k not in schedule}, **schedule)
+
+    def to_flat(self) -> dict[str, Any]:
+        """The file spelling: the term weights, then the schedule keys."""
+        return {**self.weights, **{key: getattr(self, key) for key in self.schedule_keys()}}
+
+
+def _loss_weight(name: str, value: Any) -> float:
+    value = _coerce(value, float, f"loss.{name}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"loss weight {name} must be a finite number >= 0, got {value!r}")
+    return value
 
 
 @dataclass
@@ -183,7 +177,9 @@ def _build(cls, values: dict, where: str):
         raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; valid keys: {sorted(valid)}")
     kwargs = {}
     for name, value in values.items():
-        if is_dataclass(hints[name]):
+        if hints[name] is LossConfig:
+            kwargs[name] = LossConfig.from_flat(value, f"{where}{name}.")
+        elif is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], value, f"{where}{name}.")
         else:
             kwargs[name] = _coerce(value, hints[name], where + name)
@@ -230,7 +226,7 @@ def _set(values: dict, dotted: str) -> None:
 
 def config_from_dict(values: dict, overrides: list[str] | None = None) -> TrainConfig:
     """The defaults updated by the (possibly partial) nested dict ``values``, then by ``key=value`` overrides."""
-    merged = asdict(TrainConfig())
+    merged = config_to_dict(TrainConfig())
     _merge(merged, values, "")
     for item in overrides or []:
         _set(merged, item)
@@ -260,4 +256,9 @@ def _merge(base: dict, update: dict, where: str) -> None:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    return write_text(path, yaml.safe_dump(asdict(config), sort_keys=False))
+    return write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """The config as nested plain values, as config files spell it (the loss weights flat, see :class:`LossConfig`)."""
+    return {**asdict(config), "loss": config.loss.to_flat()}

@@ -39,14 +39,13 @@ from .device import resolve_device
 from .distributed import Distributed
 from .interrupts import TrainingInterrupted, deferred_interrupts
 from .io import write_text
-from .losses import classification_loss, physics_losses, supervised_losses
+from .losses import Objective
 from .metrics import classification_metrics
 from .metrics_log import MetricsLog
 from .models import capabilities_of, create_model
 from .progress import progress_bar
 from .resume import EpochBatches, capture_rng, restore_rng, seed_everything
 from .rundir import claim_run_dir
-from .supervision import check_supervision
 from .symmetry import random_elements, transform_each
 from .tta import collect_predictions
 
@@ -118,6 +117,7 @@ class Trainer:
             )
         if "pixel_scale" in config.model.kwargs:
             raise ValueError("model.kwargs.pixel_scale: set data.pixel_scale instead (the model takes the data's)")
+        self.objective = Objective(config.loss, config.optim.label_smoothing)  # a loss-term typo fails before the data
         if self.ddp.main:
             claim_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         seed_everything(config.seed)
@@ -140,7 +140,7 @@ class Trainer:
         capabilities = capabilities_of(self.model)
         self.physics = capabilities.physics_maps
         self.truth = self.splits.truth["train"] if self.splits.truth is not None else None
-        check_supervision(config.loss, config.model.name, capabilities.macro_lens, self.truth is not None)
+        self.objective.check_model(config.model.name, capabilities.macro_lens, self.truth is not None)
         self._build_optimisation()
 
         self.state = TrainingState()
@@ -264,7 +264,7 @@ class Trainer:
 
     def with_truth(self, batch: Batch) -> Batch:
         """The batch with the simulator's truth of its images, when the data has it and a supervised term is on."""
-        if self.truth is None or not self.config.loss.supervised:
+        if self.truth is None or not self.objective.supervised:
             return batch
         return batch._replace(truth=self.truth.targets(batch.index))
 
@@ -274,7 +274,7 @@ class Trainer:
         images, labels = batch.images, batch.labels
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output = self.network(images)
-            terms = self.loss_terms(output, batch)
+            terms = self.objective(output, batch, self.state.epoch, self.model.grid if self.physics else None)
         loss = terms["total"]
         for name, value in terms.items():
             if not torch.isfinite(value):
@@ -290,29 +290,6 @@ class Trainer:
         self.scheduler.step()
         correct = (output.logits.argmax(dim=1) == labels).sum().item()
         self.state.record_step(loss.item(), correct, labels.shape[0])
-
-    @property
-    def lens_phase(self) -> bool:
-        """Whether the current epoch is in the lens phase (``loss.lens_epochs``: no cross-entropy)."""
-        return self.state.epoch < self.config.loss.lens_epochs
-
-    def loss_terms(self, output, batch: Batch) -> dict[str, torch.Tensor]:
-        """Cross-entropy, the physics terms and, with the truth, the supervised terms, by name, and ``total``, the
-        loss: cross-entropy (left out in the lens phase, where it is only reported) plus the weighted other terms."""
-        loss = self.config.loss
-        labels = batch.labels
-        cross_entropy = classification_loss(output.logits.float(), labels, self.config.optim.label_smoothing)
-        terms = {"cross_entropy": cross_entropy.detach() if self.lens_phase else cross_entropy}
-        total = cross_entropy.new_zeros(())
-        if self.physics:
-            physics = physics_losses(output, batch.images, self.model.grid, loss)
-            total = physics.pop("total")
-            terms.update(physics)
-        if batch.truth is not None:
-            supervised = supervised_losses(output, batch.truth, loss, self.model.grid.pixel_scale)
-            total = total + supervised.pop("total")
-            terms.update(supervised)
-        return {**terms, "total": total if self.lens_phase else cross_entropy + total}
 
     def validate(self) -> dict:
         """Metrics of the model on the validation split (eval mode, no TTA)."""

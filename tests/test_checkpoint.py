@@ -1,6 +1,5 @@
 """Checkpoints: one save path (eval-mode weights, model card), one load path with clear errors, old files read."""
 
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from d4lenspinn.checkpoint import (
     save_checkpoint,
 )
 from d4lenspinn.cli import main
-from d4lenspinn.config import load_config
+from d4lenspinn.config import config_to_dict, load_config
 from d4lenspinn.models import create_model
 
 CARD = ModelCard("d4lenspinn", 32, 0.2, training_data="unit test")
@@ -87,7 +86,7 @@ def test_cli_evaluate_on_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_pa
 
 def test_a_checkpoint_from_before_versioning_is_refused_naming_its_version(tmp_path):
     model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101, widths=(1, 2))
-    torch.save({"model": model.state_dict(), "config": asdict(_config()), "image_size": 64}, tmp_path / "old.pt")
+    torch.save({"model": model.state_dict(), "config": config_to_dict(_config()), "image_size": 64}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match=r"old.pt has checkpoint format version 0 .* reads format 1 only"):
         load_checkpoint(tmp_path / "old.pt")
 

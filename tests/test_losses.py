@@ -1,26 +1,28 @@
 """Losses: exact values on hand-made maps, D4 invariance, skipping and weighting of terms, gradients."""
 
-import dataclasses
-
 import pytest
 import torch
 
+from d4lenspinn.config import LossConfig
+from d4lenspinn.data import Batch, Truth
 from d4lenspinn.losses import (
-    PhysicsLossWeights,
+    Objective,
     background_statistics,
     centre_penalty,
     classification_loss,
+    declared_terms,
     image_plane_coverage,
     l1_sparsity,
     lens_consistency_loss,
     light_second_moment,
-    physics_losses,
+    loss_term,
     poisson_residual_loss,
+    registry,
     relensing_loss,
     total_variation,
 )
 from d4lenspinn.models import ModelOutput
-from d4lenspinn.physics import LensingEngine, PixelGrid, inverse_lens, potential_from_kappa
+from d4lenspinn.physics import LensingEngine, MacroLens, PixelGrid, inverse_lens, potential_from_kappa
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
 GRID = PixelGrid(16, 0.1)
@@ -39,6 +41,14 @@ def _engine_output(kappa: torch.Tensor, image: torch.Tensor, grid: PixelGrid = G
     out = LensingEngine(grid).to(kappa.dtype)(kappa, image)
     logits = kappa.new_zeros(kappa.shape[0], 3)
     return ModelOutput(logits, kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed)
+
+
+def _physics_terms(output: ModelOutput, images: torch.Tensor, grid: PixelGrid, weights: dict | None = None) -> dict:
+    """The objective's terms of ``output`` but the cross-entropy, with ``weights`` over the declared defaults; in the
+    lens phase, so that ``total`` is the weighted terms alone."""
+    batch = Batch(images, torch.zeros(len(images), dtype=torch.long), torch.arange(len(images)))
+    terms = Objective(LossConfig(weights or {}, lens_epochs=1))(output, batch, 0, grid)
+    return {name: value for name, value in terms.items() if name != "cross_entropy"}
 
 
 # ---------------------------------------------------------------- regularisers on kappa
@@ -197,86 +207,195 @@ def test_the_consistency_loss_is_d4_invariant_and_reaches_the_lens():
     image = 0.05 + _blob(grid, 0.0, 0.0, 0.25).expand(2, -1, -1, -1) * torch.tensor([1.0, 0.5]).view(2, 1, 1, 1)
     image = image + 0.01 * torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     kappa = (1.5 * _blob(grid, 0.05, 0.0, 0.4).expand(2, -1, -1, -1)).requires_grad_()
-    weights = PhysicsLossWeights(0, 0, 0, 0, consistency=1.0)
-    terms = physics_losses(_engine_output(kappa, image, grid), image, grid, weights)
+    weights = {"tv": 0, "l1": 0, "centre": 0, "poisson": 0, "consistency": 1.0}
+    terms = _physics_terms(_engine_output(kappa, image, grid), image, grid, weights)
     assert set(terms) == {"consistency", "total"} and torch.isfinite(terms["consistency"])
     terms["total"].backward()
     assert torch.isfinite(kappa.grad).all() and kappa.grad.abs().sum() > 0
     for g in D4_ELEMENTS[1:]:
         moved_image = transform_scalar(image, g)
         output = _engine_output(transform_scalar(kappa.detach(), g), moved_image, grid)
-        moved = physics_losses(output, moved_image, grid, weights)["consistency"]
+        moved = _physics_terms(output, moved_image, grid, weights)["consistency"]
         torch.testing.assert_close(moved, terms["consistency"].detach(), rtol=1e-9, atol=0)
 
 
 # ---------------------------------------------------------------- composition
 
 
-def test_physics_losses_weights_and_total():
+def test_physics_terms_weights_and_total():
     kappa, image = _random_kappa(6), _random_kappa(7)
     out = _engine_output(kappa, image)
-    weights = PhysicsLossWeights(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0)
-    terms = physics_losses(out, image, GRID, weights)
+    weights = dict(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0)
+    terms = _physics_terms(out, image, GRID, weights)
     assert set(terms) == {"tv", "l1", "centre", "poisson", "relensing", "total"}
     assert all(value.dim() == 0 for value in terms.values())
     torch.testing.assert_close(terms["tv"], total_variation(kappa))
     torch.testing.assert_close(terms["centre"], centre_penalty(kappa, GRID))
     mask = image_plane_coverage(out.source_weight, out.alpha, GRID)
     torch.testing.assert_close(terms["relensing"], relensing_loss(image, out.relensed, mask))
-    expected = sum(getattr(weights, name) * terms[name] for name in ("tv", "l1", "centre", "poisson", "relensing"))
+    expected = sum(weights[name] * terms[name] for name in ("tv", "l1", "centre", "poisson", "relensing"))
     torch.testing.assert_close(terms["total"], expected)
 
 
-def test_physics_losses_defaults_skip_zero_weights():
+def test_physics_terms_defaults_skip_zero_weights():
     kappa, image = _random_kappa(8), _random_kappa(9)
-    terms = physics_losses(_engine_output(kappa, image), image, GRID)
+    terms = _physics_terms(_engine_output(kappa, image), image, GRID)
     assert set(terms) == {"tv", "l1", "centre", "poisson", "total"}  # relensing weight is 0 by default
     expected = 0.005 * terms["tv"] + 0.001 * terms["l1"] + 0.002 * terms["centre"] + 0.01 * terms["poisson"]
     torch.testing.assert_close(terms["total"], expected)
 
 
-def test_physics_losses_skip_terms_without_maps():
+def test_physics_terms_skip_terms_without_maps():
     image = _random_kappa(10)
-    weights = PhysicsLossWeights(relensing=1.0)
-    baseline = physics_losses(ModelOutput(torch.zeros(2, 3)), image, GRID, weights)
+    weights = {"relensing": 1.0}
+    baseline = _physics_terms(ModelOutput(torch.zeros(2, 3)), image, GRID, weights)
     assert set(baseline) == {"total"} and baseline["total"].item() == 0.0
-    kappa_only = physics_losses(ModelOutput(torch.zeros(2, 3), kappa=_random_kappa(11)), image, GRID, weights)
+    kappa_only = _physics_terms(ModelOutput(torch.zeros(2, 3), kappa=_random_kappa(11)), image, GRID, weights)
     assert set(kappa_only) == {"tv", "l1", "centre", "total"}
     relensed_only = ModelOutput(torch.zeros(2, 3, dtype=torch.float64), relensed=image + 0.5)
-    assert physics_losses(relensed_only, image, GRID, weights)["relensing"].item() == pytest.approx(0.25)
+    assert _physics_terms(relensed_only, image, GRID, weights)["relensing"].item() == pytest.approx(0.25)
 
 
 def test_non_finite_term_is_named():
     kappa = _random_kappa(12)
     kappa[0, 0, 3, 3] = float("nan")
-    terms = physics_losses(ModelOutput(torch.zeros(2, 3), kappa=kappa), kappa, GRID)
+    terms = _physics_terms(ModelOutput(torch.zeros(2, 3), kappa=kappa), kappa, GRID)
     assert {name for name, value in terms.items() if not torch.isfinite(value)} == {"tv", "l1", "centre", "total"}
 
 
 @pytest.mark.parametrize("g", D4_ELEMENTS[1:], ids=str)
-def test_physics_losses_are_d4_invariant_through_the_engine(g):
+def test_physics_terms_are_d4_invariant_through_the_engine(g):
     kappa, image = 2.0 * _blob(GRID, 0.1, -0.05, 0.3).expand(2, -1, -1, -1), _random_kappa(13)
-    weights = PhysicsLossWeights(relensing=1.0)
-    terms = physics_losses(_engine_output(kappa, image), image, GRID, weights)
+    weights = {"relensing": 1.0}
+    terms = _physics_terms(_engine_output(kappa, image), image, GRID, weights)
     assert terms["relensing"] > 1e-3
     moved_image = transform_scalar(image, g)
-    moved = physics_losses(_engine_output(transform_scalar(kappa, g), moved_image), moved_image, GRID, weights)
+    moved = _physics_terms(_engine_output(transform_scalar(kappa, g), moved_image), moved_image, GRID, weights)
     for name in ("tv", "l1", "centre", "relensing", "total"):
         torch.testing.assert_close(moved[name], terms[name], rtol=1e-10, atol=1e-15)
 
 
-def test_physics_loss_weights_validation():
-    assert dataclasses.asdict(PhysicsLossWeights()) == {
+def test_declared_terms_and_their_default_weights():
+    assert {name: term.weight for name, term in declared_terms().items()} == {
         "tv": 0.005,
         "l1": 0.001,
         "centre": 0.002,
         "poisson": 0.01,
         "relensing": 0.0,
         "consistency": 0.0,
+        "macro": 0.0,
+        "substructure": 0.0,
     }
-    for bad in (-0.1, float("nan"), float("inf"), True):
-        with pytest.raises(ValueError, match="loss weight tv must be"):
-            PhysicsLossWeights(tv=bad)
+    assert [name for name, term in declared_terms().items() if term.supervised] == ["macro", "substructure"]
+    objective = Objective(LossConfig({"tv": 0.5, "macro": 1.0}, lens_epochs=2))
+    assert objective.weights == {**{n: t.weight for n, t in declared_terms().items()}, "tv": 0.5, "macro": 1.0}
+    assert list(objective.terms) == ["tv", "l1", "centre", "poisson", "macro"] and objective.supervised == ["macro"]
+    assert [objective.lens_phase(epoch) for epoch in range(3)] == [True, True, False]
+
+
+def test_an_unknown_term_name_is_an_error_listing_the_declared_terms():
+    with pytest.raises(
+        ValueError, match=r"unknown loss term\(s\) loss.macr; declared terms: tv, l1, centre, .*substructure"
+    ):
+        Objective(LossConfig({"macr": 1.0}))
+    with pytest.raises(ValueError, match="already declared"):
+        loss_term("tv", needs=("mass",))(lambda inputs: inputs.mass.mean())
+    with pytest.raises(ValueError, match="already declared .*schedule key"):
+        loss_term("lens_epochs", needs=("mass",))(lambda inputs: inputs.mass.mean())
+    with pytest.raises(ValueError, match=r"needs unknown input\(s\) \['kapa'\]"):
+        loss_term("toy", needs=("kapa",))(lambda inputs: inputs.kapa.mean())
+    assert "toy" not in declared_terms()
+
+
+def test_a_term_declared_in_a_test_is_computed_weighted_and_summed(monkeypatch):
+    monkeypatch.setattr(registry, "_TERMS", dict(registry._TERMS))  # the declaration below is undone after the test
+
+    @loss_term("toy", needs=("mass",), weight=0.0)
+    def toy(inputs):
+        return inputs.mass.square().mean()
+
+    kappa, image = _random_kappa(20), _random_kappa(21)
+    weights = {"tv": 0, "l1": 0, "centre": 0, "poisson": 0, "toy": 3.0}
+    terms = _physics_terms(_engine_output(kappa, image), image, GRID, weights)
+    assert set(terms) == {"toy", "total"}
+    assert terms["toy"].item() == kappa.square().mean().item() and terms["total"].item() == 3.0 * terms["toy"].item()
+    assert set(_physics_terms(_engine_output(kappa, image), image, GRID, {"toy": 0.0})) == {
+        "tv",
+        "l1",
+        "centre",
+        "poisson",
+        "total",
+    }  # weight 0 (the declared default): off
+
+
+def _golden_batch():
+    """A 2-image batch of a macro-lens model's output (16 px) with truth; float32, fixed seeds."""
+    rand = lambda seed, *shape: torch.rand(*shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    kappa, image = rand(1, 2, 1, 16, 16) + 0.1, rand(2, 2, 1, 16, 16)
+    out = LensingEngine(GRID)(kappa, image)
+    plain = ModelOutput(rand(3, 2, 3) * 4 - 2, kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed)
+    typical = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
+    lens = plain._replace(
+        macro=MacroLens.from_tensor(rand(4, 2, 7) * 0.2 + typical), delta_kappa=rand(5, 2, 1, 16, 16) - 0.5
+    )
+    truth = Truth(rand(6, 2, 7) * 0.2 + typical, rand(7, 2, 1, 16, 16) - 0.5)
+    return Batch(image, torch.tensor([0, 2]), torch.arange(2), truth), plain, lens
+
+
+GOLDEN = {  # computed by Trainer.loss_terms before the terms were declared (label smoothing 0.1)
+    "defaults": {
+        "cross_entropy": 1.786555528640747,
+        "tv": 0.6723849773406982,
+        "l1": 0.6070599555969238,
+        "centre": 0.4561985731124878,
+        "poisson": 5.0779214166851716e-11,
+        "total": 1.7914369106292725,
+    },
+    "every_physics_term": {
+        "cross_entropy": 1.786555528640747,
+        "tv": 0.6723849773406982,
+        "l1": 0.6070599555969238,
+        "centre": 0.4561985731124878,
+        "poisson": 5.0779214166851716e-11,
+        "relensing": 0.0725567489862442,
+        "consistency": 0.5281778573989868,
+        "total": 8.573507308959961,
+    },
+    "supervised": {
+        "cross_entropy": 1.786555528640747,
+        "tv": 0.6958608031272888,
+        "l1": 0.26139330863952637,
+        "centre": 0.19575290381908417,
+        "consistency": 0.5281778573989868,
+        "macro": 164.655029296875,
+        "substructure": 0.1685236096382141,
+        "total": 335.2334289550781,
+    },
+    "lens_phase": {
+        "cross_entropy": 1.786555528640747,
+        "tv": 0.6958608031272888,
+        "l1": 0.26139330863952637,
+        "centre": 0.19575290381908417,
+        "macro": 164.655029296875,
+        "substructure": 0.1685236096382141,
+        "total": 333.1827697753906,
+    },
+}
+
+
+def test_the_objective_reproduces_the_earlier_loss_values_to_the_bit():
+    batch, plain, lens = _golden_batch()
+    every = dict(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0, consistency=6.0)
+    supervised = {"macro": 1.0, "substructure": 1000.0}
+    cases = {
+        "defaults": (plain, batch._replace(truth=None), LossConfig(), 0),
+        "every_physics_term": (plain, batch._replace(truth=None), LossConfig(every), 0),
+        "supervised": (lens, batch, LossConfig({**supervised, "consistency": 0.5}, lens_epochs=1), 1),
+        "lens_phase": (lens, batch, LossConfig(supervised, lens_epochs=1), 0),
+    }
+    for name, (output, case_batch, config, epoch) in cases.items():
+        terms = Objective(config, label_smoothing=0.1)(output, case_batch, epoch, GRID)
+        assert {key: value.item() for key, value in terms.items()} == GOLDEN[name], name
 
 
 def test_classification_loss_is_cross_entropy():
@@ -307,10 +426,12 @@ def test_gradcheck_regularisers_and_poisson_term():
 def test_gradients_flow_to_kappa_through_the_engine():
     kappa = (0.5 + _random_kappa(17)).requires_grad_()
     image = _random_kappa(18)
-    terms = physics_losses(_engine_output(kappa, image), image, GRID, PhysicsLossWeights(relensing=1.0))
+    terms = _physics_terms(_engine_output(kappa, image), image, GRID, {"relensing": 1.0})
     terms["total"].backward()
     assert torch.isfinite(kappa.grad).all() and kappa.grad.abs().sum() > 0
     kappa.grad = None
-    terms = physics_losses(_engine_output(kappa, image), image, GRID, PhysicsLossWeights(0, 0, 0, 0, relensing=1.0))
+    terms = _physics_terms(
+        _engine_output(kappa, image), image, GRID, {"tv": 0, "l1": 0, "centre": 0, "poisson": 0, "relensing": 1.0}
+    )
     terms["total"].backward()
     assert kappa.grad.abs().sum() > 0  # the re-lensing term alone reaches kappa through alpha

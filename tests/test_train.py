@@ -91,16 +91,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    real_losses, calls = train_module.physics_losses, []
+    real_objective, calls = train_module.Objective.__call__, []
 
-    def poisoned(output, images, grid, weights):
-        terms = real_losses(output, images, grid, weights)
+    def poisoned(objective, *args):
+        terms = real_objective(objective, *args)
         calls.append(1)
         if len(calls) > 4:  # in epoch 2
             terms["tv"] = torch.tensor(float("nan"))
         return terms
 
-    monkeypatch.setattr(train_module, "physics_losses", poisoned)
+    monkeypatch.setattr(train_module.Objective, "__call__", poisoned)
     config = _config(tmp_path, "nan", model="d4lenspinn", **{"optim.epochs": 3, "model.kwargs": "{widths: [1, 2]}"})
     with pytest.raises(TrainingDiverged, match="loss term 'tv' became nan at epoch 2"):
         train(config)
@@ -140,9 +140,9 @@ def test_the_lens_phase_trains_the_lens_alone_then_everything_trains(tmp_path):
     for epoch, head_learns in ((0, False), (1, True)):
         trainer.state.epoch = epoch
         trainer.model.zero_grad(set_to_none=True)
-        terms = trainer.loss_terms(trainer.model(batch.images), batch)
+        terms = trainer.objective(trainer.model(batch.images), batch, epoch, trainer.model.grid)
         terms["total"].backward()
-        assert trainer.lens_phase is not head_learns
+        assert trainer.objective.lens_phase(epoch) is not head_learns
         assert (classifier.weight.grad is not None and bool(classifier.weight.grad.abs().sum() > 0)) is head_learns
         assert trainer.model.macro_estimator.unet.blocks["head"].weights.grad.abs().sum() > 0
     trainer.state.epoch = 0
@@ -256,7 +256,7 @@ def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
     trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.hard": True, "optim.epochs": 1}))
     assert trainer.truth is not None
     batch = train_module.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
-    terms = trainer.loss_terms(trainer.model(batch.images), batch)
+    terms = trainer.objective(trainer.model(batch.images), batch, 0, trainer.model.grid)
     assert {"cross_entropy", "tv", "l1", "centre", "macro", "substructure", "total"} <= set(terms)
     assert "poisson" not in terms  # exact with a macro lens: nothing to measure
     terms["total"].backward()

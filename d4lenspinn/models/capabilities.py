@@ -5,8 +5,8 @@ interpretability tools read it through :func:`capabilities_of` (which also looks
 DistributedDataParallel wrapper)::
 
     caps = capabilities_of(model)
-    if caps.physics_maps:                # forward returns maps on model.grid: the physics losses apply
-        terms = physics_losses(output, images, model.grid, weights)
+    if caps.physics_maps:                # forward returns maps on model.grid: the physics loss terms apply
+        terms = objective(output, batch, epoch, grid=model.grid)
 """
 
 from __future__ import annotations

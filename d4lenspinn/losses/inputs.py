@@ -1,0 +1,109 @@
+"""What loss terms read: the model's maps, the batch's images and truth, and the grids, by input name."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..physics import MacroLens, PixelGrid
+from .relensing import image_plane_coverage
+
+if TYPE_CHECKING:
+    from ..data.truth import Truth
+    from ..models.output import ModelOutput
+
+__all__ = ["TermInputs", "INPUT_NAMES"]
+
+INPUT_NAMES = (
+    "images",
+    "truth",
+    "grid",
+    "kappa",
+    "psi",
+    "alpha",
+    "source",
+    "source_weight",
+    "relensed",
+    "macro",
+    "delta_kappa",
+    "mass",
+    "network_kappa",
+    "coverage",
+)
+"""The names a :class:`~d4lenspinn.losses.LossTerm` may list in ``needs``: the attributes of :class:`TermInputs`."""
+
+
+class TermInputs:
+    """The inputs of the loss terms for one batch; an input the model, the batch or the data does not have is None.
+
+    ``images (B, 1, n, n)`` the model's inputs on ``grid``, ``truth`` the simulator's
+    :class:`~d4lenspinn.data.Truth` of the batch, ``source_grid`` the engine's source plane (default ``grid``), and
+    the maps of ``output`` (:class:`~d4lenspinn.models.ModelOutput`: ``kappa``, ``psi``, ``alpha``, ``source``,
+    ``source_weight``, ``relensed``, ``macro``, ``delta_kappa``), plus three derived inputs: ``mass`` (the mass map
+    the network predicts: ``delta_kappa`` on top of a macro lens, else ``kappa``), ``network_kappa`` (``kappa`` when
+    the network predicts all of it, i.e. without a macro lens) and ``coverage`` (:func:`image_plane_coverage`,
+    computed once per batch).
+    """
+
+    def __init__(
+        self,
+        output: ModelOutput,
+        images: torch.Tensor,
+        truth: Truth | None = None,
+        grid: PixelGrid | None = None,
+        source_grid: PixelGrid | None = None,
+    ) -> None:
+        self.output, self.images, self.truth, self.grid = output, images, truth, grid
+        self.source_grid = source_grid
+
+    def available(self, needs: tuple[str, ...]) -> bool:
+        """Whether every input named in ``needs`` is there."""
+        return all(getattr(self, name) is not None for name in needs)
+
+    @property
+    def kappa(self) -> torch.Tensor | None:
+        return self.output.kappa
+
+    @property
+    def psi(self) -> torch.Tensor | None:
+        return self.output.psi
+
+    @property
+    def alpha(self) -> torch.Tensor | None:
+        return self.output.alpha
+
+    @property
+    def source(self) -> torch.Tensor | None:
+        return self.output.source
+
+    @property
+    def source_weight(self) -> torch.Tensor | None:
+        return self.output.source_weight
+
+    @property
+    def relensed(self) -> torch.Tensor | None:
+        return self.output.relensed
+
+    @property
+    def macro(self) -> MacroLens | None:
+        return self.output.macro
+
+    @property
+    def delta_kappa(self) -> torch.Tensor | None:
+        return self.output.delta_kappa
+
+    @property
+    def mass(self) -> torch.Tensor | None:
+        return self.kappa if self.delta_kappa is None else self.delta_kappa
+
+    @property
+    def network_kappa(self) -> torch.Tensor | None:
+        return self.kappa if self.macro is None else None
+
+    @cached_property
+    def coverage(self) -> torch.Tensor | None:
+        if self.source_weight is None or self.alpha is None:
+            return None
+        return image_plane_coverage(self.source_weight, self.alpha, self.grid, self.source_grid)
