@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import PhysicsLossWeights
+from .models.maps import KappaMaps, LensMaps
 from .physics import MacroLens, PixelGrid, check_field, poisson_residual, ray_trace
 
 if TYPE_CHECKING:
@@ -259,15 +260,16 @@ def macro_parameter_loss(predicted: MacroLens, true: MacroLens, pixel_scale: flo
 def supervised_losses(output: ModelOutput, truth: Truth, weights: LossConfig, pixel_scale: float):
     """The supervised terms a model with a macro lens gets on simulations, by name, plus their weighted ``total``.
 
-    ``macro``: :func:`macro_parameter_loss` ``total`` of ``output.macro`` against ``truth.macro``;
-    ``substructure``: mean squared difference of ``output.delta_kappa`` and ``truth.substructure`` (both
+    ``macro``: :func:`macro_parameter_loss` ``total`` of ``output.maps.macro`` against ``truth.macro``;
+    ``substructure``: mean squared difference of ``output.maps.delta_kappa`` and ``truth.substructure`` (both
     ``(B, 1, n, n)``, dimensionless). A term is computed when its weight is nonzero."""
     terms = {}
     if weights.macro:
-        true_macro = MacroLens.from_tensor(truth.macro.to(output.macro.theta_e))
-        terms["macro"] = macro_parameter_loss(output.macro, true_macro, pixel_scale)["total"]
+        true_macro = MacroLens.from_tensor(truth.macro.to(output.maps.macro.theta_e))
+        terms["macro"] = macro_parameter_loss(output.maps.macro, true_macro, pixel_scale)["total"]
     if weights.substructure:
-        terms["substructure"] = (output.delta_kappa - truth.substructure.to(output.delta_kappa)).square().mean()
+        delta_kappa = output.maps.delta_kappa
+        terms["substructure"] = (delta_kappa - truth.substructure.to(delta_kappa)).square().mean()
     return {**terms, "total": _weighted_total(terms, weights, output.logits)}
 
 
@@ -299,7 +301,9 @@ def physics_losses(
     A non-finite value shows up under its own name and in ``total``.
     """
     weights = PhysicsLossWeights() if weights is None else weights
-    o = output
+    o = output.maps
+    if not isinstance(o, KappaMaps):  # no convergence and engine maps: no physics term applies
+        return {"total": _weighted_total({}, weights, output.logits)}
 
     @cache  # relensing and consistency share the mask: one ray trace
     def coverage() -> torch.Tensor | None:
@@ -307,8 +311,8 @@ def physics_losses(
             return None
         return image_plane_coverage(o.source_weight, o.alpha, grid, source_grid)
 
-    mass = o.kappa if o.delta_kappa is None else o.delta_kappa
-    kappa_for_poisson = o.kappa if o.macro is None else None
+    mass = o.delta_kappa if isinstance(o, LensMaps) else o.kappa
+    kappa_for_poisson = None if isinstance(o, LensMaps) else o.kappa
     candidates: dict[str, tuple[tuple[torch.Tensor | None, ...], Callable[[], torch.Tensor]]] = {
         "tv": ((mass,), lambda: total_variation(mass)),
         "l1": ((mass,), lambda: l1_sparsity(mass)),
@@ -325,7 +329,7 @@ def physics_losses(
         for name, (maps, compute) in candidates.items()
         if getattr(weights, name) != 0 and all(m is not None for m in maps)
     }
-    return {**terms, "total": _weighted_total(terms, weights, o.logits)}
+    return {**terms, "total": _weighted_total(terms, weights, output.logits)}
 
 
 def _weighted_total(terms: dict[str, torch.Tensor], weights, like: torch.Tensor) -> torch.Tensor:
