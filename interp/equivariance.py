@@ -5,7 +5,7 @@ For each hooked layer ``f`` (the map from the input image to that layer's output
     error(f, g) = ||f(g x) - g . f(x)|| / ||f(x)||        (Frobenius norms over the whole batch)
 
 with ``g .`` acting on the output as the kind of field it is (:mod:`interp.fields`). The model's own output is the
-last rows, ``output.logits``, ``output.kappa``, ... Expected for D4LensPINN: float precision (~1e-7 to 1e-6)
+last rows, ``output.logits``, ``output.maps.kappa``, ... Expected for D4LensPINN: float precision (~1e-7 to 1e-6)
 through the preprocessing, the escnn U-Net and the physics engine; order one inside the timm head, which is not
 equivariant.
 
@@ -16,6 +16,7 @@ equivariant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 import torch
@@ -79,7 +80,11 @@ def _parts(name: str, before, after):
     if isinstance(before, tuple) and hasattr(before, "_fields") and not isinstance(before, MacroLens):
         for field, a, b in zip(before._fields, before, after, strict=True):
             if a is not None:
-                yield f"{name}.{field}", field, a, b
+                yield from _parts(f"{name}.{field}", a, b) if is_dataclass(a) else [(f"{name}.{field}", field, a, b)]
+    elif is_dataclass(before):  # a model's typed maps (d4lenspinn.models.maps): one row per field
+        for field in fields(before):
+            if getattr(before, field.name) is not None:
+                yield f"{name}.{field.name}", field.name, getattr(before, field.name), getattr(after, field.name)
     else:
         yield name, None, before, after
 
