@@ -233,9 +233,8 @@ def vanilla_lenspinn(
 ) -> D4LensPINN:
     """The control: the identical D4LensPINN pipeline with a plain (non-equivariant) U-Net of the same topology and
     a similar parameter count, so any difference is due to the equivariance constraint."""
-    if macro_lens:
-        return MacroPINN("vanilla_lenspinn_lens", image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)
-    return KappaPINN("vanilla_lenspinn", image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)
+    kind, name = (MacroPINN, "vanilla_lenspinn_lens") if macro_lens else (KappaPINN, "vanilla_lenspinn")
+    return kind(name, image_size, pixel_scale, in_chans, num_classes, equivariant=False, **kwargs)
 
 
 # the lens model's head: the D4-invariant CNN beat EfficientNetV2 clearly (docs/RESULTS.md: 0.972 vs 0.780). Residual
