@@ -5,7 +5,7 @@ For each hooked layer ``f`` (the map from the input image to that layer's output
     error(f, g) = ||f(g x) - g . f(x)|| / ||f(x)||        (Frobenius norms over the whole batch)
 
 with ``g .`` acting on the output as the kind of field it is (:mod:`interp.fields`). The model's own output is the
-last rows, ``output.logits``, ``output.maps.kappa``, ... Expected for D4LensPINN: float precision (~1e-7 to 1e-6)
+last rows, ``output.logits``, ``output.kappa``, ... Expected for D4LensPINN: float precision (~1e-7 to 1e-6)
 through the preprocessing, the escnn U-Net and the physics engine; order one inside the timm head, which is not
 equivariant.
 
@@ -76,11 +76,12 @@ def equivariance_errors(
 
 def _parts(name: str, before, after):
     """``(name, field, reference, moved)`` per measured quantity: a named tuple gives one per field
-    (``engine.alpha``, field ``alpha``), anything else (a macro lens too) itself (field None)."""
+    (``engine.alpha``, field ``alpha``), as does a model's typed maps object (``output.kappa``: the maps are
+    named as fields of the output), anything else (a macro lens too) itself (field None)."""
     if isinstance(before, tuple) and hasattr(before, "_fields") and not isinstance(before, MacroLens):
         for field, a, b in zip(before._fields, before, after, strict=True):
             if a is not None:
-                yield from _parts(f"{name}.{field}", a, b) if is_dataclass(a) else [(f"{name}.{field}", field, a, b)]
+                yield from _parts(name, a, b) if is_dataclass(a) else [(f"{name}.{field}", field, a, b)]
     elif is_dataclass(before):  # a model's typed maps (d4lenspinn.models.maps): one row per field
         for field in fields(before):
             if getattr(before, field.name) is not None:
