@@ -64,7 +64,7 @@ def main() -> None:
     )
     images = render_images(lenses, preset, torch.Generator().manual_seed(args.seed + 3)).float()
     with torch.no_grad():
-        outputs = [model.maps(chunk) for chunk in images.split(32)]
+        outputs = [model.forward_features(chunk) for chunk in images.split(32)]
     predicted = MacroLens(*(torch.cat(parts) for parts in zip(*(o.macro for o in outputs), strict=True)))
     delta = torch.cat([o.delta_kappa for o in outputs])
     true = MacroLens(*(value.float() for value in true_macro_lens(lenses)))

@@ -67,7 +67,7 @@ def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
 def _physics_step(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
     """Forward+backward of ``model.engine`` alone, on the kappa the model predicts for ``images``."""
     with torch.no_grad():
-        kappa = model.eval().maps(images).kappa.requires_grad_()
+        kappa = model.eval().forward_features(images).kappa.requires_grad_()
 
     def step() -> None:
         out = model.engine(kappa, images)

@@ -37,7 +37,7 @@ def _gallery_maps(model, images: torch.Tensor, device: torch.device) -> dict:
     with torch.no_grad():
         out = model(images.to(device))
     return {
-        name: None if getattr(out, name) is None else getattr(out, name).cpu().numpy()
+        name: getattr(out.maps, name).cpu().numpy() if hasattr(out.maps, name) else None
         for name in ("kappa", "source", "relensed")
     }
 

@@ -2,10 +2,10 @@
 
 ``predict(model, images, tta=True)`` averages the class probabilities of the 8 transformed images, so its output is
 invariant to any D4 transform of the input. The naive way runs the whole model 8 times. For models whose maps are
-exactly equivariant (D4LensPINN: preprocessing, escnn U-Net and lensing physics), :func:`predict` runs that part
-once, transforms its output maps 8 ways and runs only the (non-equivariant) head 8 times; the two agree to float
-precision (tests/test_tta.py) and the fast path costs one backbone pass plus 8 head passes
-(benchmarks/models.py measures it).
+exactly equivariant (``capabilities.equivariant_maps``: D4LensPINN's preprocessing, escnn U-Net and lensing physics),
+:func:`predict` runs ``forward_features`` once, transforms the stacked head channels 8 ways and runs only
+``forward_head`` 8 times; the two agree to float precision (tests/models/test_d4lenspinn.py) and the fast path
+costs one backbone pass plus 8 head passes (benchmarks/models.py measures it).
 
 Models whose logits are D4-invariant by construction (``capabilities.invariant``, e.g. ``d4_cnn``) skip the
 augmentation: its 8 predictions would be equal, so one pass gives the same answer for an eighth of the cost.
@@ -50,9 +50,9 @@ def predict(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.
         return model(images).logits.softmax(dim=-1)
     if not capabilities.equivariant_maps:
         return predict_naive_tta(model, images)
-    stacked = model.head_input(model.maps(images))  # (B, C, n, n), every channel a scalar field
+    channels = model.head_channels(model.forward_features(images))  # (B, C, n, n), every channel a scalar field
     # one head call per element: on CPU, 8 calls of B images are faster than one of 8B (benchmarks/models.py)
-    probabilities = [model.head(transform_scalar(stacked, g)).softmax(dim=-1) for g in D4_ELEMENTS]
+    probabilities = [model.forward_head(transform_scalar(channels, g)).softmax(dim=-1) for g in D4_ELEMENTS]
     return torch.stack(probabilities).mean(dim=0)  # (B, K)
 
 

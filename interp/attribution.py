@@ -33,7 +33,6 @@ from .hooks import eval_mode, resolve_layers
 from .pairs import render_pairs
 
 __all__ = [
-    "LogitModel",
     "integrated_gradients",
     "default_cam_layer",
     "grad_cam",
@@ -42,17 +41,6 @@ __all__ = [
     "plot_attributions",
     "plot_kappa_localisation",
 ]
-
-
-class LogitModel(nn.Module):
-    """``images -> logits (B, K)`` of a model that returns a ``ModelOutput`` (captum needs a plain tensor)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).logits
 
 
 def _target(target: int | torch.Tensor, images: torch.Tensor) -> int | torch.Tensor:
@@ -92,7 +80,7 @@ def integrated_gradients(
             f"got {tuple(baseline.shape)}"
         )
     with eval_mode(model):
-        attributions, delta = IntegratedGradients(LogitModel(model)).attribute(
+        attributions, delta = IntegratedGradients(lambda x: model(x).logits).attribute(
             images,
             baselines=baseline.expand_as(images).to(images),
             target=_target(target, images),
@@ -134,7 +122,7 @@ def grad_cam(
     if isinstance(module, enn.EquivariantModule):
         raise ValueError(f"layer {name!r} outputs an escnn GeometricTensor; Grad-CAM needs a layer with tensor output")
     with eval_mode(model):
-        cam = LayerGradCam(LogitModel(model), module).attribute(
+        cam = LayerGradCam(lambda x: model(x).logits, module).attribute(
             images, target=_target(target, images), relu_attributions=relu
         )
     if cam.dim() != 4:
@@ -158,9 +146,9 @@ def predicted_kappa(
         kappas = []
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(images), batch_size):
-                kappa = getattr(model(images[start : start + batch_size].to(device)), field)
+                kappa = getattr(model(images[start : start + batch_size].to(device)).maps, field, None)
                 if kappa is None:
-                    raise ValueError(f"model {name!r} predicts no {field} map (ModelOutput.{field} is None)")
+                    raise ValueError(f"model {name!r} predicts no {field} map (its ModelOutput.maps has none)")
                 kappas.append(kappa.cpu())
         return torch.cat(kappas)
 

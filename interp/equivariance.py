@@ -16,6 +16,7 @@ equivariant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 import torch
@@ -75,11 +76,16 @@ def equivariance_errors(
 
 def _parts(name: str, before, after):
     """``(name, field, reference, moved)`` per measured quantity: a named tuple gives one per field
-    (``engine.alpha``, field ``alpha``), anything else (a macro lens too) itself (field None)."""
+    (``engine.alpha``, field ``alpha``), as does a model's typed maps object (``output.kappa``: the maps are
+    named as fields of the output), anything else (a macro lens too) itself (field None)."""
     if isinstance(before, tuple) and hasattr(before, "_fields") and not isinstance(before, MacroLens):
         for field, a, b in zip(before._fields, before, after, strict=True):
             if a is not None:
-                yield f"{name}.{field}", field, a, b
+                yield from _parts(name, a, b) if is_dataclass(a) else [(f"{name}.{field}", field, a, b)]
+    elif is_dataclass(before):  # a model's typed maps (d4lenspinn.models.maps): one row per field
+        for field in fields(before):
+            if getattr(before, field.name) is not None:
+                yield f"{name}.{field.name}", field.name, getattr(before, field.name), getattr(after, field.name)
     else:
         yield name, None, before, after
 

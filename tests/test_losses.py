@@ -1,5 +1,7 @@
 """Losses: exact values on hand-made maps, D4 invariance, skipping and weighting of terms, gradients."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ from d4lenspinn.losses import (
     relensing_loss,
     total_variation,
 )
-from d4lenspinn.models import ModelOutput
+from d4lenspinn.models import KappaMaps, LensMaps, ModelOutput, SourceMaps
 from d4lenspinn.physics import LensingEngine, MacroLens, PixelGrid, inverse_lens, potential_from_kappa
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
@@ -40,7 +42,8 @@ def _blob(grid: PixelGrid, x0: float, y0: float, width: float = 0.15) -> torch.T
 def _engine_output(kappa: torch.Tensor, image: torch.Tensor, grid: PixelGrid = GRID) -> ModelOutput:
     out = LensingEngine(grid).to(kappa.dtype)(kappa, image)
     logits = kappa.new_zeros(kappa.shape[0], 3)
-    return ModelOutput(logits, kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed)
+    maps = KappaMaps(kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed, image)
+    return ModelOutput(logits, maps)
 
 
 def _physics_terms(output: ModelOutput, images: torch.Tensor, grid: PixelGrid, weights: dict | None = None) -> dict:
@@ -148,9 +151,9 @@ def test_image_plane_coverage_is_zero_where_beta_leaves_the_source_grid():
 def test_relensing_is_degenerate_at_zero_convergence():
     """Documented caveat: with kappa = 0 the re-lensed image is the image itself."""
     image = _random_kappa(5)
-    out = _engine_output(torch.zeros_like(image), image)
+    out = _engine_output(torch.zeros_like(image), image).maps
     assert relensing_loss(image, out.relensed).item() < 1e-24
-    out = _engine_output(_blob(GRID, 0.0, 0.0, 0.3).expand(2, -1, -1, -1) * 3.0, image)
+    out = _engine_output(_blob(GRID, 0.0, 0.0, 0.3).expand(2, -1, -1, -1) * 3.0, image).maps
     assert relensing_loss(image, out.relensed).item() > 1e-3
 
 
@@ -224,9 +227,10 @@ def test_the_consistency_loss_is_d4_invariant_and_reaches_the_lens():
 
 def test_physics_terms_weights_and_total():
     kappa, image = _random_kappa(6), _random_kappa(7)
-    out = _engine_output(kappa, image)
+    output = _engine_output(kappa, image)
+    out = output.maps
     weights = dict(tv=1.0, l1=2.0, centre=3.0, poisson=4.0, relensing=5.0)
-    terms = _physics_terms(out, image, GRID, weights)
+    terms = _physics_terms(output, image, GRID, weights)
     assert set(terms) == {"tv", "l1", "centre", "poisson", "relensing", "total"}
     assert all(value.dim() == 0 for value in terms.values())
     torch.testing.assert_close(terms["tv"], total_variation(kappa))
@@ -245,22 +249,25 @@ def test_physics_terms_defaults_skip_zero_weights():
     torch.testing.assert_close(terms["total"], expected)
 
 
-def test_physics_terms_skip_terms_without_maps():
+def test_physics_terms_skip_models_without_engine_maps():
     image = _random_kappa(10)
     weights = {"relensing": 1.0}
-    baseline = _physics_terms(ModelOutput(torch.zeros(2, 3)), image, GRID, weights)
-    assert set(baseline) == {"total"} and baseline["total"].item() == 0.0
-    kappa_only = _physics_terms(ModelOutput(torch.zeros(2, 3), kappa=_random_kappa(11)), image, GRID, weights)
-    assert set(kappa_only) == {"tv", "l1", "centre", "total"}
-    relensed_only = ModelOutput(torch.zeros(2, 3, dtype=torch.float64), relensed=image + 0.5)
-    assert _physics_terms(relensed_only, image, GRID, weights)["relensing"].item() == pytest.approx(0.25)
+    lenspinn_maps = SourceMaps(image.expand(-1, 2, -1, -1), image, torch.ones_like(image), image)
+    for maps in (None, lenspinn_maps):
+        terms = _physics_terms(ModelOutput(torch.zeros(2, 3), maps), image, GRID, weights)
+        assert set(terms) == {"total"} and terms["total"].item() == 0.0
+    with_engine = _physics_terms(_engine_output(_random_kappa(11), image), image, GRID, weights)
+    assert {"tv", "l1", "centre", "relensing", "total"} <= set(with_engine)
 
 
 def test_non_finite_term_is_named():
     kappa = _random_kappa(12)
     kappa[0, 0, 3, 3] = float("nan")
-    terms = _physics_terms(ModelOutput(torch.zeros(2, 3), kappa=kappa), kappa, GRID)
-    assert {name for name, value in terms.items() if not torch.isfinite(value)} == {"tv", "l1", "centre", "total"}
+    clean = _engine_output(_random_kappa(12), kappa)
+    output = ModelOutput(clean.logits, dataclasses.replace(clean.maps, kappa=kappa))
+    terms = _physics_terms(output, kappa, GRID)
+    not_finite = {name for name, value in terms.items() if not torch.isfinite(value)}
+    assert not_finite == {"tv", "l1", "centre", "total"} | ({"poisson"} & set(terms))
 
 
 @pytest.mark.parametrize("g", D4_ELEMENTS[1:], ids=str)
@@ -333,11 +340,11 @@ def _golden_batch():
     rand = lambda seed, *shape: torch.rand(*shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     kappa, image = rand(1, 2, 1, 16, 16) + 0.1, rand(2, 2, 1, 16, 16)
     out = LensingEngine(GRID)(kappa, image)
-    plain = ModelOutput(rand(3, 2, 3) * 4 - 2, kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed)
+    maps = KappaMaps(kappa, out.psi, out.alpha, out.source, out.source_weight, out.relensed, image)
+    plain = ModelOutput(rand(3, 2, 3) * 4 - 2, maps)
     typical = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
-    lens = plain._replace(
-        macro=MacroLens.from_tensor(rand(4, 2, 7) * 0.2 + typical), delta_kappa=rand(5, 2, 1, 16, 16) - 0.5
-    )
+    macro = MacroLens.from_tensor(rand(4, 2, 7) * 0.2 + typical)
+    lens = plain._replace(maps=LensMaps(**vars(maps), macro=macro, delta_kappa=rand(5, 2, 1, 16, 16) - 0.5))
     truth = Truth(rand(6, 2, 7) * 0.2 + typical, rand(7, 2, 1, 16, 16) - 0.5)
     return Batch(image, torch.tensor([0, 2]), torch.arange(2), truth), plain, lens
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..models.maps import KappaMaps
 from ..physics import MacroLens, PixelGrid
 from .relensing import image_plane_coverage
 
@@ -58,41 +59,47 @@ class TermInputs:
         self.output, self.images, self.truth, self.grid = output, images, truth, grid
         self.source_grid = source_grid
 
+    def _map(self, name: str):
+        """A map of the model's output, or None where the model makes no such map. Only the physics-informed maps
+        (:class:`~d4lenspinn.models.maps.KappaMaps` and its subclasses) feed the physics terms."""
+        maps = self.output.maps
+        return getattr(maps, name, None) if isinstance(maps, KappaMaps) else None
+
     def available(self, needs: tuple[str, ...]) -> bool:
         """Whether every input named in ``needs`` is there."""
         return all(getattr(self, name) is not None for name in needs)
 
     @property
     def kappa(self) -> torch.Tensor | None:
-        return self.output.kappa
+        return self._map("kappa")
 
     @property
     def psi(self) -> torch.Tensor | None:
-        return self.output.psi
+        return self._map("psi")
 
     @property
     def alpha(self) -> torch.Tensor | None:
-        return self.output.alpha
+        return self._map("alpha")
 
     @property
     def source(self) -> torch.Tensor | None:
-        return self.output.source
+        return self._map("source")
 
     @property
     def source_weight(self) -> torch.Tensor | None:
-        return self.output.source_weight
+        return self._map("source_weight")
 
     @property
     def relensed(self) -> torch.Tensor | None:
-        return self.output.relensed
+        return self._map("relensed")
 
     @property
     def macro(self) -> MacroLens | None:
-        return self.output.macro
+        return self._map("macro")
 
     @property
     def delta_kappa(self) -> torch.Tensor | None:
-        return self.output.delta_kappa
+        return self._map("delta_kappa")
 
     @property
     def mass(self) -> torch.Tensor | None:

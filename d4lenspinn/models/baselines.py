@@ -35,6 +35,7 @@ from torch import nn
 
 from ..physics.light import convolve_psf, gaussian_psf_kernel
 from .inputs import check_images
+from .maps import FeatureMaps
 from .output import ModelOutput
 from .registry import register_model
 
@@ -74,7 +75,7 @@ class TimmClassifier(nn.Module):
 
     ``forward(images (B, in_chans, n, n))`` checks the input, applies the optional parameter-free ``stem``
     (``(B, in_chans, n, n) -> (B, C, n, n)``, returned as ``features``) and the network, and returns
-    ``ModelOutput(logits (B, num_classes), features=stem output or None)``.
+    ``ModelOutput(logits (B, num_classes), FeatureMaps(stem output))`` (maps ``None`` without a stem).
     """
 
     def __init__(self, net: nn.Module, name: str, image_size: int, in_chans: int, stem: nn.Module | None = None):
@@ -87,7 +88,7 @@ class TimmClassifier(nn.Module):
         if self.stem is None:
             return ModelOutput(logits=self.net(images))
         features = self.stem(images)  # (B, C, n, n)
-        return ModelOutput(logits=self.net(features), features=features)
+        return ModelOutput(logits=self.net(features), maps=FeatureMaps(features))
 
 
 class GaussianResidual(nn.Module):

@@ -22,13 +22,14 @@ __all__ = ["ModelCapabilities", "capabilities_of"]
 class ModelCapabilities:
     """Declared properties of a model class.
 
-    physics_maps: ``forward`` returns lensing maps (``alpha``, ``source``, ...) on ``model.grid`` (a
+    physics_maps: ``ModelOutput.maps`` holds lensing maps (``alpha``, ``source``, ...) on ``model.grid`` (a
         :class:`~d4lenspinn.physics.PixelGrid`), so the physics losses apply.
-    kappa_map: ``ModelOutput.kappa`` is a predicted convergence map ``(B, 1, n, n)``.
-    macro_lens: ``ModelOutput.macro`` estimates the smooth lens and ``ModelOutput.delta_kappa`` the substructure
-        convergence on top of it, so the supervised terms (``loss.macro``, ``loss.substructure``) apply.
-    equivariant_maps: the model exposes ``maps(images)``, ``head_input(maps)`` and ``head``, and everything before
-        the head is D4-equivariant with scalar-field head inputs: TTA runs the maps once and the head 8 times.
+    kappa_map: the maps are :class:`~d4lenspinn.models.maps.KappaMaps` with a predicted convergence ``kappa``.
+    macro_lens: the maps are :class:`~d4lenspinn.models.maps.LensMaps`: ``macro`` estimates the smooth lens and
+        ``delta_kappa`` the substructure convergence on top of it, so the supervised terms apply.
+    equivariant_maps: the model is a :class:`~d4lenspinn.models.D4LensPINN` whose ``forward_features`` is
+        D4-equivariant (``maps.transform(g)``) and whose ``head_channels`` are scalar fields named by
+        ``head_channel_names``: TTA runs the features once and ``forward_head`` 8 times.
     invariant: the logits are D4-invariant by construction: TTA would average 8 equal predictions, so it is skipped.
     cam_layer: name of the module (with a plain ``(B, C, h, w)`` output) Grad-CAM should look at; ``None``: the last
     ``nn.Conv2d``.

@@ -28,7 +28,7 @@ Example::
 
     model = create_model("lenspinn_small", image_size=64, pixel_scale=0.101)
     out = model(images)
-    out.logits, out.alpha, out.source, out.source_weight, out.features    # (B,3) (B,2,n,n) (B,C,n,n) (B,1,n,n) ...
+    out.logits, out.maps.alpha, out.maps.source, out.maps.source_weight    # (B,3) (B,2,n,n) (B,C,n,n) (B,1,n,n)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from ..physics.profiles import sis_deflection
 from .baselines import vit_patch_size
 from .capabilities import ModelCapabilities
 from .inputs import check_images
+from .maps import SourceMaps
 from .output import ModelOutput
 from .preprocessing import distortion_map
 from .registry import register_model
@@ -118,9 +119,7 @@ class LensPINN(nn.Module):
         features = self.lens_features(torch.cat((images, source)))  # (2B, F)
         lensing = features[: len(images)] - features[len(images) :]  # (B, F)
         combined = torch.cat((lensing, self.distortion_features(preprocessed)), dim=1)  # (B, 2F)
-        return ModelOutput(
-            logits=self.head(combined), alpha=alpha, source=source, source_weight=weight, features=preprocessed
-        )
+        return ModelOutput(self.head(combined), SourceMaps(alpha, source, weight, preprocessed))
 
 
 @register_model("lenspinn_small")

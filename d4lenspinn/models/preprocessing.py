@@ -59,7 +59,8 @@ def laplacian(image: torch.Tensor) -> torch.Tensor:
 class Preprocessing(nn.Module):
     """Stack ``[I, log_contrast, distortion, |grad I|, laplacian]`` -> ``(B, 5, H, W)`` from ``I (B, 1, H, W)``."""
 
-    channels = 5
+    channel_names = ("image", "log-contrast", "|distortion|", "|grad I|", "laplacian I")
+    channels = len(channel_names)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.cat(

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -33,8 +35,8 @@ class Tiny(nn.Module):
 
     def forward(self, images):
         maps = self.features(images)
-        kappa = maps[:, :1] if self.with_kappa else None
-        return ModelOutput(logits=self.classifier(maps.mean(dim=(2, 3))), kappa=kappa)
+        kappa = SimpleNamespace(kappa=maps[:, :1]) if self.with_kappa else None  # a maps object with a kappa field
+        return ModelOutput(logits=self.classifier(maps.mean(dim=(2, 3))), maps=kappa)
 
 
 class Linear(nn.Module):

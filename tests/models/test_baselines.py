@@ -92,7 +92,7 @@ def test_transformer_parameter_counts_fit_a_cpu_budget() -> None:
 
 def test_residual_cnn_features_are_image_and_high_pass_residual() -> None:
     images = _images(2, SIZE)
-    features = create_model("residual_cnn", image_size=SIZE).eval()(images).features
+    features = create_model("residual_cnn", image_size=SIZE).eval()(images).maps.features
     assert features.shape == (2, 2, SIZE, SIZE)
     torch.testing.assert_close(features[:, :1], images)
     flat = GaussianResidual(sigma=2.0)(torch.full((1, 1, SIZE, SIZE), 0.7))[:, 1]
@@ -171,7 +171,7 @@ def test_lenspinn_maps_are_the_sis_inversion_of_its_einstein_radius() -> None:
     model = create_model("lenspinn_small", image_size=SIZE, pixel_scale=PIXEL_SCALE).eval()
     images = _images(2, SIZE)
     with torch.no_grad():
-        out = model(images)
+        out = model(images).maps
         theta_e = model.einstein_radius(images)
     assert out.source.shape == (2, 1, SIZE, SIZE) and out.source_weight.shape == (2, 1, SIZE, SIZE)
     assert (theta_e > 0).all()

@@ -76,9 +76,9 @@ def test_plain_unet_is_not_equivariant_and_has_a_similar_size():
 def test_kappa_alpha_and_source_outputs_are_equivariant(model64):
     images = _lensed_images(64)
     with torch.no_grad():
-        out = model64(images)
+        out = model64(images).maps
         for g in D4_ELEMENTS:
-            moved = model64(transform_scalar(images, g))
+            moved = model64(transform_scalar(images, g)).maps
             assert _relative(moved.kappa, transform_scalar(out.kappa, g)) < 1e-5
             assert _relative(moved.alpha, transform_vector(out.alpha, g)) < 1e-5
             assert _relative(moved.source, transform_scalar(out.source, g)) < 1e-5
@@ -105,7 +105,7 @@ def test_export_gives_the_same_outputs_with_plain_torch(model64):
     with torch.no_grad():
         reference, plain = model64(images), exported(images)
     torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(plain.kappa, reference.kappa, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.maps.kappa, reference.maps.kappa, rtol=1e-5, atol=1e-6)
     assert exported.head is not model64.head  # an independent copy
 
 
@@ -125,10 +125,11 @@ def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
     model = create_model("d4lenspinn", image_size=32, pixel_scale=7.5 / 32, preprocessing=False).eval()
     images = _lensed_images(32)
     with torch.no_grad():
-        out = model(images)
+        out = model.forward_features(images)
         assert out.features.shape == (2, 1, 32, 32) and torch.equal(out.features, images)
-        assert model.head_input(out).shape == (2, 4, 32, 32)
-        moved = model(transform_scalar(images, D4_ELEMENTS[5]))
+        assert model.head_channels(out).shape == (2, 4, 32, 32)
+        assert model.head_channel_names == ("image", "log(1 + kappa)", "source", "I - R")
+        moved = model.forward_features(transform_scalar(images, D4_ELEMENTS[5]))
     assert _relative(moved.kappa, transform_scalar(out.kappa, D4_ELEMENTS[5])) < 1e-5
     assert torch.allclose(predict(model, images, tta=True), predict_naive_tta(model, images), atol=1e-6)
 
@@ -149,7 +150,7 @@ def _with_macro_lens(n: int) -> torch.nn.Module:
 
 def test_with_a_macro_lens_training_starts_from_the_smooth_lens():
     model = create_model("d4lenspinn", image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2))
-    out = model(_lensed_images(32))
+    out = model(_lensed_images(32)).maps
     assert torch.all(out.delta_kappa == 0) and out.macro.theta_e.shape == (2,)
     assert (
         model.capabilities.macro_lens
@@ -164,10 +165,10 @@ def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n):
     model = _with_macro_lens(n)
     images = _lensed_images(n)
     with torch.no_grad():
-        out = model.maps(images)
+        out = model.forward_features(images)
         assert out.delta_kappa.std() > 0  # not trivially symmetric
         for g in D4_ELEMENTS:
-            moved = model.maps(transform_scalar(images, g))
+            moved = model.forward_features(transform_scalar(images, g))
             assert _relative(moved.delta_kappa, transform_scalar(out.delta_kappa, g)) < 1e-5
             assert _relative(moved.kappa, transform_scalar(out.kappa, g)) < 1e-5
             assert _relative(moved.alpha, transform_vector(out.alpha, g)) < 1e-5
@@ -188,8 +189,8 @@ def test_with_a_macro_lens_export_gives_the_same_outputs():
     with torch.no_grad():
         reference, plain = model(images), model.export()(images)
     torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(plain.delta_kappa, reference.delta_kappa, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(plain.macro.theta_e, reference.macro.theta_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.maps.delta_kappa, reference.maps.delta_kappa, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.maps.macro.theta_e, reference.maps.macro.theta_e, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [64, 150])
@@ -215,7 +216,8 @@ def test_the_invariant_head_makes_the_whole_model_invariant_and_skips_tta(n, mon
             torch.testing.assert_close(model(transform_scalar(images, g)).logits, reference, rtol=0, atol=1e-5)
         torch.testing.assert_close(model.export()(images).logits, reference, rtol=1e-5, atol=1e-6)
         calls = []
-        monkeypatch.setattr(model, "maps", lambda x, real=model.maps: calls.append(1) or real(x))
+        real = model.forward_features
+        monkeypatch.setattr(model, "forward_features", lambda x: calls.append(1) or real(x))
         torch.testing.assert_close(predict(model, images, tta=True), predict(model, images, tta=False))
     assert len(calls) == 2  # one pass each: TTA of an invariant model is skipped
 
@@ -226,15 +228,17 @@ def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
     without = create_model("d4lenspinn", residual_channels=False, **kwargs).eval()
     images = _lensed_images(32)
     with torch.no_grad():
-        maps = with_residuals.maps(images)
-        stacked = with_residuals.head_input(maps)
-        assert stacked.shape == (2, 9, 32, 32) and without.head_input(without.maps(images)).shape == (2, 6, 32, 32)
-        assert without.maps(images).macro_relensed is None
+        maps = with_residuals.forward_features(images)
+        stacked = with_residuals.head_channels(maps)
+        assert stacked.shape == (2, 9, 32, 32)
+        assert without.head_channels(without.forward_features(images)).shape == (2, 6, 32, 32)
+        assert without.forward_features(images).macro_relensed is None
+        assert with_residuals.head_channel_names[:5] == ("image", "delta_kappa", "I - R_macro", "spread", "I - R")
         # eval-mode standardisation is the running statistics' affine map (identity at initialisation)
         image = maps.features[:, :1]
         torch.testing.assert_close(stacked[:, 2:3], (image - maps.macro_relensed) / (1 + 1e-5) ** 0.5)
     with_residuals.train()
-    stacked = with_residuals.head_input(with_residuals.maps(images))
+    stacked = with_residuals.head_channels(with_residuals.forward_features(images))
     assert stacked[:, 0].mean().abs() < 1e-5 and (stacked[:, 0].var(unbiased=False) - 1).abs() < 1e-3
 
 
@@ -245,5 +249,6 @@ def test_the_registered_lens_models_have_the_lens_model_settings():
     assert lens.capabilities.invariant and lens.capabilities.macro_lens and not lens.residual_channels
     assert plain.capabilities.macro_lens and not plain.capabilities.equivariant_maps
     with torch.no_grad():
-        assert lens.head_input(lens.maps(_lensed_images(32))).shape == (2, 6, 32, 32)
+        assert lens.head_channels(lens.forward_features(_lensed_images(32))).shape == (2, 6, 32, 32)
     assert create_model("d4lenspinn_lens", residual_channels=True, **kwargs).residual_channels  # settings override
+    assert (lens.name, plain.name) == ("d4lenspinn_lens", "vanilla_lenspinn_lens")

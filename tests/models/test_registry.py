@@ -7,7 +7,16 @@ import torch
 
 import d4lenspinn.models  # noqa: F401  (importing registers every model)
 from d4lenspinn.cli import main
-from d4lenspinn.models import ModelOutput, capabilities_of, create_model, list_models, register_model
+from d4lenspinn.models import (
+    D4LensPINN,
+    KappaMaps,
+    LensMaps,
+    ModelOutput,
+    capabilities_of,
+    create_model,
+    list_models,
+    register_model,
+)
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 from d4lenspinn.tta import predict
 
@@ -31,7 +40,7 @@ def test_every_model_gives_logits_and_a_finite_gradient_on_every_parameter(name:
     out = model(torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (2, 3) and not out.logits.isnan().any()
-    loss = out.logits.sum() if out.kappa is None else out.logits.sum() + out.kappa.mean()
+    loss = out.logits.sum() + (out.maps.kappa.mean() if isinstance(out.maps, KappaMaps) else 0)
     loss.backward()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert params, f"{name} has no trainable parameters"
@@ -45,12 +54,14 @@ def test_every_model_gives_logits_and_a_finite_gradient_on_every_parameter(name:
 def _assert_declared_capabilities_hold(name: str, model: torch.nn.Module, out: ModelOutput) -> None:
     """What a model declares is what it does: the trainer, the TTA and the interp tools rely on it."""
     caps = capabilities_of(model)
-    assert caps.physics_maps == (out.alpha is not None), name
+    assert caps.physics_maps == hasattr(out.maps, "alpha"), name
     if caps.physics_maps:
         assert model.grid.n == SIZE, name
-    assert caps.kappa_map == (out.kappa is not None), name
+    assert caps.kappa_map == isinstance(out.maps, KappaMaps), name
+    assert caps.macro_lens == isinstance(out.maps, LensMaps), name
     if caps.equivariant_maps:
-        assert all(callable(getattr(model, f, None)) for f in ("maps", "head_input", "head")), name
+        assert isinstance(model, D4LensPINN), name
+        assert len(model.head_channel_names) == model.head_channels(out.maps).shape[1], name
     if caps.cam_layer is not None:
         assert isinstance(dict(model.named_modules())[caps.cam_layer], torch.nn.Conv2d | torch.nn.BatchNorm2d), name
 
