@@ -35,6 +35,7 @@ from d4lenspinn.data.simulator import sample_lenses
 from d4lenspinn.io import atomic_path, write_text
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics
 from d4lenspinn.progress import progress_bar
+from d4lenspinn.report import markdown_table
 from d4lenspinn.tta import collect_predictions
 
 TARGET_GAP = 0.03
@@ -124,12 +125,19 @@ def main() -> None:
 
     print(f"\n{args.model} trained on our model_i ({args.n_per_class}/class, {args.epochs} epochs, lr {args.lr:g}; "
           f"{timing['train_seconds'] / 60:.1f} min on {timing['threads']} threads)")  # fmt: skip
-    print("| test set | images | macro AUC [95% CI] | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES) + " |")
-    print("|---|---:|---|" + "---:|" * len(CLASS_NAMES))
+    rows = []
     for key, r in results.items():
         low, high = r["intervals"]["macro_auc"]
-        cells = " | ".join(f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES)
-        print(f"| {key} | {r['n']} | {r['macro_auc']:.3f} [{low:.3f}, {high:.3f}] | {cells} |")
+        rows.append(
+            [
+                key,
+                r["n"],
+                f"{r['macro_auc']:.3f} [{low:.3f}, {high:.3f}]",
+                *(f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES),
+            ]
+        )
+    headers = ["test set", "images", "macro AUC [95% CI]", *(f"AUC {c}" for c in CLASS_NAMES)]
+    print(markdown_table(headers, rows, align="lrl" + "r" * len(CLASS_NAMES)))
     names = list(sets)
     for suffix in ("", ", TTA"):
         ours, theirs = names[0] + suffix, names[1] + suffix
