@@ -3,6 +3,9 @@
     python benchmarks/compare.py                       # the CPU configuration (about an hour on 2 cores, 1 thread)
     python benchmarks/compare.py --n-per-class 5000 --epochs 30 --device cuda --threads 8   # the GPU configuration
 
+Each model of ``--models`` is a recipe, ``configs/recipes/<name>.yaml`` (the registered model, its settings and loss
+weights); the comparison's shared settings are added as ``key=value`` overrides, so every run is exactly
+``d4lenspinn train --config configs/recipes/<name>.yaml --set ...`` (``--print-commands`` prints those commands).
 Every model gets the same tuning budget: one full training run per learning rate in ``--lrs`` (same simulated data,
 split, seed, epochs, batch size, warm-up + cosine schedule, weight decay, D4 augmentation); the run with the best
 *validation* macro AUC is the one evaluated on the test split, with and without D4 TTA. The TTA gain comes with a
@@ -30,21 +33,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _machine import describe_machine  # noqa: E402
+import yaml  # noqa: E402
 
-from d4lenspinn.checkpoint import load_trained_model  # noqa: E402
 from d4lenspinn.classes import CLASS_NAMES  # noqa: E402
-from d4lenspinn.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
-from d4lenspinn.data import batch_loader, prepare_data  # noqa: E402
+from d4lenspinn.config import TrainConfig, load_config  # noqa: E402
+from d4lenspinn.data import prepare_data  # noqa: E402
 from d4lenspinn.device import resolve_device  # noqa: E402
-from d4lenspinn.evaluate import evaluate  # noqa: E402
+from d4lenspinn.evaluate import evaluate, write_report  # noqa: E402
 from d4lenspinn.io import atomic_path, write_text  # noqa: E402
-from d4lenspinn.metrics import classification_metrics  # noqa: E402
-from d4lenspinn.models import count_parameters  # noqa: E402
+from d4lenspinn.metrics import paired_difference  # noqa: E402
+from d4lenspinn.report import markdown_table  # noqa: E402
 from d4lenspinn.train import train  # noqa: E402
-from d4lenspinn.tta import collect_predictions  # noqa: E402
 
 NOTES_MARKER = "<!-- notes below are kept when compare.py rewrites this file -->"
+REPOSITORY = Path(__file__).resolve().parents[1]
+RECIPES = Path("configs") / "recipes"  # one YAML per model of the comparison: model name, its settings, loss weights
 MODELS = (
     "d4lenspinn_lens",
     "d4lenspinn",
@@ -55,45 +58,60 @@ MODELS = (
     "residual_cnn",
     "efficientnetv2_b0",
 )
-# entries that are a registered model with settings: name -> (registered model, model kwargs, loss weights): the
-# lens model (both heads, with substructure supervision, self-supervised by the consistency loss instead of the
-# truth) and its ablations (no macro model, no supervision, with the residual channels)
-VARIANTS = {
-    "d4lenspinn_lens": ("d4lenspinn_lens", {}, {"macro": 1.0}),
-    "d4lenspinn_lens_substructure": ("d4lenspinn_lens", {}, {"macro": 1.0, "substructure": 1000.0}),
-    "d4lenspinn_lens_self_supervised": ("d4lenspinn_lens", {}, {"consistency": 1.0}),
-    "d4lenspinn_lens_effnet": ("d4lenspinn_lens", {"head": "tf_efficientnetv2_b0"}, {"macro": 1.0}),
-    "vanilla_lenspinn_lens": ("vanilla_lenspinn_lens", {}, {"macro": 1.0}),
-    "ablation_no_macro": ("d4lenspinn", {"head": "d4_cnn"}, {}),
-    "ablation_unsupervised": ("d4lenspinn_lens", {}, {}),
-    "ablation_residual_channels": ("d4lenspinn_lens", {"residual_channels": True}, {"macro": 1.0}),
-}
 
 
-def run_config(args: argparse.Namespace, model: str, lr: float) -> TrainConfig:
-    """The one config every model shares, but for its name (with a variant's settings) and learning rate."""
-    name, kwargs, loss = VARIANTS.get(model, (model, {}, {}))
-    data = DataConfig(
-        root=args.root,
-        preset=args.preset,
-        hard=args.hard,
-        n_per_class=args.n_per_class,
-        n_val_per_class=args.n_val_per_class,
-        scheme=args.scheme,
-        batch_size=args.batch,
-    )
-    return TrainConfig(
-        data=data,
-        model=ModelConfig(name=name, kwargs=dict(kwargs)),
-        loss=LossConfig(weights=dict(loss)),
-        optim=OptimConfig(
-            epochs=args.epochs, lr=lr, warmup_epochs=0.5, weight_decay=1e-4, early_stopping_patience=args.epochs
-        ),
-        seed=args.seed,
-        out=str(Path(args.out) / model / f"lr{lr:g}"),
-        device=args.device,
-        n_bootstrap=args.n_bootstrap,
-    )
+def recipe_path(recipe: str) -> Path:
+    """``configs/recipes/<recipe>.yaml`` of this repository; ``ValueError`` listing the recipes when it is missing."""
+    path = REPOSITORY / RECIPES / f"{recipe}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (REPOSITORY / RECIPES).glob("*.yaml"))
+        raise ValueError(f"no recipe {recipe!r} ({path} does not exist); recipes: {known}")
+    return path
+
+
+def _override(key: str, value) -> str:
+    """``key=value`` spelled so that the config loader reads ``value`` back (a plain word where YAML allows one)."""
+    plain = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{key}={plain if yaml.safe_load(plain) == value else json.dumps(value)}"
+
+
+def shared_overrides(args: argparse.Namespace, recipe: str, lr: float) -> list[str]:
+    """The settings every model of the comparison shares, as ``key=value`` overrides of its recipe: the data, the
+    optimiser (but for the learning rate ``lr``), the seed, the device and the run directory
+    ``--out/<recipe>/lr<lr>``."""
+    settings = {
+        "data.root": args.root,
+        "data.preset": args.preset,
+        "data.hard": args.hard,
+        "data.n_per_class": args.n_per_class,
+        "data.n_val_per_class": args.n_val_per_class,
+        "data.scheme": args.scheme,
+        "data.batch_size": args.batch,
+        "optim.epochs": args.epochs,
+        "optim.lr": lr,
+        "optim.warmup_epochs": 0.5,
+        "optim.weight_decay": 1e-4,
+        "optim.early_stopping_patience": args.epochs,
+        "seed": args.seed,
+        "out": str(Path(args.out) / recipe / f"lr{lr:g}"),
+        "device": args.device,
+        "n_bootstrap": args.n_bootstrap,
+    }
+    return [_override(key, value) for key, value in settings.items()]
+
+
+def run_config(args: argparse.Namespace, recipe: str, lr: float) -> TrainConfig:
+    """The recipe's config with the comparison's shared settings and learning rate ``lr``: exactly what
+    :func:`train_command` trains."""
+    return load_config(recipe_path(recipe), shared_overrides(args, recipe, lr))
+
+
+def train_command(args: argparse.Namespace, recipe: str, lr: float) -> str:
+    """The ``d4lenspinn train`` command line (run from the repository root) that trains this comparison's run."""
+    words = ["d4lenspinn", "train", "--config", (RECIPES / f"{recipe}.yaml").as_posix()]
+    for override in shared_overrides(args, recipe, lr):
+        words += ["--set", override]
+    return shlex.join(words)
 
 
 def train_once(config: TrainConfig) -> dict:
@@ -120,73 +138,54 @@ def best_validation(run_dir: Path) -> tuple[float, int]:
 REFERENCES = ("d4_cnn", "vanilla_lenspinn_lens")  # every model's paired AUC difference to these (with D4 TTA)
 
 
-def test_predictions(run_dir: Path) -> dict[str, np.ndarray]:
-    """Test-split probabilities of a run's ``best.pt`` without and with D4 TTA, and the labels."""
-    device = resolve_device("auto")
-    model, config, _ = load_trained_model(run_dir / "best.pt", device)
-    loader = batch_loader(prepare_data(config.data, seed=config.seed).test, 64)
-    single, labels = collect_predictions(model, loader, device, tta=False)
-    averaged, _ = collect_predictions(model, loader, device, tta=True)
-    return {"no TTA": single, "D4 TTA": averaged, "labels": labels}
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict:
-    """Macro AUC of probabilities ``a`` minus ``b`` on the same images, with a paired stratified bootstrap 95%
-    interval (both resampled with the same indices)."""
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(labels == k) for k in range(len(CLASS_NAMES))]
-    auc = lambda p, i: classification_metrics(p[i], labels[i], CLASS_NAMES)["macro_auc"]  # noqa: E731
-    differences = []
-    for _ in range(n_bootstrap):
-        index = np.concatenate([rng.choice(m, size=len(m)) for m in members])
-        differences.append(auc(a, index) - auc(b, index))
-    everything = np.arange(len(labels))
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return {"gain": float(auc(a, everything) - auc(b, everything)), "ci95": [float(low), float(high)]}
+def finished_runs(args: argparse.Namespace, recipe: str) -> dict[str, dict]:
+    """Learning rate (as ``f"{lr:g}"``) -> validation AUC, best epoch and timing of each finished run of a recipe."""
+    runs = {}
+    for lr in args.lrs:
+        run_dir = Path(run_config(args, recipe, lr).out)
+        if (run_dir / "timing.json").exists():
+            val_auc, epoch = best_validation(run_dir)
+            timing = json.loads((run_dir / "timing.json").read_text())
+            runs[f"{lr:g}"] = {"val_macro_auc": val_auc, "best_epoch": epoch, "lr": lr, **timing}
+    return runs
 
 
 def collect_results(args: argparse.Namespace) -> dict:
-    """Per model: every run's validation AUC and time, the selected run, its test report and TTA gain."""
+    """Per recipe: every run's validation AUC and time, the selected run, its test report and TTA gain, and the
+    paired differences to the reference models."""
     results, predictions = {}, {}
-    for model in args.models:
-        runs = {}
-        for lr in args.lrs:
-            run_dir = Path(run_config(args, model, lr).out)
-            if not (run_dir / "timing.json").exists():
-                continue
-            val_auc, epoch = best_validation(run_dir)
-            runs[f"{lr:g}"] = {
-                "val_macro_auc": val_auc,
-                "best_epoch": epoch,
-                **json.loads((run_dir / "timing.json").read_text()),
-            }
+    for recipe in args.models:
+        runs = finished_runs(args, recipe)
         if not runs:
             continue
         chosen = max(runs, key=lambda lr: runs[lr]["val_macro_auc"])
-        run_dir = Path(args.out) / model / f"lr{chosen}"
-        report = evaluate(run_dir / "best.pt", tta=True)
-        trained = load_trained_model(run_dir / "best.pt")
-        predictions[model] = test_predictions(run_dir)
-        single, averaged, labels = (predictions[model][key] for key in ("no TTA", "D4 TTA", "labels"))
-        results[model] = {
-            "parameters": count_parameters(trained.model),
+        config = run_config(args, recipe, runs[chosen]["lr"])
+        evaluation = evaluate(Path(config.out) / "best.pt", tta=True)
+        predictions[recipe] = evaluation.predictions
+        probabilities, labels = evaluation.predictions.probabilities, evaluation.predictions.labels
+        results[recipe] = {
+            "parameters": evaluation.parameters,
             "runs": runs,
             "selected_lr": chosen,
-            "test": report["reports"],
-            "tta_gain": paired_difference(averaged, single, labels, args.n_bootstrap, args.seed),
-            "report": report["report"],
+            "command": train_command(args, recipe, runs[chosen]["lr"]),
+            "test": evaluation.reports,
+            "tta_gain": paired_difference(
+                probabilities["D4 TTA"], probabilities["no TTA"], labels, CLASS_NAMES, args.n_bootstrap, args.seed
+            ),
+            "report": str(write_report(evaluation).report),
         }
-    for model, r in results.items():  # paired differences to the reference models, with TTA
+    for recipe, r in results.items():  # paired differences to the reference models, with TTA
         r["versus"] = {
             reference: paired_difference(
-                predictions[model]["D4 TTA"],
-                predictions[reference]["D4 TTA"],
-                predictions[model]["labels"],
+                predictions[recipe].probabilities["D4 TTA"],
+                predictions[reference].probabilities["D4 TTA"],
+                predictions[recipe].labels,
+                CLASS_NAMES,
                 args.n_bootstrap,
                 args.seed,
             )
             for reference in REFERENCES
-            if reference in predictions and reference != model
+            if reference in predictions and reference != recipe
         }
     return results
 
@@ -221,6 +220,60 @@ def plot_auc(results: dict, path: Path) -> Path:
     return path
 
 
+def _interval(difference: dict) -> str:
+    (low, high), gain = difference["ci95"], difference["gain"]
+    return f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def main_table(results: dict) -> str:
+    """One row per model: size, selected run, test macro AUC without and with TTA, TTA gain, accuracy."""
+    headers = ["model", "parameters", "lr", "best epoch", "train min", "val macro AUC", "test macro AUC"]
+    headers += ["with D4 TTA", "TTA gain", "accuracy"]
+    rows = []
+    for model, r in results.items():
+        run, test = r["runs"][r["selected_lr"]], r["test"]
+        rows.append(
+            [model, f"{r['parameters']:,}", r["selected_lr"], run["best_epoch"], _minutes(run["train_seconds"])]
+            + [f"{run['val_macro_auc']:.3f}", _ci(test["no TTA"], "macro_auc"), _ci(test["D4 TTA"], "macro_auc")]
+            + [_interval(r["tta_gain"]), _ci(test["no TTA"], "accuracy")]
+        )
+    return markdown_table(headers, rows)
+
+
+def per_class_table(results: dict) -> str:
+    """One-vs-rest test AUC per class, no TTA (with interval) / with D4 TTA."""
+    rows = [
+        [model]
+        + [
+            f"{_ci(r['test']['no TTA'], f'auc_{name}')} / {r['test']['D4 TTA']['metrics'][f'auc_{name}']:.3f}"
+            for name in CLASS_NAMES
+        ]
+        for model, r in results.items()
+    ]
+    return markdown_table(["model", *(f"AUC {name}" for name in CLASS_NAMES)], rows)
+
+
+def versus_table(results: dict, references: list[str]) -> str:
+    """Paired macro AUC differences (with D4 TTA) of every model to each reference model."""
+    rows = [
+        [model, *("-" if ref not in r["versus"] else _interval(r["versus"][ref]) for ref in references)]
+        for model, r in results.items()
+    ]
+    return markdown_table(["model", *(f"minus {ref}" for ref in references)], rows)
+
+
+def grid_table(results: dict, lrs: list[float]) -> str:
+    """Validation macro AUC and training minutes of every run of the tuning grid."""
+    rows = []
+    for model, r in results.items():
+        runs = [r["runs"].get(f"{lr:g}") for lr in lrs]
+        cells = [
+            "-" if run is None else f"{run['val_macro_auc']:.3f} ({_minutes(run['train_seconds'])} min)" for run in runs
+        ]
+        rows.append([model, *cells])
+    return markdown_table(["model", *(f"lr {lr:g}" for lr in lrs)], rows)
+
+
 def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure: Path, path: Path) -> None:
     n_test = next(iter(results.values()))["test"]["no TTA"]["n"]
     lines = [
@@ -230,7 +283,10 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
         f"images per class (split {args.scheme} with "
         f"seed {args.seed}: {n_test} test images), {args.epochs} epochs, batch {args.batch}, AdamW (weight decay "
         "1e-4), 0.5 epoch linear warm-up then cosine decay, random D4 augmentation, default physics-loss weights for "
-        "the models with a lensing engine; the variants' settings are in `VARIANTS` (benchmarks/compare.py). "
+        "the models with a lensing engine; each model's settings (model, its options, loss weights) are its recipe "
+        "`configs/recipes/<model>.yaml`, and `d4lenspinn train --config configs/recipes/<model>.yaml` with the "
+        "shared settings as `--set` overrides trains its run (the command below with `--print-commands` prints "
+        "them). "
         f"Tuning budget, the same for every model: one run per learning rate in "
         f"{{{', '.join(f'{lr:g}' for lr in args.lrs)}}}; the run with the best validation macro AUC (its best epoch) "
         "is evaluated on the test split. Intervals are 95% stratified bootstrap intervals "
@@ -242,35 +298,14 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
         args.command,
         "```",
         "",
-        "| model | parameters | lr | best epoch | train min | val macro AUC | test macro AUC | with D4 TTA | TTA gain |"
-        " accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for model, r in results.items():
-        run = r["runs"][r["selected_lr"]]
-        gain = r["tta_gain"]
-        lines.append(
-            f"| {model} | {r['parameters']:,} | {r['selected_lr']} | {run['best_epoch']} | "
-            f"{_minutes(run['train_seconds'])} | {run['val_macro_auc']:.3f} | "
-            f"{_ci(r['test']['no TTA'], 'macro_auc')} | "
-            f"{_ci(r['test']['D4 TTA'], 'macro_auc')} | {gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, "
-            f"{gain['ci95'][1]:+.3f}] | {_ci(r['test']['no TTA'], 'accuracy')} |"
-        )
-    lines += [
+        main_table(results),
         "",
         f"![test macro AUC]({os.path.relpath(figure, path.parent)})",
         "",
         "Per-class one-vs-rest test AUC (no TTA / with D4 TTA):",
         "",
-        "| model | " + " | ".join(f"AUC {name}" for name in CLASS_NAMES) + " |",
-        "|---|" + "---:|" * len(CLASS_NAMES),
+        per_class_table(results),
     ]
-    for model, r in results.items():
-        cells = [
-            f"{_ci(r['test']['no TTA'], f'auc_{name}')} / {r['test']['D4 TTA']['metrics'][f'auc_{name}']:.3f}"
-            for name in CLASS_NAMES
-        ]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     references = [ref for ref in REFERENCES if any(ref in r["versus"] for r in results.values())]
     if references:
         lines += [
@@ -278,29 +313,13 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
             "Paired difference of test macro AUC with D4 TTA to the reference models (same images, paired "
             "stratified bootstrap 95% interval):",
             "",
-            "| model | " + " | ".join(f"minus {ref}" for ref in references) + " |",
-            "|---|" + "---:|" * len(references),
+            versus_table(results, references),
         ]
-        for model, r in results.items():
-            cells = []
-            for ref in references:
-                d = r["versus"].get(ref)
-                cells.append("-" if d is None else f"{d['gain']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Every run of the tuning grid (validation macro AUC at the best epoch, training minutes):",
         "",
-        "| model | " + " | ".join(f"lr {lr:g}" for lr in args.lrs) + " |",
-        "|---|" + "---:|" * len(args.lrs),
-    ]
-    for model, r in results.items():
-        cells = []
-        for lr in args.lrs:
-            run = r["runs"].get(f"{lr:g}")
-            cells.append("-" if run is None else f"{run['val_macro_auc']:.3f} ({_minutes(run['train_seconds'])} min)")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += [
+        grid_table(results, args.lrs),
         "",
         "Each selected run's own report (ROC, confusion matrix, curves, gallery) is under `" + args.out + "`.",
     ]
@@ -310,9 +329,9 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
     write_text(path, "\n".join(lines) + "\n")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="recipe names (configs/recipes/<name>.yaml)")
     parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3])
     parser.add_argument("--preset", default="model_ii")
     parser.add_argument("--hard", action="store_true", help="the preset's hard variant (the lens varies)")
@@ -330,7 +349,25 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared CPU)")
     parser.add_argument("--report-only", action="store_true", help="only collect the finished runs and write results")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--print-commands", action="store_true", help="print the `d4lenspinn train` command of every run and exit"
+    )
+    return parser
+
+
+def main() -> None:
+    from _machine import describe_machine  # the benchmarks' sibling module (this file imports without it)
+
+    args = build_parser().parse_args()
+    try:
+        for recipe in args.models:
+            recipe_path(recipe)  # every recipe exists, before anything runs
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    if args.print_commands:
+        for lr in args.lrs:
+            print("\n".join(train_command(args, recipe, lr) for recipe in args.models))
+        return
     # the command that trains these runs (--report-only only re-reads them)
     args.command = "python benchmarks/compare.py " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
     torch.set_num_threads(args.threads)
@@ -340,9 +377,9 @@ def main() -> None:
         first = run_config(args, args.models[0], args.lrs[0])
         prepare_data(first.data, seed=first.seed)  # simulate once, outside the timed runs
         for lr in args.lrs:  # one whole sweep per learning rate, so a partial run still compares every model
-            for model in args.models:
-                timing = train_once(run_config(args, model, lr))
-                print(f"{model} lr={lr:g}: {timing['train_seconds'] / 60:.1f} min", flush=True)
+            for recipe in args.models:
+                timing = train_once(run_config(args, recipe, lr))
+                print(f"{recipe} lr={lr:g}: {timing['train_seconds'] / 60:.1f} min", flush=True)
     results = collect_results(args)
     if not results:
         raise SystemExit(f"no finished runs under {args.out}")

@@ -17,14 +17,14 @@ import argparse
 import numpy as np
 import torch
 from _machine import describe_machine
-from compare import paired_difference
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES
 from d4lenspinn.data import batch_loader, prepare_data
-from d4lenspinn.metrics import classification_metrics
+from d4lenspinn.metrics import classification_metrics, paired_difference
 from d4lenspinn.models import D4LensPINN
 from d4lenspinn.models.preprocessing import Preprocessing
+from d4lenspinn.report import markdown_table
 
 GROUPS = {  # knocked out together where the model has every channel of the group
     "the preprocessed maps": Preprocessing.channel_names[1:],
@@ -71,12 +71,13 @@ def main() -> None:
     full = probabilities()
     base = classification_metrics(full, labels, CLASS_NAMES)["macro_auc"]
     print(f"\n{args.checkpoint}: test macro AUC {base:.3f} on {len(labels)} images, no TTA")
-    print("| knocked out (set to its test mean) | macro AUC | drop [paired 95% CI] |")
-    print("|---|---:|---|")
+    rows = []
     for name, channels in knockouts(model.head_channel_names).items():
-        drop = paired_difference(full, probabilities(channels), labels, args.n_bootstrap, args.seed)
+        drop = paired_difference(full, probabilities(channels), labels, CLASS_NAMES, args.n_bootstrap, args.seed)
         (low, high), gain = drop["ci95"], drop["gain"]
-        print(f"| {name} | {base - gain:.3f} | {gain:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        rows.append([name, f"{base - gain:.3f}", f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"])
+    headers = ["knocked out (set to its test mean)", "macro AUC", "drop [paired 95% CI]"]
+    print(markdown_table(headers, rows, align="lrl"))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from d4lenspinn.data.truth import TruthTable
 from d4lenspinn.models import capabilities_of
 from d4lenspinn.physics import MacroLens
 from d4lenspinn.physics.light import convolve_psf
+from d4lenspinn.report import markdown_table
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,25 +77,26 @@ def main() -> None:
         "|delta gamma|": torch.hypot(predicted.gamma1 - true.gamma1, predicted.gamma2 - true.gamma2),
     }
     print()
-    print("| macro-lens error | median | 90th percentile |")
-    print("|---|---:|---:|")
+    quantiles = []
     for name, values in errors.items():
         median, p90 = torch.quantile(values, torch.tensor([0.5, 0.9])).tolist()
-        print(f"| {name} | {median:.4f} | {p90:.4f} |")
+        quantiles.append([name, f"{median:.4f}", f"{p90:.4f}"])
+    print(markdown_table(["macro-lens error", "median", "90th percentile"], quantiles))
 
     target = TruthTable(lenses, preset).targets(torch.arange(len(lenses))).substructure
     psf = psf_kernel(preset)
     smoothed = convolve_psf(delta, psf)
     near_arcs = near_light(render_images(lenses, preset, noise=False))
     print()
-    print("| class | mean r(delta_kappa, true substructure) | control: another lens's truth | oracle near the arcs |")
-    print("|---|---:|---:|---:|")
+    table = []
     for label in SUBSTRUCTURE_LABELS:
         rows = (lenses.label == label).nonzero().flatten()
         r = pearson(smoothed[rows], target[rows])
         control = pearson(smoothed[rows], target[rows.roll(1)])
         oracle = pearson(target[rows] * near_arcs[rows], target[rows])
-        print(f"| {CLASS_NAMES[label]} | {r.mean():.3f} | {control.mean():.3f} | {oracle.mean():.3f} |")
+        table.append([CLASS_NAMES[label], f"{r.mean():.3f}", f"{control.mean():.3f}", f"{oracle.mean():.3f}"])
+    headers = ["class", "mean r(delta_kappa, true substructure)", "control: another lens's truth"]
+    print(markdown_table([*headers, "oracle near the arcs"], table))
     print(
         f"oracle: the true map itself, but only within {NEAR_ARCS_PIXELS} px of the noiseless image's light above "
         f"{NEAR_ARCS_LIGHT} (where the arcs can show substructure); a bound on what the image can tell"

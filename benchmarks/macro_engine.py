@@ -32,6 +32,7 @@ from d4lenspinn.data.simulator import (
     true_macro_lens,
 )
 from d4lenspinn.physics import LensingEngine, PixelGrid
+from d4lenspinn.report import markdown_table
 
 
 def ring_errors(preset_name: str, hard: bool, n: int, seed: int) -> list[list[str]]:
@@ -69,11 +70,9 @@ def main() -> None:
     torch.set_num_threads(1)
     print(describe_machine(torch.device("cpu")))
     print()
-    print("| preset | class | engine input | median error [px] | 90th percentile [px] |")
-    print("|---|---|---|---:|---:|")
-    for preset in args.presets:
-        for row in ring_errors(preset, args.hard, args.n, args.seed):
-            print("| " + " | ".join(row) + " |")
+    rows = [row for preset in args.presets for row in ring_errors(preset, args.hard, args.n, args.seed)]
+    headers = ["preset", "class", "engine input", "median error [px]", "90th percentile [px]"]
+    print(markdown_table(headers, rows, align="lllrr"))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from d4lenspinn.data.simulator import LensSample, render_images, sample_lenses, 
 from d4lenspinn.losses import image_plane_coverage, lens_consistency_loss, macro_parameter_loss
 from d4lenspinn.models.macro_estimator import MacroEstimator
 from d4lenspinn.physics import LensingEngine, MacroLens, PixelGrid
+from d4lenspinn.report import markdown_table
 
 
 def simulated(preset, per_class: int, seed: int) -> tuple[torch.Tensor, MacroLens]:
@@ -107,11 +108,11 @@ def main() -> None:
         predicted = MacroLens(*(torch.cat(parts) for parts in zip(*chunks, strict=True)))
     print()
     print(f"held-out: {3 * args.n_test} {preset.name} lenses (all classes)")
-    print("| error | median | 90th percentile |")
-    print("|---|---:|---:|")
+    rows = []
     for name, values in errors(predicted, truth, preset.pixel_scale).items():
         median, p90 = torch.quantile(values, torch.tensor([0.5, 0.9])).tolist()
-        print(f"| {name} | {median:.4f} | {p90:.4f} |")
+        rows.append([name, f"{median:.4f}", f"{p90:.4f}"])
+    print(markdown_table(["error", "median", "90th percentile"], rows))
 
 
 if __name__ == "__main__":

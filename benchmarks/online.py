@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 from _machine import describe_machine
-from compare import paired_difference, train_once
+from compare import train_once
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES
 from d4lenspinn.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from d4lenspinn.data import batch_loader, prepare_data
 from d4lenspinn.io import write_text
-from d4lenspinn.metrics import bootstrap_intervals, classification_metrics
+from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
+from d4lenspinn.report import markdown_table
 from d4lenspinn.train import Trainer
 from d4lenspinn.tta import collect_predictions
 
@@ -102,17 +103,16 @@ def main() -> None:
         intervals = bootstrap_intervals(probabilities[source], labels, CLASS_NAMES, args.n_bootstrap, seed=args.seed)
         results[source] = {**metrics, "intervals": intervals, "train_seconds": timing["train_seconds"]}
     print(f"\n{args.model}, {args.epochs} epochs at equal steps, tested on {len(labels)} fresh {args.preset} images")
-    print("| training data | macro AUC [95% CI] | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES) + " | train min |")
-    print("|---|---|" + "---:|" * len(CLASS_NAMES) + "---:|")
-    for source, r in results.items():
-        if source == "epoch_seconds":
-            continue
-        low, high = r["intervals"]["macro_auc"]
-        cells = " | ".join(f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES)
+    rows = []
+    for source in runs:
+        r, (low, high) = results[source], results[source]["intervals"]["macro_auc"]
         name = "fixed set (on disk)" if source == "simulate" else "online (fresh every epoch)"
-        print(f"| {name} | {r['macro_auc']:.3f} [{low:.3f}, {high:.3f}] | {cells} | {r['train_seconds'] / 60:.1f} |")
+        aucs = [f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES]
+        rows.append([name, f"{r['macro_auc']:.3f} [{low:.3f}, {high:.3f}]", *aucs, f"{r['train_seconds'] / 60:.1f}"])
+    headers = ["training data", "macro AUC [95% CI]", *(f"AUC {c}" for c in CLASS_NAMES), "train min"]
+    print(markdown_table(headers, rows, align="ll" + "r" * (len(CLASS_NAMES) + 1)))
     difference = paired_difference(
-        probabilities["simulate-online"], probabilities["simulate"], labels, args.n_bootstrap, args.seed
+        probabilities["simulate-online"], probabilities["simulate"], labels, CLASS_NAMES, args.n_bootstrap, args.seed
     )
     (low, high), gain = difference["ci95"], difference["gain"]
     print(f"online - fixed: {gain:+.3f} macro AUC, paired 95% interval [{low:+.3f}, {high:+.3f}]")

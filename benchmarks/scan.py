@@ -29,6 +29,7 @@ from _machine import describe_machine
 from d4lenspinn.classes import CLASS_NAMES
 from d4lenspinn.data import check_data
 from d4lenspinn.data.datasets import LensingImageDataset
+from d4lenspinn.report import markdown_table
 
 
 def _write(root: Path, size: int, n_files: int, seed: int = 0) -> tuple[Path, Path]:
@@ -90,10 +91,8 @@ def main() -> None:
                 rate = _files_per_s(step, args.n_files, args.repeats)
                 rows.setdefault(what, []).append(f"{rate:,.0f} files/s")
     sizes = [f"{size} x {size}" for size in args.sizes]
-    print("| what | " + " | ".join(sizes) + " |")
-    print("|---|" + "---|" * len(sizes))
-    for what, cells in rows.items():
-        print(f"| {what} | " + " | ".join(cells) + " |")
+    table = [[what, *cells] for what, cells in rows.items()]
+    print(markdown_table(["what", *sizes], table, align="l" * (1 + len(sizes))))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from d4lenspinn.data.simulator import sample_lenses
 from d4lenspinn.io import atomic_path, write_text
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics
 from d4lenspinn.progress import progress_bar
+from d4lenspinn.report import markdown_table
 from d4lenspinn.tta import collect_predictions
 
 TARGET_GAP = 0.03
@@ -70,6 +71,38 @@ def _macro_auc_resamples(probabilities: np.ndarray, labels: np.ndarray, n: int, 
     return np.array(values)
 
 
+def results_table(results: dict) -> str:
+    """Markdown table of every test set (with and without TTA): images, macro AUC with interval, AUC per class."""
+    rows = []
+    for key, r in results.items():
+        low, high = r["intervals"]["macro_auc"]
+        aucs = [f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES]
+        rows.append([key, r["n"], f"{r['macro_auc']:.3f} [{low:.3f}, {high:.3f}]", *aucs])
+    headers = ["test set", "images", "macro AUC [95% CI]", *(f"AUC {c}" for c in CLASS_NAMES)]
+    return markdown_table(headers, rows, align="lrl" + "r" * len(CLASS_NAMES))
+
+
+def training_config(args: argparse.Namespace) -> TrainConfig:
+    """The one training run: our ``model_i`` set (``train/`` split 90/10, ``val/`` the test set)."""
+    data = DataConfig(
+        root=str(Path(args.out) / "ours"),
+        preset="model_i",
+        n_per_class=args.n_per_class,
+        n_val_per_class=args.test_per_class,
+        scheme="official",
+        batch_size=args.batch,
+    )
+    return TrainConfig(
+        data=data,
+        model=ModelConfig(name=args.model),
+        optim=OptimConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=0.5, early_stopping_patience=args.epochs),
+        seed=args.seed,
+        out=str(Path(args.out) / args.model),
+        device=args.device,
+        n_bootstrap=args.n_bootstrap,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
@@ -85,28 +118,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
 
-    data = DataConfig(
-        root=str(out / "ours"),
-        preset="model_i",
-        n_per_class=args.n_per_class,
-        n_val_per_class=args.test_per_class,
-        scheme="official",
-        batch_size=args.batch,
-    )
-    config = TrainConfig(
-        data=data,
-        model=ModelConfig(name=args.model),
-        optim=OptimConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=0.5, early_stopping_patience=args.epochs),
-        seed=args.seed,
-        out=str(out / args.model),
-        device=args.device,
-        n_bootstrap=args.n_bootstrap,
-    )
+    config = training_config(args)
     print(f"machine: {describe_machine(torch.device('cpu'))}")
     timing = train_once(config)
     model, _, _ = load_trained_model(out / args.model / "best.pt")
     sets = {
-        "ours (model_i val/)": prepare_data(data, seed=args.seed).test,
+        "ours (model_i val/)": prepare_data(config.data, seed=args.seed).test,
         "lenstronomy (DeepLenseSim Model I)": prepare_test_data(
             write_lenstronomy_set(out / "lenstronomy", args.test_per_class, args.seed), split="val"
         ).test,
@@ -124,12 +141,7 @@ def main() -> None:
 
     print(f"\n{args.model} trained on our model_i ({args.n_per_class}/class, {args.epochs} epochs, lr {args.lr:g}; "
           f"{timing['train_seconds'] / 60:.1f} min on {timing['threads']} threads)")  # fmt: skip
-    print("| test set | images | macro AUC [95% CI] | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES) + " |")
-    print("|---|---:|---|" + "---:|" * len(CLASS_NAMES))
-    for key, r in results.items():
-        low, high = r["intervals"]["macro_auc"]
-        cells = " | ".join(f"{r[f'auc_{c}']:.3f}" for c in CLASS_NAMES)
-        print(f"| {key} | {r['n']} | {r['macro_auc']:.3f} [{low:.3f}, {high:.3f}] | {cells} |")
+    print(results_table(results))
     names = list(sets)
     for suffix in ("", ", TTA"):
         ours, theirs = names[0] + suffix, names[1] + suffix

@@ -71,15 +71,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, write_report
 
     skip_bad = True if args.skip_bad else None  # None: as the run was trained
-    result = evaluate(
-        args.checkpoint, data_source=args.data, tta=not args.no_tta, out=args.out, skip_bad=skip_bad, split=args.split
+    evaluation = evaluate(
+        args.checkpoint, data_source=args.data, tta=not args.no_tta, skip_bad=skip_bad, split=args.split
     )
-    print(f"model card: {result['model_card']}")
-    print(result["table"])
-    print(f"report: {result['report']}")
+    files = write_report(evaluation, args.out)
+    print(f"model card: {evaluation.card.describe()}")
+    print(evaluation.table())
+    print(f"report: {files.report}")
     return 0
 
 
@@ -115,14 +116,15 @@ def _models(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .evaluate import evaluate
+    from .evaluate import evaluate, write_report
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
     run_dir = train(config, overwrite=args.overwrite)
-    result = evaluate(run_dir / "best.pt")
-    print(result["table"])
-    print(f"report: {result['report']}")
+    evaluation = evaluate(run_dir / "best.pt")
+    files = write_report(evaluation)
+    print(evaluation.table())
+    print(f"report: {files.report}")
     return 0
 
 

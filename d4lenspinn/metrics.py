@@ -26,7 +26,15 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-__all__ = ["bootstrap_intervals", "classification_metrics", "evaluation_report", "format_metrics_table"]
+from .report import markdown_table
+
+__all__ = [
+    "bootstrap_intervals",
+    "classification_metrics",
+    "evaluation_report",
+    "format_metrics_table",
+    "paired_difference",
+]
 
 
 def _validate(probabilities, labels, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -188,6 +196,28 @@ def evaluation_report(
     }
 
 
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, class_names: Sequence[str], n_bootstrap: int = 1000, seed: int = 0
+) -> dict:
+    """Macro AUC of probabilities ``a`` minus that of ``b`` (both ``(N, K)``, on the same images), with a paired
+    stratified bootstrap 95% interval: both are resampled with the same indices, within each class.
+
+    Returns ``{"gain": float, "ci95": [low, high]}``. Deterministic given ``seed``.
+    """
+    a, labels, names = _validate(a, labels, class_names)
+    b, _, _ = _validate(b, labels, class_names)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == k) for k in range(len(names))]
+    auc = lambda p, i: classification_metrics(p[i], labels[i], names)["macro_auc"]  # noqa: E731
+    differences = []
+    for _ in range(n_bootstrap):
+        index = np.concatenate([rng.choice(m, size=len(m)) for m in members])
+        differences.append(auc(a, index) - auc(b, index))
+    everything = np.arange(len(labels))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"gain": float(auc(a, everything) - auc(b, everything)), "ci95": [float(low), float(high)]}
+
+
 def _json_value(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -207,11 +237,9 @@ def format_metrics_table(reports: dict[str, dict]) -> str:
     rows = [("macro AUC", "macro_auc")]
     rows += [(f"AUC {key.removeprefix('auc_')}", key) for key in auc_keys]
     rows += [("accuracy", "accuracy"), ("micro F1", "micro_f1"), ("macro F1", "macro_f1")]
-    lines = ["| metric | " + " | ".join(reports) + " |", "|---|" + "---:|" * len(reports)]
-    for title, key in rows:
-        lines.append(f"| {title} | " + " | ".join(_cell(report, key) for report in reports.values()) + " |")
-    lines.append("| images | " + " | ".join(str(report["n"]) for report in reports.values()) + " |")
-    return "\n".join(lines)
+    cells = [[title, *(_cell(report, key) for report in reports.values())] for title, key in rows]
+    cells.append(["images", *(report["n"] for report in reports.values())])
+    return markdown_table(["metric", *reports], cells)
 
 
 def _cell(report: dict, key: str) -> str:

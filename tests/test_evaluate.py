@@ -7,7 +7,7 @@ import pytest
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.writer import simulate_dataset
-from d4lenspinn.evaluate import evaluate
+from d4lenspinn.evaluate import evaluate, write_report
 
 
 @pytest.fixture
@@ -16,7 +16,8 @@ def trained_run(tiny_run):
 
 
 def test_report_with_and_without_tta(trained_run):
-    result = evaluate(trained_run / "best.pt")
+    evaluation = evaluate(trained_run / "best.pt")
+    files = write_report(evaluation)
     saved = json.loads((trained_run / "metrics.json").read_text())
     assert set(saved["reports"]) == {"no TTA", "D4 TTA"} and saved["n_test"] == 3
     for report in saved["reports"].values():
@@ -24,8 +25,31 @@ def test_report_with_and_without_tta(trained_run):
     report = (trained_run / "report.md").read_text()
     for figure in ("roc_no_tta.png", "roc_d4_tta.png", "confusion_no_tta.png", "training_curves.png", "gallery.png"):
         assert f"figures/{figure}" in report and (trained_run / "figures" / figure).stat().st_size > 1000
-    assert "| macro AUC |" in result["table"] and result["report"].endswith("report.md")
-    assert result["figures"]["gallery"] == str(trained_run / "figures" / "gallery.png")
+    assert "| macro AUC |" in evaluation.table() and files.report == trained_run / "report.md"
+    assert files.figures["gallery"] == trained_run / "figures" / "gallery.png"
+    assert saved == json.loads(json.dumps(evaluation.to_json()))
+
+
+def test_evaluation_holds_the_predictions_its_metrics_come_from(trained_run):
+    from d4lenspinn.checkpoint import load_trained_model
+    from d4lenspinn.classes import CLASS_NAMES
+    from d4lenspinn.metrics import evaluation_report
+    from d4lenspinn.models import count_parameters
+
+    files_before = sorted(trained_run.rglob("*"))
+    evaluation = evaluate(trained_run / "best.pt")
+    assert sorted(trained_run.rglob("*")) == files_before  # evaluate writes nothing
+    predictions = evaluation.predictions
+    assert set(predictions.probabilities) == {"no TTA", "D4 TTA"} and evaluation.n_test == 3
+    assert predictions.indices.tolist() == [0, 1, 2] and predictions.labels.shape == (3,)
+    for label, probabilities in predictions.probabilities.items():
+        assert probabilities.shape == (3, len(CLASS_NAMES))
+        assert evaluation.reports[label] == evaluation_report(probabilities, predictions.labels, CLASS_NAMES, 20, 0)
+    assert evaluation.parameters == count_parameters(load_trained_model(trained_run / "best.pt").model)
+    assert evaluation.gallery.images.shape[1:] == (1, 64, 64) and len(evaluation.history) == 1
+    without_tta = evaluate(trained_run / "best.pt", tta=False)
+    assert list(without_tta.reports) == ["no TTA"]
+    assert (without_tta.predictions.probabilities["no TTA"] == predictions.probabilities["no TTA"]).all()
 
 
 def test_data_of_another_size_is_refused(trained_run, tmp_path):
@@ -55,8 +79,8 @@ def test_evaluate_on_a_labelled_folder_agrees_with_predict(trained_run, tmp_path
     simulate_dataset(
         tmp_path / "other", get_preset("model_ii"), n_per_class=8, n_val_per_class=6, seed=5, progress=False
     )
-    result = evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), out=tmp_path / "eval")
-    assert result["n_test"] == 18  # every image of val/ (the DeepLense layout), none of train/
+    result = evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"))
+    assert result.n_test == 18  # every image of val/ (the DeepLense layout), none of train/
     # the evaluation's batch size (the run's: 6): this barely trained model's near-tied probabilities would
     # otherwise reorder by float rounding of other batch shapes
     report = predict_files(trained_run / "best.pt", [tmp_path / "other" / "val"], tmp_path / "p.csv", batch_size=6)
@@ -65,10 +89,8 @@ def test_evaluate_on_a_labelled_folder_agrees_with_predict(trained_run, tmp_path
     probabilities = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in rows])
     labels = np.array([CLASS_ALIASES[r["path"].split("/")[-2]] for r in rows])
     expected = classification_metrics(probabilities, labels, CLASS_NAMES)["macro_auc"]
-    assert result["reports"]["D4 TTA"]["metrics"]["macro_auc"] == pytest.approx(expected, abs=1e-9)
-    everything = evaluate(
-        trained_run / "best.pt", data_source=str(tmp_path / "other"), split="all", tta=False, out=tmp_path / "eval_all"
-    )
-    assert everything["n_test"] == 42
+    assert result.reports["D4 TTA"]["metrics"]["macro_auc"] == pytest.approx(expected, abs=1e-9)
+    everything = evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), split="all", tta=False)
+    assert everything.n_test == 42
     with pytest.raises(ValueError, match="no split 'test'"):
-        evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), split="test", out=tmp_path / "e")
+        evaluate(trained_run / "best.pt", data_source=str(tmp_path / "other"), split="test")

@@ -13,7 +13,9 @@ from d4lenspinn.metrics import (
     classification_metrics,
     evaluation_report,
     format_metrics_table,
+    paired_difference,
 )
+from d4lenspinn.report import markdown_table
 
 NAMES = ("no", "sphere", "vort")
 
@@ -178,3 +180,30 @@ def test_format_metrics_table():
     )
     with pytest.raises(ValueError, match="at least one"):
         format_metrics_table({})
+
+
+def test_paired_difference_of_hand_made_cases():
+    constant = np.full_like(HAND_PROBS, 1 / 3)  # every score tied: AUC 0.5 per class
+    difference = paired_difference(HAND_PROBS, constant, HAND_LABELS, NAMES, n_bootstrap=50, seed=0)
+    assert difference["gain"] == pytest.approx((0.75 + 0.5625 + 1) / 3 - 0.5, abs=1e-12)
+    assert paired_difference(HAND_PROBS, HAND_PROBS, HAND_LABELS, NAMES, 50) == {"gain": 0.0, "ci95": [0.0, 0.0]}
+    perfect = np.eye(3)[HAND_LABELS]  # every resample keeps every class, so AUC 1 against 0 in each of them
+    assert paired_difference(perfect, 1 - perfect, HAND_LABELS, NAMES, 50) == {"gain": 1.0, "ci95": [1.0, 1.0]}
+    assert difference == paired_difference(HAND_PROBS, constant, HAND_LABELS, NAMES, n_bootstrap=50, seed=0)
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        paired_difference(HAND_PROBS, constant[:, :2], HAND_LABELS, NAMES)
+
+
+def test_markdown_table():
+    table = markdown_table(["model", "AUC", "note"], [["d4_cnn", 0.967, "x"], ["resnet18", "0.954", ""]], align="lrl")
+    assert table.splitlines() == [
+        "| model | AUC | note |",
+        "|---|---:|---|",
+        "| d4_cnn | 0.967 | x |",
+        "| resnet18 | 0.954 |  |",
+    ]
+    assert markdown_table(["a", "b"], []).splitlines() == ["| a | b |", "|---|---:|"]
+    with pytest.raises(ValueError, match="row 0 has 1 cells but the table has 2 columns"):
+        markdown_table(["a", "b"], [["only"]])
+    with pytest.raises(ValueError, match="align must hold one of 'l' or 'r' per column"):
+        markdown_table(["a", "b"], [], align="lc")
