@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from d4lenspinn.checkpoint import load_trained_model
+from d4lenspinn.checkpoint import ModelCard, load_trained_model
 from d4lenspinn.classes import CLASS_NAMES
 from d4lenspinn.data import prepare_test_data
 from d4lenspinn.data.presets import SimulationPreset, get_preset
@@ -39,6 +40,18 @@ from .studies import get_study, study_names
 from .studies.context import StudyContext, simulated_lenses
 
 __all__ = ["run_studies"]
+
+
+def _load(checkpoint: str | Path, preset: str | None, device: str) -> tuple[nn.Module, ModelCard, SimulationPreset]:
+    """The checkpoint's model and card, and ``preset`` (default: the checkpoint's), which must make its image size."""
+    model, config, card = load_trained_model(checkpoint, device)
+    preset_obj = get_preset(preset or config.data.preset)
+    if preset_obj.n_pixels != card.image_size:
+        raise ValueError(
+            f"preset {preset_obj.name} makes {preset_obj.n_pixels} px images, the model takes {card.image_size} px; "
+            "pass a preset of the model's size"
+        )
+    return model, card, preset_obj
 
 
 def _study_images(
@@ -81,13 +94,7 @@ def run_studies(
     unknown = sorted(set(studies or ()) - set(names))
     if unknown:
         raise ValueError(f"unknown studies {unknown}; choose from {list(names)}")
-    model, config, card = load_trained_model(checkpoint, device)
-    preset_obj = get_preset(preset or config.data.preset)
-    if preset_obj.n_pixels != card.image_size:
-        raise ValueError(
-            f"preset {preset_obj.name} makes {preset_obj.n_pixels} px images, the model takes {card.image_size} px; "
-            "pass a preset of the model's size"
-        )
+    model, card, preset_obj = _load(checkpoint, preset, device)
     images, labels = _study_images(data, preset_obj, n_images, seed)
     images = images.to(device)
     context = StudyContext(
