@@ -223,13 +223,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_interp(sub: argparse._SubParsersAction) -> None:
-    from interp.studies import STUDIES
+    from interp.studies import study_names
 
     p = sub.add_parser("interp", help="equivariance, patching, probes and attribution studies of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for report.md, the JSON results and figures/")
     p.add_argument("--data", default=None, help="take the equivariance/attribution images from this data's test split")
-    p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=STUDIES)
+    p.add_argument("--studies", nargs="+", default=None, choices=study_names(), help="default: all")
     p.add_argument("--layers", nargs="+", default=None, help="module names to study (default: two levels deep)")
     p.add_argument("--preset", default=None, help="simulation preset (default: the checkpoint's)")
     p.add_argument("--n-images", type=int, default=8, help="images for the equivariance study")

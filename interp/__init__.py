@@ -6,7 +6,9 @@
 * :mod:`interp.pairs`, :mod:`interp.patching`: clean/corrupted pairs and activation patching with sanity checks.
 * :mod:`interp.probes`: cross-validated linear probes against simulator truth, with shuffled-target controls.
 * :mod:`interp.attribution`: Integrated Gradients, Grad-CAM, and whether kappa localises the substructure.
-* :mod:`interp.report`: all of the above for one checkpoint (``d4lenspinn interp``).
+* :mod:`interp.studies`: the studies registered by name, each a function returning a result object that writes
+  its JSON, figures and report section (``interp/studies/<name>.py``).
+* :mod:`interp.report`: every registered study for one checkpoint (``d4lenspinn interp``).
 
 Submodules are imported explicitly (``from interp.patching import activation_patching``) so that importing one
 study does not load the others' dependencies.

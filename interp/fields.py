@@ -2,7 +2,7 @@
 
 * escnn ``GeometricTensor``: its own field type says how (regular fields: pixels move and the 8 channels of each
   field are permuted by the regular representation; trivial fields: pixels move). Our ``D4Element(k, flip)`` is
-  escnn's element ``(flip, k)`` of ``flipRot2dOnR2(N=4)`` (tests/interp/test_fields.py checks the match).
+  escnn's element ``(flip, k)`` of ``flipRot2dOnR2(N=4)`` (tests/interp/test_equivariance.py checks the match).
 * a plain ``(B, C, n, n)`` tensor: treated as ``C`` scalar fields (pixels move, values do not). This is the
   hypothesis under test for a non-equivariant layer, whose error is then large.
 * a plain ``(B, C)`` tensor: invariant (the group acts trivially), e.g. logits.
