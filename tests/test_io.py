@@ -3,7 +3,6 @@ never share a temporary file, and a single-writer lock refuses a second process.
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
