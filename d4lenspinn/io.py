@@ -67,7 +67,7 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = True, durable: bool = True) -> Iterator[Path]:
     """Yield a new, uniquely named temporary path beside ``path``; on success fsync it and rename it to ``path``,
     on error delete it.
 
@@ -75,7 +75,9 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = True) -> Iterato
     anything is written. By default the temporary name keeps the suffix (``.x.tmp<random>.png``), so writers that
     pick the format from the suffix (matplotlib, ``np.save`` on a path) still do the right thing.
     ``keep_suffix=False`` gives ``.x.png.tmp<random>`` instead: use it for files in a folder that readers scan by
-    suffix (``*.npy`` images), so a temporary file left by a killed process is never taken for data."""
+    suffix (``*.npy`` images), so a temporary file left by a killed process is never taken for data.
+    ``durable=False`` skips the fsync (many small files that can be made again, e.g. simulated images): the rename
+    stays atomic for readers, but after a power loss the file may be empty."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; expected a file name to write")
@@ -87,7 +89,8 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = True) -> Iterato
     tmp.chmod(_FILE_MODE)
     try:
         yield tmp
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
