@@ -18,93 +18,20 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+
+from .cli_checks import (
+    check_train_config,
+    existing_file,
+    existing_path,
+    is_user_error,
+    output_dir,
+    output_file,
+    override,
+    positive_number,
+    whole_number,
+)
 
 __all__ = ["main", "build_parser"]
-
-
-def _whole_number(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"whole number >= {minimum}"
-    return parse
-
-
-def _positive_number(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _existing_file(text: str) -> str:
-    """argparse type: a file that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a file")
-    return text
-
-
-def _existing_path(text: str) -> str:
-    """argparse type: a file or folder that exists."""
-    if not Path(text).exists():
-        raise argparse.ArgumentTypeError(f"no such file or directory: {text}")
-    return text
-
-
-def _output_file(text: str) -> str:
-    """argparse type: a file to write (not an existing directory)."""
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; expected the name of a file to write")
-    return text
-
-
-def _output_dir(text: str) -> str:
-    """argparse type: a folder to write into (not an existing file)."""
-    if Path(text).exists() and not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; expected a directory")
-    return text
-
-
-def _override(text: str) -> str:
-    """argparse type: a ``KEY=VALUE`` config override."""
-    if "=" not in text or not text.split("=", 1)[0].strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. optim.lr=3e-4), got {text!r}")
-    return text
-
-
-def _check_train_config(config) -> None:
-    """Raise ``ValueError`` naming the config key for values no run can use (before any data is made or read)."""
-    from .models.registry import check_model_kwargs
-
-    data = config.data
-    minimums = {"data.batch_size": (data.batch_size, 1), "data.num_workers": (data.num_workers, 0)}
-    minimums |= {"data.n_per_class": (data.n_per_class, 1), "n_bootstrap": (config.n_bootstrap, 1)}
-    if data.n_val_per_class is not None:
-        minimums["data.n_val_per_class"] = (data.n_val_per_class, 1)
-    for key, (value, minimum) in minimums.items():
-        if value < minimum:
-            raise ValueError(f"{key} must be >= {minimum}, got {value}")
-    if Path(data.root).exists() and not Path(data.root).is_dir():
-        raise ValueError(f"data.root {data.root} is a file; expected the folder the simulated data goes to")
-    if Path(config.out).exists() and not Path(config.out).is_dir():
-        raise ValueError(f"out {config.out} is a file; expected the run directory")
-    check_model_kwargs(config.model.name, config.model.kwargs)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -147,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
-    _check_train_config(config)
+    check_train_config(config)
     print(f"run directory: {train(config, resume=args.resume)}")
     return 0
 
@@ -201,7 +128,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
-    _check_train_config(config)
+    check_train_config(config)
     run_dir = train(config)
     result = evaluate(run_dir / "best.pt")
     print(result["table"])
@@ -234,11 +161,11 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
         "check-data", help="check every image of a dataset (as training does first); exit 1 if any is bad"
     )
     p.add_argument(
-        "path", type=_existing_path, help="folder (train/ val/ split folders, or the class folders) or .h5 file"
+        "path", type=existing_path, help="folder (train/ val/ split folders, or the class folders) or .h5 file"
     )
     p.add_argument("--split", nargs="+", default=None, help="split folders / HDF5 groups (default: all present)")
     p.add_argument(
-        "--max-listed", type=_whole_number(0), default=10, help="bad files named in full (0: all); the rest counted"
+        "--max-listed", type=whole_number(0), default=10, help="bad files named in full (0: all); the rest counted"
     )
     p.add_argument("--no-pickle", action="store_true", help="count pickled object .npy files as bad")
     p.set_defaults(handler=_check_data)
@@ -246,9 +173,9 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (config YAML + overrides)")
-    p.add_argument("--config", type=_existing_file, default=None, help="YAML file (configs/*.yaml); defaults otherwise")
+    p.add_argument("--config", type=existing_file, default=None, help="YAML file (configs/*.yaml); defaults otherwise")
     p.add_argument(
-        "--set", action="append", type=_override, default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4"
+        "--set", action="append", type=override, default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4"
     )
     p.add_argument("--resume", action="store_true", help="continue the run in the config's out directory")
     _add_skip_bad(p)
@@ -278,18 +205,18 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="class probabilities for your own images (.npy, .h5, .fits) into a CSV")
-    p.add_argument("--checkpoint", type=_existing_file, required=True)
+    p.add_argument("--checkpoint", type=existing_file, required=True)
     p.add_argument(
-        "inputs", nargs="+", type=_existing_path, metavar="INPUT", help="image files and folders (searched recursively)"
+        "inputs", nargs="+", type=existing_path, metavar="INPUT", help="image files and folders (searched recursively)"
     )
     p.add_argument(
-        "--out", type=_output_file, default="predictions.csv", help="the CSV to write (default: predictions.csv)"
+        "--out", type=output_file, default="predictions.csv", help="the CSV to write (default: predictions.csv)"
     )
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="D4 test-time augmentation")
-    p.add_argument("--batch-size", type=_whole_number(1), default=64)
+    p.add_argument("--batch-size", type=whole_number(1), default=64)
     p.add_argument(
         "--pixel-scale",
-        type=_positive_number,
+        type=positive_number,
         default=None,
         help="arcsec/pixel of the images, checked against the model",
     )
@@ -300,10 +227,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
-    p.add_argument("--checkpoint", type=_existing_file, required=True)
+    p.add_argument("--checkpoint", type=existing_file, required=True)
     p.add_argument(
         "--data",
-        type=_existing_path,
+        type=existing_path,
         default=None,
         help="evaluate on every labelled image here instead of the run's test split",
     )
@@ -314,7 +241,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
     p.add_argument(
-        "--out", type=_output_dir, default=None, help="output directory (default: the checkpoint's run directory)"
+        "--out", type=output_dir, default=None, help="output directory (default: the checkpoint's run directory)"
     )
     _add_skip_bad(p)
     p.set_defaults(handler=_evaluate)
@@ -324,22 +251,22 @@ def _add_interp(sub: argparse._SubParsersAction) -> None:
     from interp.studies import STUDIES
 
     p = sub.add_parser("interp", help="equivariance, patching, probes and attribution studies of a checkpoint")
-    p.add_argument("--checkpoint", type=_existing_file, required=True)
-    p.add_argument("--out", type=_output_dir, required=True, help="folder for report.md, the JSON results and figures/")
+    p.add_argument("--checkpoint", type=existing_file, required=True)
+    p.add_argument("--out", type=output_dir, required=True, help="folder for report.md, the JSON results and figures/")
     p.add_argument(
         "--data",
-        type=_existing_path,
+        type=existing_path,
         default=None,
         help="take the equivariance/attribution images from this data's test split",
     )
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=STUDIES)
     p.add_argument("--layers", nargs="+", default=None, help="module names to study (default: two levels deep)")
     p.add_argument("--preset", default=None, help="simulation preset (default: the checkpoint's)")
-    p.add_argument("--n-images", type=_whole_number(1), default=8, help="images for the equivariance study")
+    p.add_argument("--n-images", type=whole_number(1), default=8, help="images for the equivariance study")
     p.add_argument(
-        "--n-pairs", type=_whole_number(1), default=32, help="pairs per kind for patching and kappa localisation"
+        "--n-pairs", type=whole_number(1), default=32, help="pairs per kind for patching and kappa localisation"
     )
-    p.add_argument("--n-probe", type=_whole_number(1), default=100, help="lenses per class for the probes")
+    p.add_argument("--n-probe", type=whole_number(1), default=100, help="lenses per class for the probes")
     p.add_argument("--seed", type=int, default=12345, help="seed of the simulated lenses (not the training data's)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=_interp)
@@ -347,10 +274,10 @@ def _add_interp(sub: argparse._SubParsersAction) -> None:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list every registered model with its parameter count")
-    p.add_argument("--image-size", type=_whole_number(1), default=64)
+    p.add_argument("--image-size", type=whole_number(1), default=64)
     p.add_argument(
         "--pixel-scale",
-        type=_positive_number,
+        type=positive_number,
         default=0.101,
         help="arcsec/pixel for the physics models (no effect on counts)",
     )
@@ -359,8 +286,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, train briefly and evaluate (the main job on its default config)")
-    p.add_argument("--config", type=_existing_file, default="configs/demo.yaml")
-    p.add_argument("--set", action="append", type=_override, default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", type=existing_file, default="configs/demo.yaml")
+    p.add_argument("--set", action="append", type=override, default=[], metavar="KEY=VALUE")
     _add_skip_bad(p)
     p.set_defaults(handler=_demo)
 
@@ -371,15 +298,15 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a dataset in the DeepLense layout (or HDF5)")
     p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
     p.add_argument("--hard", action="store_true", help="randomise the main lens and source (docs/data.md)")
-    p.add_argument("--n-per-class", type=_whole_number(1), required=True, help="training images per class")
+    p.add_argument("--n-per-class", type=whole_number(1), required=True, help="training images per class")
     p.add_argument(
-        "--n-val-per-class", type=_whole_number(1), default=None, help="validation images per class (default N/4)"
+        "--n-val-per-class", type=whole_number(1), default=None, help="validation images per class (default N/4)"
     )
-    p.add_argument("--out", type=_output_dir, required=True, help="output directory")
+    p.add_argument("--out", type=output_dir, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("npy", "h5"), default="npy")
     p.add_argument(
-        "--batch-size", type=_whole_number(1), default=64, help="images rendered at once (part of the noise seed)"
+        "--batch-size", type=whole_number(1), default=64, help="images rendered at once (part of the noise seed)"
     )
     p.add_argument("--device", default="cpu", help="render on this torch device (noise is always drawn on CPU)")
     p.set_defaults(handler=_simulate)
@@ -391,10 +318,10 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download and cache a public DeepLense dataset")
     p.add_argument("--dataset", default="common_test_i", choices=sorted(DATASETS))
     p.add_argument(
-        "--cache-dir", type=_output_dir, default=None, help="default: $D4LENSPINN_CACHE or ~/.cache/d4lenspinn"
+        "--cache-dir", type=output_dir, default=None, help="default: $D4LENSPINN_CACHE or ~/.cache/d4lenspinn"
     )
     p.add_argument(
-        "--from-zip", type=_existing_file, default=None, help="use an archive downloaded by hand instead of the network"
+        "--from-zip", type=existing_file, default=None, help="use an archive downloaded by hand instead of the network"
     )
     p.add_argument("--force", action="store_true", help="download again even if cached")
     p.set_defaults(handler=_download)
@@ -407,7 +334,7 @@ def _add_plot_examples(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
     p.add_argument("--hard", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=_output_file, default="docs/figures/simulated_examples.png")
+    p.add_argument("--out", type=output_file, default="docs/figures/simulated_examples.png")
     p.set_defaults(handler=_plot_examples)
 
 
@@ -442,19 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Exception as error:
-        if not _is_user_error(error):
+        if not is_user_error(error):
             raise  # a bug: keep its traceback
         print(f"d4lenspinn {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-def _is_user_error(error: Exception) -> bool:
-    """Whether ``error`` reports bad input (a config/data/argument ``ValueError``, a file ``OSError``, or one of the
-    package's own ``RuntimeError`` classes such as ``DownloadError``) rather than a bug (anything else: shown with
-    its traceback)."""
-    if isinstance(error, ValueError | OSError):
-        return True
-    return isinstance(error, RuntimeError) and type(error).__module__.split(".")[0] in ("d4lenspinn", "interp")
 
 
 if __name__ == "__main__":
