@@ -241,3 +241,19 @@ def test_a_second_predict_to_the_same_csv_is_refused_and_the_first_keeps_its_row
         holder.wait()
     assert main([*argv, "--no-tta"]) == 0
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_model_kwargs_the_factory_sets_itself_are_not_offered():
+    from d4lenspinn.models.registry import check_model_kwargs
+
+    check_model_kwargs("d4lenspinn_lens", {"head": "tf_efficientnetv2_b0", "residual_channels": True, "in_chans": 1})
+    with pytest.raises(
+        ValueError, match=r"model 'd4lenspinn' takes no equivariant; valid keys: head, head_drop_rate, "
+    ):
+        check_model_kwargs("d4lenspinn", {"equivariant": False})
+    with pytest.raises(
+        ValueError, match=r"takes no name; valid keys: encoder_depth, encoder_dim, hidden, in_chans, theta_e_init \("
+    ):
+        check_model_kwargs("lenspinn_small", {"name": "x"})
+    with pytest.raises(ValueError, match="unknown model 'nope'; registered models: "):
+        check_model_kwargs("nope", {})
