@@ -108,3 +108,13 @@ def test_the_lock_is_exclusive_within_one_process_and_released_after_the_block(t
     with exclusive_writer(out):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_fcntl_the_writer_is_not_serialised_but_still_writes(tmp_path, monkeypatch):
+    import d4lenspinn.io as io_module
+
+    monkeypatch.setattr(io_module, "fcntl", None)
+    out = tmp_path / "x.csv"
+    with exclusive_writer(out), exclusive_writer(out):
+        write_text(out, "rows\n")
+    assert out.read_text() == "rows\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
