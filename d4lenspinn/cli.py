@@ -19,6 +19,18 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_checks import (
+    check_train_config,
+    existing_file,
+    existing_path,
+    is_user_error,
+    output_dir,
+    output_file,
+    override,
+    positive_number,
+    whole_number,
+)
+
 __all__ = ["main", "build_parser"]
 
 
@@ -66,6 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
+    check_train_config(config)
     print(f"run directory: {train(config, resume=args.resume, overwrite=args.overwrite)}")
     return 0
 
@@ -120,6 +133,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .train import train
 
     config = load_config(args.config, args.set + _skip_bad_override(args))
+    check_train_config(config)
     run_dir = train(config, overwrite=args.overwrite)
     evaluation = evaluate(run_dir / "best.pt")
     files = write_report(evaluation)
@@ -155,16 +169,22 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
         description="Object .npy files are read as every command reads them: numpy arrays and numbers only "
         "(a restricted unpickler; any other pickled object is a bad file, and nothing in it runs).",
     )
-    p.add_argument("path", help="folder (train/ val/ split folders, or the class folders) or .h5 file")
+    p.add_argument(
+        "path", type=existing_path, help="folder (train/ val/ split folders, or the class folders) or .h5 file"
+    )
     p.add_argument("--split", nargs="+", default=None, help="split folders / HDF5 groups (default: all present)")
-    p.add_argument("--max-listed", type=int, default=10, help="bad files named in full (0: all); the rest counted")
+    p.add_argument(
+        "--max-listed", type=whole_number(0), default=10, help="bad files named in full (0: all); the rest counted"
+    )
     p.set_defaults(handler=_check_data)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (config YAML + overrides)")
-    p.add_argument("--config", default=None, help="YAML file (configs/*.yaml); defaults otherwise")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4")
+    p.add_argument("--config", type=existing_file, default=None, help="YAML file (configs/*.yaml); defaults otherwise")
+    p.add_argument(
+        "--set", action="append", type=override, default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=3e-4"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in the config's out directory")
     p.add_argument("--overwrite", action="store_true", help="replace the run in out (its checkpoints, metrics, report)")
     _add_skip_bad(p)
@@ -194,13 +214,20 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="class probabilities for your own images (.npy, .h5, .fits) into a CSV")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
-    p.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="D4 test-time augmentation")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--checkpoint", type=existing_file, required=True)
     p.add_argument(
-        "--pixel-scale", type=float, default=None, help="arcsec/pixel of the images, checked against the model"
+        "inputs", nargs="+", type=existing_path, metavar="INPUT", help="image files and folders (searched recursively)"
+    )
+    p.add_argument(
+        "--out", type=output_file, default="predictions.csv", help="the CSV to write (default: predictions.csv)"
+    )
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="D4 test-time augmentation")
+    p.add_argument("--batch-size", type=whole_number(1), default=64)
+    p.add_argument(
+        "--pixel-scale",
+        type=positive_number,
+        default=None,
+        help="arcsec/pixel of the images, checked against the model",
     )
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable/NaN/mis-shaped images out (listed beside)")
     p.add_argument("--device", default="auto")
@@ -209,15 +236,22 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default=None, help="evaluate on every labelled image here instead of the run's test split")
+    p.add_argument("--checkpoint", type=existing_file, required=True)
+    p.add_argument(
+        "--data",
+        type=existing_path,
+        default=None,
+        help="evaluate on every labelled image here instead of the run's test split",
+    )
     p.add_argument(
         "--split",
         default="auto",
         help="with --data: auto (val/ when there is one, else every split or class folder), val, train or all",
     )
     p.add_argument("--no-tta", action="store_true", help="skip the D4 test-time augmentation column")
-    p.add_argument("--out", default=None, help="output directory (default: the checkpoint's run directory)")
+    p.add_argument(
+        "--out", type=output_dir, default=None, help="output directory (default: the checkpoint's run directory)"
+    )
     _add_skip_bad(p)
     p.set_defaults(handler=_evaluate)
 
@@ -226,15 +260,22 @@ def _add_interp(sub: argparse._SubParsersAction) -> None:
     from interp.studies import study_names
 
     p = sub.add_parser("interp", help="equivariance, patching, probes and attribution studies of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="folder for report.md, the JSON results and figures/")
-    p.add_argument("--data", default=None, help="take the equivariance/attribution images from this data's test split")
+    p.add_argument("--checkpoint", type=existing_file, required=True)
+    p.add_argument("--out", type=output_dir, required=True, help="folder for report.md, the JSON results and figures/")
+    p.add_argument(
+        "--data",
+        type=existing_path,
+        default=None,
+        help="take the equivariance/attribution images from this data's test split",
+    )
     p.add_argument("--studies", nargs="+", default=None, choices=study_names(), help="default: all")
     p.add_argument("--layers", nargs="+", default=None, help="module names to study (default: two levels deep)")
     p.add_argument("--preset", default=None, help="simulation preset (default: the checkpoint's)")
-    p.add_argument("--n-images", type=int, default=8, help="images for the equivariance study")
-    p.add_argument("--n-pairs", type=int, default=32, help="pairs per kind for patching and kappa localisation")
-    p.add_argument("--n-probe", type=int, default=100, help="lenses per class for the probes")
+    p.add_argument("--n-images", type=whole_number(1), default=8, help="images for the equivariance study")
+    p.add_argument(
+        "--n-pairs", type=whole_number(1), default=32, help="pairs per kind for patching and kappa localisation"
+    )
+    p.add_argument("--n-probe", type=whole_number(1), default=100, help="lenses per class for the probes")
     p.add_argument("--seed", type=int, default=12345, help="seed of the simulated lenses (not the training data's)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=_interp)
@@ -242,17 +283,20 @@ def _add_interp(sub: argparse._SubParsersAction) -> None:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list every registered model with its parameter count")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=whole_number(1), default=64)
     p.add_argument(
-        "--pixel-scale", type=float, default=0.101, help="arcsec/pixel for the physics models (no effect on counts)"
+        "--pixel-scale",
+        type=positive_number,
+        default=0.101,
+        help="arcsec/pixel for the physics models (no effect on counts)",
     )
     p.set_defaults(handler=_models)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, train briefly and evaluate (the main job on its default config)")
-    p.add_argument("--config", default="configs/demo.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", type=existing_file, default="configs/demo.yaml")
+    p.add_argument("--set", action="append", type=override, default=[], metavar="KEY=VALUE")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in the config's out")
     _add_skip_bad(p)
     p.set_defaults(handler=_demo)
@@ -264,12 +308,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a dataset in the DeepLense layout (or HDF5)")
     p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
     p.add_argument("--hard", action="store_true", help="randomise the main lens and source (docs/data.md)")
-    p.add_argument("--n-per-class", type=int, required=True, help="training images per class")
-    p.add_argument("--n-val-per-class", type=int, default=None, help="validation images per class (default N/4)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--n-per-class", type=whole_number(1), required=True, help="training images per class")
+    p.add_argument(
+        "--n-val-per-class", type=whole_number(1), default=None, help="validation images per class (default N/4)"
+    )
+    p.add_argument("--out", type=output_dir, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("npy", "h5"), default="npy")
-    p.add_argument("--batch-size", type=int, default=64, help="images rendered at once (part of the noise seed)")
+    p.add_argument(
+        "--batch-size", type=whole_number(1), default=64, help="images rendered at once (part of the noise seed)"
+    )
     p.add_argument("--device", default="cpu", help="render on this torch device (noise is always drawn on CPU)")
     p.set_defaults(handler=_simulate)
 
@@ -279,8 +327,12 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("download", help="download and cache a public DeepLense dataset")
     p.add_argument("--dataset", default="common_test_i", choices=sorted(DATASETS))
-    p.add_argument("--cache-dir", default=None, help="default: $D4LENSPINN_CACHE or ~/.cache/d4lenspinn")
-    p.add_argument("--from-zip", default=None, help="use an archive downloaded by hand instead of the network")
+    p.add_argument(
+        "--cache-dir", type=output_dir, default=None, help="default: $D4LENSPINN_CACHE or ~/.cache/d4lenspinn"
+    )
+    p.add_argument(
+        "--from-zip", type=existing_file, default=None, help="use an archive downloaded by hand instead of the network"
+    )
     p.add_argument("--force", action="store_true", help="download again even if cached")
     p.set_defaults(handler=_download)
 
@@ -292,7 +344,7 @@ def _add_plot_examples(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
     p.add_argument("--hard", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="docs/figures/simulated_examples.png")
+    p.add_argument("--out", type=output_file, default="docs/figures/simulated_examples.png")
     p.set_defaults(handler=_plot_examples)
 
 
@@ -329,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # training says where it saved the run and how to resume
         print(f"d4lenspinn {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise  # a bug: keep its traceback
         print(f"d4lenspinn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,10 @@ whose header states another scale, or a ``pixel_scale`` argument that differs, i
 image of another size. Unreadable, NaN or mis-shaped images are listed in one error, or, with ``skip_bad``, left
 out of the CSV with one warning and listed in ``<csv>.bad.txt``. TTA is on unless ``tta=False`` (an invariant model
 skips it anyway, as :func:`d4lenspinn.tta.predict` does).
+
+Arguments are checked before the checkpoint is loaded (``batch_size`` >= 1, ``out`` not a directory), and one run
+writes a CSV at a time: a second run to the same ``out`` while the first still runs fails at once with
+:class:`~d4lenspinn.io.WriterBusyError` ("another process is writing ...") and neither run's rows are lost.
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, read_input_image
 from .data.scan_report import MAX_LISTED
 from .device import resolve_device
-from .io import write_text
+from .io import exclusive_writer, write_text
 from .progress import progress_bar
 from .tta import predict
 
-__all__ = ["PredictionReport", "predict_files", "min_max_normalise"]
+__all__ = ["PredictionReport", "predict_files", "check_predict_arguments", "min_max_normalise"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,30 @@ def predict_files(
     device: str = "auto",
 ) -> PredictionReport:
     """Write class probabilities for every image under ``inputs`` to the CSV ``out``; see the module docstring."""
+    out = Path(out)
+    check_predict_arguments(out, batch_size)
+    with exclusive_writer(out):
+        return _predict_files(checkpoint, inputs, out, tta, batch_size, pixel_scale, skip_bad, device)
+
+
+def check_predict_arguments(out: Path, batch_size: int) -> None:
+    """Raise ``ValueError`` naming the argument if ``batch_size`` < 1 or ``out`` is an existing directory."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size (--batch-size) must be a whole number >= 1, got {batch_size!r}")
+    if out.is_dir():
+        raise ValueError(f"out (--out) {out} is a directory; expected the name of the CSV file to write")
+
+
+def _predict_files(
+    checkpoint: str | Path,
+    inputs: Sequence[str | os.PathLike],
+    out: Path,
+    tta: bool,
+    batch_size: int,
+    pixel_scale: float | None,
+    skip_bad: bool,
+    device: str,
+) -> PredictionReport:
     device = resolve_device(device)
     model, _, card = load_trained_model(checkpoint, device)
     if card.contradicts_pixel_scale(pixel_scale):
@@ -107,7 +135,6 @@ def predict_files(
             f"in {checkpoint} was trained at"
         )
     good, bad, normalised = _load(list_input_images(inputs), card)
-    out = Path(out)
     if bad and not skip_bad:
         listed = "\n  ".join(bad[:MAX_LISTED])
         more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""

@@ -1,6 +1,9 @@
 """predict on a user's files: every format, one row per image equal to tta.predict, normalisation, bad input."""
 
 import csv
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -118,3 +121,35 @@ def test_cli_predict(tiny_run, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tiny_run / "best.pt"), str(tmp_path / "a.npy"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "model card: d4lenspinn" in printed and f"1 predictions -> {out}" in printed and len(_rows(out)) == 1
+
+
+@pytest.mark.parametrize("batch_size", [0, -5, 2.0, True])
+def test_batch_size_and_a_directory_out_are_refused_before_the_checkpoint_is_read(batch_size, tmp_path):
+    never_read = tmp_path / "missing.pt"
+    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be a whole number >= 1, got "):
+        predict_files(never_read, [tmp_path], tmp_path / "out.csv", batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"out \(--out\) .* is a directory; expected the name of the CSV file"):
+        predict_files(never_read, [tmp_path], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_predict_processes_to_one_csv_one_succeeds_the_other_is_refused(tiny_run, tmp_path):
+    images = np.random.default_rng(5).random((400, 64, 64), dtype=np.float32)
+    for i, image in enumerate(images):
+        np.save(tmp_path / f"{i:03d}.npy", image)
+    out = tmp_path / "p.csv"
+    argv = [sys.executable, "-m", "d4lenspinn", "predict", "--checkpoint", str(tiny_run / "best.pt"), str(tmp_path)]
+    first = subprocess.Popen([*argv, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / ".p.csv.lock").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert first.poll() is None, "the first run ended before the second could start"
+    second = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and second.stderr.strip().splitlines() == [
+        f"d4lenspinn predict: error: another process is writing {out} (lock {tmp_path / '.p.csv.lock'}); "
+        "wait for it or choose another file"
+    ]
+    _, first_stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, first_stderr[-2000:]
+    assert len(_rows(out)) == 400 and not (tmp_path / ".p.csv.lock").exists()

@@ -16,12 +16,22 @@ from the data or the checkpoint's model card, never from the image size. :func:`
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
+import typing
 from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "count_parameters", "uses_pixel_scale"]
+__all__ = [
+    "register_model",
+    "create_model",
+    "list_models",
+    "count_parameters",
+    "uses_pixel_scale",
+    "check_model_kwargs",
+]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -61,6 +71,41 @@ def uses_pixel_scale(name: str) -> bool:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return "pixel_scale" in inspect.signature(_REGISTRY[name]).parameters
+
+
+def check_model_kwargs(name: str, kwargs: dict) -> None:
+    """Raise ``ValueError`` listing the valid keys if ``kwargs`` (a config's ``model.kwargs``) holds a key the model
+    ``name`` does not take, or one set from the data (``image_size``, ``pixel_scale``, ``num_classes``).
+
+    The valid keys are the factory's named parameters and, for a factory with ``**kwargs``, those of the class it
+    returns (its return annotation) that have a default and that the factory does not pass itself."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    factory = _REGISTRY[name]
+    params = inspect.signature(factory).parameters.values()
+    valid = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    built = typing.get_type_hints(factory).get("return")
+    if any(p.kind is p.VAR_KEYWORD for p in params) and inspect.isclass(built):
+        init = inspect.signature(built).parameters.values()
+        defaults = {p.name for p in init if p.default is not p.empty and p.kind is not p.VAR_KEYWORD}
+        valid |= defaults - _passed_by_factory(factory, built)
+    valid -= {"image_size", "pixel_scale", "num_classes"}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ValueError(
+            f"model.kwargs: model {name!r} takes no {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))} "
+            "(image_size, pixel_scale and num_classes come from the data)"
+        )
+
+
+def _passed_by_factory(factory: Callable[..., nn.Module], built: type) -> set[str]:
+    """Parameters of ``built`` that ``factory``'s own calls of it set (positionally or by keyword), from its source."""
+    names = list(inspect.signature(built).parameters)
+    passed = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(factory)))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == built.__name__:
+            passed |= set(names[: len(node.args)]) | {keyword.arg for keyword in node.keywords if keyword.arg}
+    return passed
 
 
 def list_models() -> list[str]:

@@ -66,7 +66,7 @@ def test_same_arguments_same_bytes_and_resume_after_interruption(tmp_path, monke
     assert (stop.value.written, stop.value.total) == (6, 3 * 6 + 3 * 2)
     assert not json.loads((interrupted / "manifest.json").read_text())["complete"]
     assert len(_files(interrupted)) == 6  # two batches (4 + 2 images of class "no") were finished
-    assert not list(interrupted.rglob("*.tmp"))
+    assert not list(interrupted.rglob("*.tmp*"))
 
     monkeypatch.setattr(writer_module, "render_images", real_render)
     (interrupted / "train/no/no_000001.npy").unlink()  # a lost file is re-made too
