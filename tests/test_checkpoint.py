@@ -1,6 +1,5 @@
 """Checkpoints: one save path (eval-mode weights, model card), one load path with clear errors, old files read."""
 
-
 import pytest
 import torch
 
@@ -86,7 +85,9 @@ def test_cli_evaluate_on_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_pa
 
 def test_a_checkpoint_from_before_versioning_is_refused_naming_its_version(tmp_path):
     model = create_model("d4lenspinn", image_size=64, pixel_scale=0.101, widths=(1, 2))
-    torch.save({"model": model.state_dict(), "config": config_to_dict(_config()), "image_size": 64}, tmp_path / "old.pt")
+    torch.save(
+        {"model": model.state_dict(), "config": config_to_dict(_config()), "image_size": 64}, tmp_path / "old.pt"
+    )
     with pytest.raises(ValueError, match=r"old.pt has checkpoint format version 0 .* reads format 1 only"):
         load_checkpoint(tmp_path / "old.pt")
 
