@@ -30,7 +30,7 @@ bench: $(STAMP)
 
 # The main job: simulate a small 64x64 set, train D4LensPINN briefly, evaluate with and without D4 TTA.
 demo: $(STAMP)
-	$(BIN)/d4lenspinn demo --config configs/demo.yaml
+	$(BIN)/d4lenspinn demo --config configs/demo.yaml --overwrite
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache runs/demo data/demo
