@@ -83,7 +83,7 @@ def _train(tmp_path, *overrides):
 def test_train_unknown_model_kwargs_list_the_valid_keys(tmp_path, capsys):
     line = _fails(_train(tmp_path, "--set", "model.kwargs.foo=1"), capsys)
     assert line.startswith("d4lenspinn train: error: model.kwargs: model 'd4lenspinn' takes no foo; valid keys: ")
-    assert "widths" in line and "residual_channels" in line and "image_size, " not in line.split("(")[0]
+    assert "widths" in line and "preprocessing" in line and "image_size, " not in line.split("(")[0]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -98,12 +98,12 @@ def test_train_model_kwargs_set_by_the_data_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
-        ("data.batch_size=-5", "data.batch_size must be >= 1, got -5"),
-        ("data.num_workers=-1", "data.num_workers must be >= 0, got -1"),
-        ("data.n_per_class=0", "data.n_per_class must be >= 1, got 0"),
-        ("data.n_val_per_class=-3", "data.n_val_per_class must be >= 1, got -3"),
-        ("n_bootstrap=0", "n_bootstrap must be >= 1, got 0"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
+        ("data.batch_size=-5", "data.batch_size must be an integer >= 1, got -5"),
+        ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
+        ("data.n_per_class=0", "data.n_per_class must be an integer >= 1, got 0"),
+        ("data.n_val_per_class=-3", "data.n_val_per_class must be an integer >= 1, got -3"),
+        ("n_bootstrap=0", "n_bootstrap must be an integer >= 1, got 0"),
     ],
 )
 def test_train_counts_are_checked_before_any_data_is_made(override, message, tmp_path, capsys):

@@ -63,8 +63,9 @@ def test_cli_evaluate_and_missing_checkpoint(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "D4 TTA" not in printed and (tmp_path / "report.md").exists()
     assert 'model card: d4lenspinn: 64x64 px at 0.101"/px' in printed
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing.pt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: the argument is checked before any work
+        main(["evaluate", "--checkpoint", str(tmp_path / "nothing.pt")])
+    assert exit_info.value.code == 2 and "no such file" in capsys.readouterr().err
 
 
 def test_evaluate_on_a_labelled_folder_agrees_with_predict(trained_run, tmp_path):

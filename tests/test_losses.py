@@ -402,7 +402,10 @@ def test_the_objective_reproduces_the_earlier_loss_values_to_the_bit():
     }
     for name, (output, case_batch, config, epoch) in cases.items():
         terms = Objective(config, label_smoothing=0.1)(output, case_batch, epoch, GRID)
-        assert {key: value.item() for key, value in terms.items()} == GOLDEN[name], name
+        values = {key: value.item() for key, value in terms.items()}
+        # the Poisson residual of an exact solve is round-off (~1e-11): its last bits follow the FFT's thread count
+        assert values.pop("poisson", 0.0) == pytest.approx(GOLDEN[name].get("poisson", 0.0), abs=1e-9), name
+        assert values == {key: value for key, value in GOLDEN[name].items() if key != "poisson"}, name
 
 
 def test_classification_loss_is_cross_entropy():

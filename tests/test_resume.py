@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from d4lenspinn import train as train_module
 from d4lenspinn.cli import main
 from d4lenspinn.config import load_config
 from d4lenspinn.data import prepare_data
 from d4lenspinn.interrupts import TrainingInterrupted
+from d4lenspinn.losses import objective as objective_module
 from d4lenspinn.models import list_models
 from d4lenspinn.train import Trainer, train
 
@@ -214,12 +214,12 @@ def test_training_that_draws_from_the_global_generator_resumes_exactly(data_root
     """Like dropout: every step draws from torch's global generator (here a random loss scale), and so does the
     validation loader, so the generator must be saved as it was after the last completed step."""
     torch.set_num_threads(1)
-    real_loss = train_module.classification_loss
+    real_loss = objective_module.classification_loss
     noisy = lambda *args: real_loss(*args) * (1 + torch.rand(()))  # noqa: E731
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "classification_loss", noisy)
+        patch.setattr(objective_module, "classification_loss", noisy)
         reference = train(_config(data_root, tmp_path / "reference", "d4_cnn"))
-    monkeypatch.setattr(train_module, "classification_loss", noisy)
+    monkeypatch.setattr(objective_module, "classification_loss", noisy)
     config = _config(data_root, tmp_path / "interrupted", "d4_cnn")
     _interrupted_and_resumed(config, monkeypatch, ["during_validation", "mid_epoch"])
     _assert_same_run(tmp_path / "interrupted", reference, "global generator")

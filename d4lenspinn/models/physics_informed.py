@@ -217,20 +217,20 @@ class MacroPINN(D4LensPINN):
 @register_model("d4lenspinn")
 def d4lenspinn(
     image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, macro_lens: bool = False, **kwargs
-) -> D4LensPINN:
+) -> KappaPINN:  # the class whose options model.kwargs may set (check_model_kwargs); MacroPINN with macro_lens=True
     """D4LensPINN (this package): D4-equivariant escnn U-Net for kappa, parameter-free lensing physics, EfficientNetV2
     head (``macro_lens=True``: the macro lens + ``delta_kappa`` trunk with this head). Improves on the published
     D4LensPINN (DeepLense, 2025) with exact equivariance, a solver-consistent engine and a one-pass test-time
     augmentation; see ARCHITECTURE.md."""
     if macro_lens:
-        return MacroPINN("d4lenspinn_lens", image_size, pixel_scale, in_chans, num_classes, **kwargs)
-    return KappaPINN("d4lenspinn", image_size, pixel_scale, in_chans, num_classes, **kwargs)
+        return MacroPINN("d4lenspinn_lens", image_size, pixel_scale, in_chans, num_classes, equivariant=True, **kwargs)
+    return KappaPINN("d4lenspinn", image_size, pixel_scale, in_chans, num_classes, equivariant=True, **kwargs)
 
 
 @register_model("vanilla_lenspinn")
 def vanilla_lenspinn(
     image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, macro_lens: bool = False, **kwargs
-) -> D4LensPINN:
+) -> KappaPINN:  # MacroPINN with macro_lens=True
     """The control: the identical D4LensPINN pipeline with a plain (non-equivariant) U-Net of the same topology and
     a similar parameter count, so any difference is due to the equivariance constraint."""
     kind, name = (MacroPINN, "vanilla_lenspinn_lens") if macro_lens else (KappaPINN, "vanilla_lenspinn")
