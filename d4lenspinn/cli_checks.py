@@ -93,17 +93,11 @@ def override(text: str) -> str:
 
 
 def check_train_config(config: TrainConfig) -> None:
-    """Raise ``ValueError`` naming the config key for values no run can use (before any data is made or read)."""
+    """Raise ``ValueError`` naming the config key for paths and model options no run can use (before any data is made
+    or read)."""
     from .models.registry import check_model_kwargs
 
-    data = config.data
-    minimums = {"data.batch_size": (data.batch_size, 1), "data.num_workers": (data.num_workers, 0)}
-    minimums |= {"data.n_per_class": (data.n_per_class, 1), "n_bootstrap": (config.n_bootstrap, 1)}
-    if data.n_val_per_class is not None:
-        minimums["data.n_val_per_class"] = (data.n_val_per_class, 1)
-    for key, (value, minimum) in minimums.items():
-        if value < minimum:
-            raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    data = config.data  # counts and rates were checked when the config was built (config.py)
     if data.source == "simulate" and Path(data.root).exists() and not Path(data.root).is_dir():
         raise ValueError(f"data.root {data.root} is a file; expected the folder the simulated data goes to")
     if Path(config.out).exists() and not Path(config.out).is_dir():

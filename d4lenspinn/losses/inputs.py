@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..models.maps import KappaMaps
-from ..physics import MacroLens, PixelGrid
+from ..physics import PixelGrid
 from .relensing import image_plane_coverage
 
 if TYPE_CHECKING:
@@ -34,6 +34,11 @@ INPUT_NAMES = (
     "coverage",
 )
 """The names a :class:`~d4lenspinn.losses.LossTerm` may list in ``needs``: the attributes of :class:`TermInputs`."""
+
+
+def _model_map(name: str) -> property:
+    """A :class:`TermInputs` attribute reading the map ``name`` of the model's output (None where it has none)."""
+    return property(lambda inputs: inputs._map(name), doc=f"the model's ``{name}`` map, or None")
 
 
 class TermInputs:
@@ -65,41 +70,18 @@ class TermInputs:
         maps = self.output.maps
         return getattr(maps, name, None) if isinstance(maps, KappaMaps) else None
 
+    kappa = _model_map("kappa")
+    psi = _model_map("psi")
+    alpha = _model_map("alpha")
+    source = _model_map("source")
+    source_weight = _model_map("source_weight")
+    relensed = _model_map("relensed")
+    macro = _model_map("macro")
+    delta_kappa = _model_map("delta_kappa")
+
     def available(self, needs: tuple[str, ...]) -> bool:
         """Whether every input named in ``needs`` is there."""
         return all(getattr(self, name) is not None for name in needs)
-
-    @property
-    def kappa(self) -> torch.Tensor | None:
-        return self._map("kappa")
-
-    @property
-    def psi(self) -> torch.Tensor | None:
-        return self._map("psi")
-
-    @property
-    def alpha(self) -> torch.Tensor | None:
-        return self._map("alpha")
-
-    @property
-    def source(self) -> torch.Tensor | None:
-        return self._map("source")
-
-    @property
-    def source_weight(self) -> torch.Tensor | None:
-        return self._map("source_weight")
-
-    @property
-    def relensed(self) -> torch.Tensor | None:
-        return self._map("relensed")
-
-    @property
-    def macro(self) -> MacroLens | None:
-        return self._map("macro")
-
-    @property
-    def delta_kappa(self) -> torch.Tensor | None:
-        return self._map("delta_kappa")
 
     @property
     def mass(self) -> torch.Tensor | None:
