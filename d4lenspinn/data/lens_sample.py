@@ -50,8 +50,8 @@ class LensSample:
     vortex_half_length: torch.Tensor
     axion_mass: torch.Tensor  # eV (0 where there is no vortex)
     psf_fwhm: torch.Tensor  # Gaussian PSF width of this image, arcsec (NaN in old truth files: the preset's)
-    peak_snr: torch.Tensor  # max of the noiseless image / background sigma; inf: noiseless; NaN: the preset's
-    # own noise recipe (faithful presets)
+    peak_snr: torch.Tensor  # max of the noiseless image / background sigma (d4lenspinn.data.noise); inf: noiseless;
+    # 0: none drawn, the noise follows the preset's own recipe (faithful presets)
     shot_noise_fraction: torch.Tensor  # source shot-noise variance at the peak / background variance (peak_snr)
     knot_x: torch.Tensor  # (B, J) round n = 1 Sersic knots of a clumpy source: centres, arcsec
     knot_y: torch.Tensor
@@ -81,13 +81,14 @@ class LensSample:
     @classmethod
     def from_numpy(cls, arrays: dict[str, np.ndarray]) -> LensSample:
         """Inverse of :meth:`to_numpy` (extra keys are ignored). Truth files written before a parameter existed read
-        as the images they hold were made: lens centre 0, the preset's PSF width and noise recipe (NaN), no knots."""
+        as the images they hold were made: lens centre 0, the preset's PSF width (NaN) and noise recipe (peak SNR 0), no
+        knots."""
         count = len(np.asarray(arrays["label"]))
         defaults = {
             "lens_x": np.zeros(count),
             "lens_y": np.zeros(count),
             "psf_fwhm": np.full(count, math.nan),
-            "peak_snr": np.full(count, math.nan),
+            "peak_snr": np.zeros(count),
             "shot_noise_fraction": np.zeros(count),
             **{name: np.zeros((count, 0)) for name in ("knot_x", "knot_y", "knot_radius", "knot_amplitude")},
         }

@@ -36,10 +36,10 @@ def add_peak_snr_noise(
     """``image (B, 1, n, n)`` (noiseless, PSF-convolved) plus Gaussian noise of peak signal-to-noise ``peak_snr (B,)``
     (``inf``: none) and source shot noise ``shot_noise_fraction (B,)`` (module docstring). One standard normal per
     pixel from ``generator`` (drawn on the CPU, whatever the SNR, so each image's stream is fixed)."""
-    if torch.isnan(peak_snr).any() or (peak_snr <= 0).any():
+    if not (peak_snr > 0).all():
         raise ValueError(
             f"peak_snr must be > 0 (inf for noiseless) for every image, got {peak_snr.tolist()}; "
-            "truth without a peak SNR comes from a preset with its own noise recipe"
+            "0 marks lenses of a preset with its own noise recipe (use noisy_images with that preset)"
         )
     if (shot_noise_fraction < 0).any():
         raise ValueError(f"shot_noise_fraction must be >= 0, got {shot_noise_fraction.tolist()}")

@@ -23,6 +23,7 @@ __all__ = [
     "Camera",
     "SimulationPreset",
     "PRESETS",
+    "FAITHFUL_PRESETS",
     "BROAD_RANGES",
     "get_preset",
     "DEEPLENSE_THETA_E",
@@ -257,7 +258,8 @@ BROAD_RANGES = dict(
     vortex_mass=(1e10, 1e11),
     log10_axion_mass=(-24.5, -21.5),
 )
-for _name in ("model_i", "model_ii", "model_iii"):
+FAITHFUL_PRESETS = ("model_i", "model_ii", "model_iii")  # DeepLenseSim's recipes; each has a *_broad variant
+for _name in FAITHFUL_PRESETS:
     PRESETS[f"{_name}_broad"] = replace(PRESETS[_name], name=f"{_name}_broad", **BROAD_RANGES)
 
 

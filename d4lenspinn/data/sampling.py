@@ -134,7 +134,7 @@ def _draw_lenses(preset: SimulationPreset, label: int, count: int, draw: _Draw) 
         vortex_half_length=torch.zeros(count, dtype=torch.float64),
         axion_mass=torch.zeros(count, dtype=torch.float64),
         psf_fwhm=torch.full((count,), preset.psf_fwhm, dtype=torch.float64),
-        peak_snr=torch.full((count,), math.nan, dtype=torch.float64),  # the preset's own noise recipe
+        peak_snr=torch.zeros(count, dtype=torch.float64),  # none drawn: the preset's own noise recipe
         shot_noise_fraction=torch.zeros(count, dtype=torch.float64),
         **{
             name: torch.zeros(count, preset.max_knots, dtype=torch.float64)
