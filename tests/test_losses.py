@@ -193,9 +193,7 @@ def _scaled_lens_losses(preset_name: str, scales: list[float]) -> tuple[list[flo
     return consistency, relensing
 
 
-@pytest.mark.parametrize(
-    "preset", ["model_i", "model_ii", "model_ii_broad", "model_iii"]
-)
+@pytest.mark.parametrize("preset", ["model_i", "model_ii", "model_ii_broad", "model_iii"])
 def test_the_consistency_loss_is_minimised_by_the_true_lens_and_relensing_by_no_lens(preset):
     scales = [0.0, 0.25, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5]
     consistency, relensing = _scaled_lens_losses(preset, scales)

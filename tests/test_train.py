@@ -253,7 +253,9 @@ def _macro_config(tmp_path, name, **extra):
 
 
 def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
-    trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.preset": "model_ii_broad", "optim.epochs": 1}))
+    trainer = train_module.Trainer(
+        _macro_config(tmp_path, "supervised", **{"data.preset": "model_ii_broad", "optim.epochs": 1})
+    )
     assert trainer.truth is not None
     batch = train_module.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
     terms = trainer.objective(trainer.model(batch.images), batch, 0, trainer.model.grid)
