@@ -38,6 +38,7 @@ import yaml  # noqa: E402
 from d4lenspinn.classes import CLASS_NAMES  # noqa: E402
 from d4lenspinn.config import TrainConfig, load_config  # noqa: E402
 from d4lenspinn.data import prepare_data  # noqa: E402
+from d4lenspinn.data.presets import PRESETS  # noqa: E402
 from d4lenspinn.device import resolve_device  # noqa: E402
 from d4lenspinn.evaluate import evaluate, write_report  # noqa: E402
 from d4lenspinn.io import atomic_path, write_text  # noqa: E402
@@ -82,7 +83,6 @@ def shared_overrides(args: argparse.Namespace, recipe: str, lr: float) -> list[s
     settings = {
         "data.root": args.root,
         "data.preset": args.preset,
-        "data.hard": args.hard,
         "data.n_per_class": args.n_per_class,
         "data.n_val_per_class": args.n_val_per_class,
         "data.scheme": args.scheme,
@@ -279,7 +279,7 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
     lines = [
         "# Results: D4LensPINN and the comparison models",
         "",
-        f"Simulated `{args.preset}`{' (hard variant)' if args.hard else ''} data, {args.n_per_class} training "
+        f"Simulated `{args.preset}` data, {args.n_per_class} training "
         f"images per class (split {args.scheme} with "
         f"seed {args.seed}: {n_test} test images), {args.epochs} epochs, batch {args.batch}, AdamW (weight decay "
         "1e-4), 0.5 epoch linear warm-up then cosine decay, random D4 augmentation, default physics-loss weights for "
@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="recipe names (configs/recipes/<name>.yaml)")
     parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3])
-    parser.add_argument("--preset", default="model_ii")
-    parser.add_argument("--hard", action="store_true", help="the preset's hard variant (the lens varies)")
+    parser.add_argument(
+        "--preset", default="model_ii", choices=sorted(PRESETS), help="a faithful preset or its *_broad prior"
+    )
     parser.add_argument("--n-per-class", type=int, default=1000)
     parser.add_argument("--n-val-per-class", type=int, default=None, help="simulated val/ images per class")
     parser.add_argument("--scheme", default="80/10/10", help='"official": val/ is the test set')

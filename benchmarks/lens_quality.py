@@ -3,9 +3,9 @@
     python benchmarks/lens_quality.py --checkpoint runs/macro/best.pt [--n 100] [--seed 4242]
 
 For a checkpoint of a model with a macro lens (``capabilities.macro_lens``), fresh lenses of every class are
-simulated from the checkpoint's preset, its ``--hard`` variant by default (the default presets fix the lens, so a
-constant would score perfectly there), with a seed the training never used. Printed: median and 90th percentile of
-the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma|; and, per
+simulated from ``--preset``, by default the broad variant of the checkpoint's preset (the faithful presets fix the
+lens, so a constant would score perfectly there), with a seed the training never used. Printed: median and 90th
+percentile of the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma|; and, per
 substructure class, the mean Pearson r between the predicted ``delta_kappa`` and the true substructure convergence,
 both smoothed to the PSF scale (the training target), with the same r against another lens's truth as the control,
 and an oracle: the true map kept only near the arcs, which bounds what any map read from the image can reach.
@@ -50,13 +50,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--n", type=int, default=100, help="lenses per class")
     parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--not-hard", action="store_true", help="the checkpoint's preset as it is")
+    parser.add_argument("--preset", default=None, help="default: the broad variant of the checkpoint's preset")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, config, card = load_trained_model(args.checkpoint)
     if not capabilities_of(model).macro_lens:
         raise SystemExit(f"{args.checkpoint}: model {card.model} estimates no macro lens")
-    preset = get_preset(config.data.preset, hard=not args.not_hard)
+    preset = get_preset(args.preset or f"{config.data.preset.removesuffix('_broad')}_broad")
     print(describe_machine(torch.device("cpu")))
     print(f"{args.checkpoint} ({card.describe()})")
     print(f"held-out: {args.n} lenses per class of {preset.name}, seed {args.seed}")

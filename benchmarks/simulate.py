@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE, SUBHALOS, VORTEX
 from d4lenspinn.data.datasets import LensingImageDataset
-from d4lenspinn.data.presets import PRESETS, SimulationPreset, get_preset
+from d4lenspinn.data.presets import FAITHFUL_PRESETS, PRESETS, SimulationPreset, get_preset
 from d4lenspinn.data.simulator import LensSample, psf_kernel, render_images, sample_lenses
 from d4lenspinn.data.writer import simulate_dataset
 from d4lenspinn.physics.light import sersic_b, sersic_total_flux
@@ -59,7 +59,7 @@ def _observation(preset: SimulationPreset) -> dict:
     from lenstronomy.SimulationAPI.ObservationConfig.Euclid import Euclid
     from lenstronomy.SimulationAPI.ObservationConfig.HST import HST
 
-    base = preset.name.removesuffix("_hard")
+    base = preset.name.removesuffix("_broad")
     if base == "model_ii":
         return Euclid(band="VIS", psf_type="GAUSSIAN", coadd_years=6).kwargs_single_band()
     if base == "model_iii":
@@ -362,7 +362,7 @@ def main() -> None:
             use_lenstronomy = False
         else:
             print(f"lenstronomy {lenstronomy.__version__}, numpy {np.__version__}")
-    presets = list(PRESETS.values())
+    presets = [PRESETS[name] for name in FAITHFUL_PRESETS]  # DeepLenseSim's recipes, as lenstronomy runs them
 
     if use_lenstronomy:
         print("\nnoiseless, un-normalised images of the same parameters, max |ours - lenstronomy| / peak, 4 per class")

@@ -181,7 +181,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _from_format_1(path: Path, raw: dict) -> Checkpoint:
     resume = raw.get("resume")
     try:
-        config = config_from_dict(raw["config"])
+        config = config_from_dict(raw["config"], recorded=True)
     except ValueError as error:
         raise ValueError(f"{path}: its config does not fit this d4lenspinn {__version__}: {error}") from error
     return Checkpoint(

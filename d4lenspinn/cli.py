@@ -38,7 +38,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from .data.presets import get_preset
     from .data.writer import SimulationInterrupted, simulate_dataset
 
-    preset = get_preset(args.preset, hard=args.hard)
+    preset = get_preset(args.preset)
     try:
         out = simulate_dataset(
             args.out,
@@ -69,7 +69,7 @@ def _plot_examples(args: argparse.Namespace) -> int:
     from .data.presets import get_preset
     from .plots import plot_class_examples
 
-    print(plot_class_examples(get_preset(args.preset, hard=args.hard), args.out, seed=args.seed))
+    print(plot_class_examples(get_preset(args.preset), args.out, seed=args.seed))
     return 0
 
 
@@ -306,8 +306,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from .data.presets import PRESETS
 
     p = sub.add_parser("simulate", help="simulate a dataset in the DeepLense layout (or HDF5)")
-    p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
-    p.add_argument("--hard", action="store_true", help="randomise the main lens and source (docs/data.md)")
+    p.add_argument(
+        "--preset",
+        default="model_i",
+        choices=sorted(PRESETS),
+        help="a faithful preset or its *_broad prior (docs/data.md)",
+    )
     p.add_argument("--n-per-class", type=whole_number(1), required=True, help="training images per class")
     p.add_argument(
         "--n-val-per-class", type=whole_number(1), default=None, help="validation images per class (default N/4)"
@@ -342,7 +346,6 @@ def _add_plot_examples(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("plot-examples", help="figure: one lens rendered as each class, and what substructure changes")
     p.add_argument("--preset", default="model_i", choices=sorted(PRESETS))
-    p.add_argument("--hard", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=output_file, default="docs/figures/simulated_examples.png")
     p.set_defaults(handler=_plot_examples)

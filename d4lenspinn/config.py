@@ -8,6 +8,7 @@ Unknown keys are errors that list the valid ones, so a typo never silently falls
 
 from __future__ import annotations
 
+import logging
 import math
 import types
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -17,6 +18,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .io import write_text
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataConfig",
@@ -39,8 +42,7 @@ class DataConfig:
     # .h5 path, or a named dataset (d4lenspinn download)
     source: str = "simulate"
     root: str = "data/simulated"  # where "simulate" writes (and reuses) its dataset
-    preset: str = "model_ii"  # simulation preset, for the simulate sources
-    hard: bool = False
+    preset: str = "model_ii"  # simulation preset, for the simulate sources (model_i, model_ii, model_iii, *_broad)
     n_per_class: int = 600  # simulated training images per class (online: per epoch)
     n_val_per_class: int | None = None  # simulated "val/" images per class (default n_per_class / 4; online: the
     # validation and the test set each)
@@ -224,12 +226,37 @@ def _set(values: dict, dotted: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
-def config_from_dict(values: dict, overrides: list[str] | None = None) -> TrainConfig:
-    """The defaults updated by the (possibly partial) nested dict ``values``, then by ``key=value`` overrides."""
+# data.hard (a widened variant of a preset) was replaced by the *_broad presets (issue 19)
+_HARD_REPLACED = (
+    "data.hard was replaced by the broad presets: set data.preset to model_i_broad, model_ii_broad or "
+    "model_iii_broad (docs/data.md)"
+)
+
+
+def _retire_hard(values: dict, recorded: bool) -> None:
+    """Drop ``data.hard`` from ``values``: ``false`` (the old default, in every config saved before) changes nothing;
+    ``true`` is an error, except in a ``recorded`` config (a checkpoint's), which keeps loading with a warning."""
+    data = values.get("data")
+    if not isinstance(data, dict) or "hard" not in data:
+        return
+    if data.pop("hard"):
+        if not recorded:
+            raise ValueError(_HARD_REPLACED)
+        logger.warning(
+            "this run was trained on the retired hard variant of preset %s; %s", data.get("preset"), _HARD_REPLACED
+        )
+
+
+def config_from_dict(values: dict, overrides: list[str] | None = None, recorded: bool = False) -> TrainConfig:
+    """The defaults updated by the (possibly partial) nested dict ``values``, then by ``key=value`` overrides.
+
+    ``recorded``: ``values`` is a config saved by an earlier version (a checkpoint's); retired keys then load with a
+    warning instead of an error."""
     merged = config_to_dict(TrainConfig())
     _merge(merged, values, "")
     for item in overrides or []:
         _set(merged, item)
+    _retire_hard(merged, recorded)
     return _build(TrainConfig, merged, "")
 
 

@@ -133,7 +133,7 @@ class _FakeWorld:
 
 
 def test_the_lens_phase_trains_the_lens_alone_then_everything_trains(tmp_path):
-    config = _macro_config(tmp_path, "phases", **{"data.hard": True, "loss.lens_epochs": 1})
+    config = _macro_config(tmp_path, "phases", **{"data.preset": "model_ii_broad", "loss.lens_epochs": 1})
     trainer = train_module.Trainer(config)
     batch = trainer.with_truth(next(iter(trainer.train_loader)))
     classifier = trainer.model.head.get_classifier()
@@ -150,7 +150,7 @@ def test_the_lens_phase_trains_the_lens_alone_then_everything_trains(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2] and all("val_macro_auc" in row for row in rows)
     with pytest.raises(ValueError, match="lens_epochs trains the lens alone"):
-        train_module.Trainer(_config(tmp_path, "no_lens", **{"loss.lens_epochs": 1, "data.hard": True}))
+        train_module.Trainer(_config(tmp_path, "no_lens", **{"loss.lens_epochs": 1, "data.preset": "model_ii_broad"}))
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
@@ -253,7 +253,9 @@ def _macro_config(tmp_path, name, **extra):
 
 
 def test_on_simulations_the_supervised_terms_train_the_macro_lens(tmp_path):
-    trainer = train_module.Trainer(_macro_config(tmp_path, "supervised", **{"data.hard": True, "optim.epochs": 1}))
+    trainer = train_module.Trainer(
+        _macro_config(tmp_path, "supervised", **{"data.preset": "model_ii_broad", "optim.epochs": 1})
+    )
     assert trainer.truth is not None
     batch = train_module.augment(trainer.with_truth(next(iter(trainer.train_loader))), torch.arange(6) % 8)
     terms = trainer.objective(trainer.model(batch.images), batch, 0, trainer.model.grid)

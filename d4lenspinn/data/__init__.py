@@ -18,7 +18,7 @@ _NAMES_BY_SUBMODULE: dict[str, tuple[str, ...]] = {
     "formats": ("DataError",),
     "download": ("DATASETS", "DatasetSpec", "DownloadError", "cache_root", "dataset_path", "download_dataset"),
     "prepare": ("prepare_data", "prepare_test_data"),
-    "presets": ("PRESETS", "SimulationPreset", "get_preset"),
+    "presets": ("PRESETS", "FAITHFUL_PRESETS", "BROAD_RANGES", "SimulationPreset", "get_preset"),
     "scan": ("check_data",),
     "scan_report": ("ScanReport",),
     "splits": ("DataSplits", "load_splits", "load_test_split", "split_indices"),

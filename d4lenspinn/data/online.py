@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ..classes import CLASS_NAMES
 from .presets import SimulationPreset
-from .simulator import LensSample, add_noise, normalise_images, render_images, sample_lenses, stream_seed
+from .simulator import LensSample, noisy_images, normalise_images, render_images, sample_lenses, stream_seed
 from .splits import DataSplits
 from .truth import TruthTable
 
@@ -89,11 +89,10 @@ class OnlineSimulation(Dataset):
         for label in lenses.label.unique():
             members = torch.nonzero(lenses.label == label).squeeze(1)
             clean[members] = render_images(lenses.select(members), self.preset, noise=False, normalise=False)
-        exposure = lenses.exposure.float().reshape(-1, 1, 1, 1)
         noisy = [
-            add_noise(
+            noisy_images(
                 clean[k : k + 1],
-                exposure[k : k + 1],
+                lenses.select(slice(k, k + 1)),
                 self.preset,
                 torch.Generator().manual_seed(stream_seed(self.seed, self.split, self.epoch, "noise", int(i))),
             )

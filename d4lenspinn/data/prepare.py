@@ -36,14 +36,14 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
     :class:`~d4lenspinn.data.DataError`, before any training step (or are dropped with ``data.skip_bad``)."""
     n_val = data.n_val_per_class if data.n_val_per_class is not None else max(1, data.n_per_class // 4)
     if data.source == SIMULATE_ONLINE:
-        preset = get_preset(data.preset, hard=data.hard)
+        preset = get_preset(data.preset)
         scale = _pixel_scale(preset.pixel_scale, data.pixel_scale, SIMULATE_ONLINE)
         return online_splits(preset, data.n_per_class, n_val, seed, scale)
     if data.source == "simulate":
         root = Path(data.root)
         if root.exists() and not root.is_dir():
             raise DataError(f"data.root {root}: is a file; expected a folder for the simulated data")
-        preset = get_preset(data.preset, hard=data.hard)
+        preset = get_preset(data.preset)
         manifest = root / "manifest.json"
         if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
             check_simulation(root, preset, data.n_per_class, data.n_val_per_class, seed=seed)  # the same data?

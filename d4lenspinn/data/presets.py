@@ -1,8 +1,12 @@
-"""Simulation presets: DeepLenseSim's Model I (Common Test I), Model II (Euclid) and Model III (HST), and "hard".
+"""Simulation presets: DeepLenseSim's Model I (Common Test I), Model II (Euclid) and Model III (HST), and their broad
+variants.
 
-Every lens and source parameter is a ``(low, high)`` range sampled uniformly; a fixed value is ``(v, v)``. The
-``hard`` variant of a preset widens the main-lens and source ranges (see :func:`get_preset` and docs/data.md).
-Angles in arcsec, masses in solar masses, exposure in seconds, brightness in counts per second per pixel.
+Every lens and source parameter is a ``(low, high)`` range sampled uniformly (log-uniformly where the field says so);
+a fixed value is ``(v, v)``. The faithful presets ``model_i``, ``model_ii``, ``model_iii`` reproduce DeepLenseSim;
+the broad presets ``model_i_broad``, ``model_ii_broad``, ``model_iii_broad`` keep each instrument's grid and nominal
+PSF and draw the lens, source, noise, PSF width and substructure from wide ranges (:data:`BROAD_RANGES`,
+docs/data.md). Angles in arcsec, masses in solar masses, exposure in seconds, brightness in counts per second per
+pixel.
 
 The presets follow DeepLenseSim's public source (mwt5345/DeepLenseSim, ``deeplense/lens.py``). Model I renders with
 lenstronomy's ``ImageModel`` and its own noise recipe (:attr:`SimulationPreset.camera` ``None``); Models II and III
@@ -15,9 +19,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["Camera", "SimulationPreset", "PRESETS", "get_preset", "DEEPLENSE_THETA_E", "SIMAPI_DEFLECTION_SCALE"]
+__all__ = [
+    "Camera",
+    "SimulationPreset",
+    "PRESETS",
+    "FAITHFUL_PRESETS",
+    "BROAD_RANGES",
+    "get_preset",
+    "DEEPLENSE_THETA_E",
+    "SIMAPI_DEFLECTION_SCALE",
+]
 
 Range = tuple[float, float]
+Count = tuple[int, int]  # (low, high), both included
 
 # DeepLenseSim's main halo, 1e12 Msun at z_l = 0.5 lensing a source at z_s = 1.0: Einstein radius from its
 # ``mass_to_radius`` (FlatLambdaCDM H0 = 70, Om0 = 0.3, with luminosity distances as that function uses them)
@@ -71,13 +85,18 @@ class SimulationPreset:
     name: str
     n_pixels: int
     pixel_scale: float  # arcsec / pixel
-    psf_fwhm: float  # arcsec, Gaussian PSF
+    psf_fwhm: float  # arcsec, Gaussian PSF (nominal: each image's width is psf_fwhm times a draw of psf_scale)
     psf_truncation: float = 4.0  # kernel radius round(truncation * sigma) pixels, as lenstronomy's PSF
+    psf_scale: Range = (1.0, 1.0)  # per-image PSF width / psf_fwhm
     # noise: camera None is DeepLenseSim's Model I recipe (Gaussian Poisson approximation + background, then Poisson
-    # counts of the clipped image, exposure 10^U(3, 3.5) s); a Camera is SimAPI's instrument noise
+    # counts of the clipped image, exposure 10^U(3, 3.5) s); a Camera is SimAPI's instrument noise. peak_snr (not
+    # None) replaces both: Gaussian noise set by a peak signal-to-noise per image (see d4lenspinn.data.noise)
     camera: Camera | None = None
     log10_exposure: Range = (3.0, 3.5)  # seconds; Model I recipe only
     background_rms: float = 1e-2  # Gaussian background noise, brightness units; Model I recipe only
+    peak_snr: Range | None = None  # log-uniform: max of the noiseless image / background sigma
+    noiseless_fraction: float = 0.0  # share of images without noise (peak_snr inf); needs peak_snr
+    shot_noise_fraction: Range = (0.0, 1.0)  # source shot-noise variance at the peak / background variance
     # main lens: SIE (+ external shear)
     theta_e: Range = (DEEPLENSE_THETA_E, DEEPLENSE_THETA_E)
     lens_e1: Range = (0.1, 0.1)
@@ -86,7 +105,7 @@ class SimulationPreset:
     shear_gamma2: Range = (0.0, 0.0)
     lens_center: Range = (0.0, 0.0)  # SIE centre, per axis, arcsec; substructure is placed around it
     main_halo_mass: float = 1e12  # Msun; substructure Einstein radii scale as sqrt(m / main_halo_mass) * theta_e
-    # source: elliptical Sersic
+    # source: elliptical Sersic, and in a share of images Sersic knots on top (a clumpy source)
     source_radius: Range = (0.25, 0.25)  # half-light radius, arcsec
     source_sersic_n: Range = (1.0, 1.0)
     source_e1: Range = (-0.1, -0.1)
@@ -94,13 +113,18 @@ class SimulationPreset:
     source_offset: Range = (-0.35, 0.35)  # centre, per axis, arcsec
     source_amplitude: Range = (0.05, 0.05)  # brightness at the half-light radius (Model I: amp 20 per arcsec^2)
     source_magnitude: Range = (20.0, 20.0)  # apparent magnitude, with a camera (then it sets the amplitude)
+    clumpy_fraction: float = 0.0  # share of sources with knots
+    n_knots: Count = (2, 6)  # knots of a clumpy source, uniform integer
+    knot_radius: Range = (0.03, 0.12)  # half-light radius of each round n = 1 Sersic knot, arcsec
+    knot_flux_fraction: Range = (0.2, 0.5)  # the knots' share of the source's total flux
+    knot_spread: float = 1.5  # knots lie uniformly in a disc of this many source half-light radii
     # "sphere" (CDM): point-mass subhalos
-    n_subhalos: int = 25
+    subhalo_count: Count = (25, 25)  # subhalos per lens, uniform integer (absent ones have zero mass)
     subhalo_mass: Range = (1e6, 1e10)
     subhalo_slope: float = 0.9  # dN/dm ~ m^-slope; 0.9 as DeepLenseSim samples (1.9 is the CDM slope)
     subhalo_radius: Range = (0.25, 2.0)  # distance from the lens centre, arcsec
     # "vort" (axion): a line of mass through the lens centre
-    vortex_mass: float = 3e10
+    vortex_mass: Range = (3e10, 3e10)  # Msun, log-uniform
     log10_axion_mass: Range = (-24.0, -22.0)  # eV; half-length L = 0.06 / (2 m_a) * 1e-22 arcsec
     vortex_profile: str = "points"  # "points": equal point masses from -L to L (DeepLenseSim); "segment": closed form
     vortex_points: int = 100  # point masses when vortex_profile == "points"
@@ -118,13 +142,66 @@ class SimulationPreset:
             )
         if self.camera is not None and not isinstance(self.camera, Camera):
             raise ValueError(f"preset {self.name!r}: camera must be a Camera or None, got {self.camera!r}")
+        self._check_broad_fields()
+
+    def _check_broad_fields(self) -> None:
+        """Ranges of the per-image noise, PSF, knots and substructure counts (each names the field and the need)."""
+        need = {
+            "psf_scale": self.psf_scale[0] > 0,
+            "peak_snr": self.peak_snr is None or (0 < self.peak_snr[0] and math.isfinite(self.peak_snr[1])),
+            "noiseless_fraction": 0 <= self.noiseless_fraction <= 1
+            and (self.peak_snr is not None or self.noiseless_fraction == 0),
+            "shot_noise_fraction": self.shot_noise_fraction[0] >= 0,
+            "clumpy_fraction": 0 <= self.clumpy_fraction <= 1,
+            "n_knots": all(isinstance(k, int) for k in self.n_knots) and self.n_knots[0] >= 1,
+            "knot_radius": self.knot_radius[0] > 0,
+            "knot_flux_fraction": 0 <= self.knot_flux_fraction[0] and self.knot_flux_fraction[1] < 1,
+            "knot_spread": self.knot_spread > 0,
+            "subhalo_count": all(isinstance(k, int) for k in self.subhalo_count) and self.subhalo_count[0] >= 0,
+            "vortex_mass": self.vortex_mass[0] > 0,
+        }
+        expected = {
+            "psf_scale": "a range of positive factors",
+            "peak_snr": "None or a finite range of positive signal-to-noise ratios",
+            "noiseless_fraction": "a share in [0, 1], and 0 unless peak_snr is set",
+            "shot_noise_fraction": "a range of fractions >= 0",
+            "clumpy_fraction": "a share in [0, 1]",
+            "n_knots": "a range of whole numbers >= 1",
+            "knot_radius": "a range of radii > 0 [arcsec]",
+            "knot_flux_fraction": "a range of shares in [0, 1)",
+            "knot_spread": "> 0 source half-light radii",
+            "subhalo_count": "a range of whole numbers >= 0",
+            "vortex_mass": "a range of masses > 0 [Msun]",
+        }
+        for field, ok in need.items():
+            if not ok:
+                raise ValueError(
+                    f"preset {self.name!r}: {field} must be {expected[field]}, got {getattr(self, field)!r}"
+                )
+
+    @property
+    def n_subhalos(self) -> int:
+        """Subhalo slots per lens (the width of the subhalo arrays): the most subhalos a lens can have."""
+        return self.subhalo_count[1]
+
+    @property
+    def max_knots(self) -> int:
+        """Knot slots per source (the width of the knot arrays): 0 when no source is clumpy."""
+        return self.n_knots[1] if self.clumpy_fraction > 0 else 0
 
     @classmethod
     def from_dict(cls, values: dict) -> SimulationPreset:
-        """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to ranges, the camera rebuilt)."""
+        """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to ranges, the camera rebuilt).
+
+        Manifests written before a field became a range read as before: ``n_subhalos: k`` as ``subhalo_count
+        (k, k)``, a single ``vortex_mass`` as ``(m, m)``; fields added later read as their defaults."""
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         if isinstance(values.get("camera"), dict):
             values["camera"] = Camera(**values["camera"])
+        if "n_subhalos" in values and "subhalo_count" not in values:
+            values["subhalo_count"] = (values["n_subhalos"],) * 2
+        if isinstance(values.get("vortex_mass"), (int, float)):
+            values["vortex_mass"] = (float(values["vortex_mass"]),) * 2
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -155,29 +232,41 @@ PRESETS: dict[str, SimulationPreset] = {
     "model_iii": _simapi_preset("model_iii", pixel_scale=0.08, seeing=0.08, camera=HST_WFC3_F160W),
 }
 
-# widened main lens and source for the "hard" variant (absolute ranges, the same for every preset)
-_HARD = dict(
-    theta_e=(0.9, 1.6),
+# the broad prior (issue 19): the same absolute ranges for every instrument; each keeps its grid, nominal PSF,
+# source brightness and main-halo mass (the SimAPI convention of Models II/III)
+BROAD_RANGES = dict(
+    theta_e=(0.6, 1.6),  # both DeepLenseSim conventions: 0.81" (SimAPI's scaling) and 1.28"
     lens_e1=(-0.2, 0.2),
     lens_e2=(-0.2, 0.2),
-    shear_gamma1=(-0.08, 0.08),
-    shear_gamma2=(-0.08, 0.08),
+    shear_gamma1=(-0.1, 0.1),
+    shear_gamma2=(-0.1, 0.1),
     lens_center=(-0.3, 0.3),
-    source_radius=(0.15, 0.4),
-    source_sersic_n=(0.7, 2.5),
-    source_e1=(-0.25, 0.25),
-    source_e2=(-0.25, 0.25),
+    source_radius=(0.1, 0.5),
+    source_sersic_n=(0.5, 4.0),
+    source_e1=(-0.3, 0.3),
+    source_e2=(-0.3, 0.3),
+    clumpy_fraction=0.5,
+    n_knots=(2, 6),
+    knot_radius=(0.03, 0.12),
+    knot_flux_fraction=(0.2, 0.5),
+    knot_spread=1.5,
+    peak_snr=(10.0, 1000.0),
+    noiseless_fraction=0.1,
+    shot_noise_fraction=(0.0, 1.0),
+    psf_scale=(0.7, 1.3),
+    subhalo_count=(10, 40),
+    vortex_mass=(1e10, 1e11),
+    log10_axion_mass=(-24.5, -21.5),
 )
-_HARD_AMPLITUDE = (0.025, 0.1)  # presets without a camera: half to twice Model I's 0.05
-_HARD_MAGNITUDE = (19.25, 20.75)  # presets with a camera: twice to half the flux of magnitude 20
+FAITHFUL_PRESETS = ("model_i", "model_ii", "model_iii")  # DeepLenseSim's recipes; each has a *_broad variant
+for _name in FAITHFUL_PRESETS:
+    PRESETS[f"{_name}_broad"] = replace(PRESETS[_name], name=f"{_name}_broad", **BROAD_RANGES)
 
 
-def get_preset(name: str, hard: bool = False, **overrides) -> SimulationPreset:
-    """The preset ``name`` (``model_i``, ``model_ii``, ``model_iii``), optionally hardened, with fields overridden."""
+def get_preset(name: str, **overrides) -> SimulationPreset:
+    """The preset ``name`` (one of :data:`PRESETS`: ``model_i``, ``model_ii``, ``model_iii`` and their ``*_broad``
+    variants) with fields overridden."""
     if name not in PRESETS:
         raise ValueError(f"unknown simulation preset {name!r}; valid presets: {sorted(PRESETS)}")
     preset = PRESETS[name]
-    if hard:
-        brightness = {"source_magnitude": _HARD_MAGNITUDE} if preset.camera else {"source_amplitude": _HARD_AMPLITUDE}
-        preset = replace(preset, name=f"{name}_hard", **_HARD, **brightness)
     return replace(preset, **overrides) if overrides else preset

@@ -14,12 +14,12 @@ from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
     root = tmp_path_factory.mktemp("truth") / "data"
-    config = load_config(overrides=[f"data.root={root}", "data.n_per_class=10", "data.hard=true"])
+    config = load_config(overrides=[f"data.root={root}", "data.n_per_class=10", "data.preset=model_ii_broad"])
     return prepare_data(config.data, seed=0)
 
 
 def test_every_split_has_its_truth_row_for_row(splits):
-    assert splits.truth is not None and simulation_preset(splits.train.sources[0].parents[2]).name == "model_ii_hard"
+    assert splits.truth is not None and simulation_preset(splits.train.sources[0].parents[2]).name == "model_ii_broad"
     for name in ("train", "val", "test"):
         dataset, table = getattr(splits, name), splits.truth[name]
         assert len(table) == len(dataset)

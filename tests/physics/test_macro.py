@@ -45,8 +45,8 @@ def test_deflection_is_the_sie_plus_shear_closed_form():
 
 def test_it_reproduces_the_simulator_lens_exactly():
     """The engine now has the lens every simulated image has (the shear included): deflection equal to float64
-    round-off for the no-substructure class of the hard preset."""
-    preset = get_preset("model_ii", hard=True)
+    round-off for the no-substructure class of the broad preset."""
+    preset = get_preset("model_ii_broad")
     lenses = sample_lenses(preset, 0, 6, torch.Generator().manual_seed(3))
     x, y = GRID.coordinates(torch.float64)
     expected = deflection_field(lenses, x, y, preset)
