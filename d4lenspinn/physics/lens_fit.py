@@ -12,10 +12,9 @@ amplitude and the constant background (min-max normalised images have an offset)
 the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973). Those are packed as
 ``[log theta_e, e1, e2, center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]``; positivity by
 the logarithms, and after each step a projection onto a box that keeps the model finite (|e| <= 0.8, |gamma| <= 0.5,
-centres inside the field, theta_e, radius and n within wide bounds). The Jacobian of the residual is exact, by forward-mode
-autodiff (:func:`_jacobian`). Each step solves
-``(J^T J + lambda diag(J^T J)) delta = -J^T r`` (Marquardt 1963) and keeps the trial only where chi^2 decreases,
-per image (lambda / 3 on success, x 10 on failure).
+centres inside the field, theta_e, radius and n within wide bounds). The Jacobian of the residual is exact, by
+forward-mode autodiff (:func:`_jacobian`). Each step solves ``(J^T J + lambda diag(J^T J)) delta = -J^T r``
+(Marquardt 1963) and keeps the trial only where chi^2 decreases, per image (lambda / 3 on success, x 10 on failure).
 
 Why it is D4-equivariant: D4 maps the packed parameters by a signed permutation (centres are vectors, ellipticity
 and shear spin-2, the rest invariant), chi^2 is invariant, the Marquardt diagonal and the box commute with signed

@@ -1,6 +1,7 @@
 """The noise level of each image, estimated from the image alone, so that residuals can be read in units of it.
 
-Two robust estimates, each exactly invariant under the 8 D4 transforms of the image, and their minimum:
+Two robust estimates, each invariant under the 8 D4 transforms of the image (the high-pass to round-off: its sums
+change order), and their minimum:
 
 * the frame: the median absolute deviation (MAD) of the pixels within ``n // 16`` (at least 2) of the border, where
   the sky usually is; biased high where an arc reaches the border;
@@ -56,8 +57,9 @@ def estimate_noise(images: torch.Tensor, relative_floor: float = 1e-3) -> torch.
 
     The estimate is at least ``relative_floor * (max - min)`` of each image, so a noiseless image is treated as one
     of peak signal-to-noise ``1 / relative_floor`` (1000 by default) instead of an infinitely precise one; pass
-    ``relative_floor=0`` to refuse noiseless images too. Raises ``ValueError`` naming the images whose noise cannot
-    be estimated (constant or all-zero images, non-finite pixels): every residual would be 0/0 there.
+    ``relative_floor=0`` for the bare estimate (an exactly flat sky then raises). Raises ``ValueError`` naming the
+    images whose noise cannot be estimated (constant or all-zero images, non-finite pixels): every residual would
+    be 0/0 there.
     """
     check_field(images, "images", 1)
     if not relative_floor >= 0:
@@ -71,6 +73,6 @@ def estimate_noise(images: torch.Tensor, relative_floor: float = 1e-3) -> torch.
         indices = bad.nonzero().flatten().tolist()
         raise ValueError(
             f"the noise of images {indices} (of {images.shape[0]}) cannot be estimated: they are constant, all "
-            f"zero, hold non-finite pixels, or are noiseless with relative_floor=0"
+            f"zero, hold non-finite pixels, or have an exactly flat sky with relative_floor=0"
         )
     return sigma
