@@ -9,10 +9,9 @@ change order), and their minimum:
   variance and cancels any brightness gradient (a mirror or quarter turn only flips its sign); biased high where the
   arcs are bright (their curvature and shot noise).
 
-Their failure modes differ, so the minimum holds up where either does. Measured on 200 simulated ``model_ii_hard``
-images per row (benchmarks/fit.py), estimate / true sigma at a peak SNR of 30, median [5%, 95%]: high-pass 1.013
-[0.976, 1.056], frame 0.996 [0.941, 1.055], minimum 0.992 [0.941, 1.035]; with the simulator's own noise (the sky's
-sigma as truth, the arcs' shot noise on top): 1.272, 1.043 [0.948, 1.392], 1.043 [0.948, 1.350].
+Their failure modes differ, so the minimum holds up where either does. Measured on 192 simulated ``model_ii_hard``
+images (``python benchmarks/fit.py``; docs/physics.md), estimate / true sigma at a peak SNR of 30, 5% / median /
+95%: high-pass 0.977 / 1.016 / 1.054, frame 0.939 / 1.002 / 1.056, minimum 0.939 / 0.992 / 1.035.
 
 Example::
 
