@@ -191,7 +191,7 @@ def fit_smooth_lens(
         sigma = estimate_noise(images)
     elif sigma.shape != (images.shape[0],) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
         raise ValueError(f"sigma must be a ({images.shape[0]},) tensor of finite values > 0, got {sigma}")
-    sigma = sigma.to(images.dtype)
+    sigma = sigma.to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
         return _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma)
 
