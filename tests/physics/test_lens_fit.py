@@ -70,11 +70,11 @@ def test_the_fit_is_d4_equivariant():
     for g in D4_ELEMENTS[1:]:
         fit = fit_smooth_lens(transform_scalar(images, g), transform_macro(init, g), GRID, **PSF, steps=5)
         expected_macro = transform_macro(reference.macro, g).as_tensor()
-        torch.testing.assert_close(fit.macro.as_tensor(), expected_macro, rtol=0, atol=1e-6, msg=str(g))
+        torch.testing.assert_close(fit.macro.as_tensor(), expected_macro, rtol=0, atol=1e-10, msg=str(g))
         expected_source = transform_source(reference.source, g).as_tensor()
-        torch.testing.assert_close(fit.source.as_tensor(), expected_source, rtol=1e-6, atol=1e-6, msg=str(g))
-        torch.testing.assert_close(fit.reduced_chi2, reference.reduced_chi2, rtol=1e-6, atol=0, msg=str(g))
-        torch.testing.assert_close(fit.model, transform_scalar(reference.model, g), rtol=0, atol=1e-6, msg=str(g))
+        torch.testing.assert_close(fit.source.as_tensor(), expected_source, rtol=1e-10, atol=1e-10, msg=str(g))
+        torch.testing.assert_close(fit.reduced_chi2, reference.reduced_chi2, rtol=1e-10, atol=0, msg=str(g))
+        torch.testing.assert_close(fit.model, transform_scalar(reference.model, g), rtol=0, atol=1e-10, msg=str(g))
 
 
 def test_gradients_reach_the_init_and_can_be_stopped():
