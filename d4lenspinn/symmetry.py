@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .physics.macro import MacroLens
+from .physics.smooth_lens import SersicSource
 
 __all__ = [
     "D4Element",
@@ -40,6 +41,7 @@ __all__ = [
     "transform_point",
     "transform_spin2",
     "transform_macro",
+    "transform_source",
     "random_elements",
     "transform_each",
     "random_transform",
@@ -145,6 +147,14 @@ def transform_macro(macro: MacroLens, g: D4Element) -> MacroLens:
     e1, e2 = transform_spin2(macro.e1, macro.e2, g)
     gamma1, gamma2 = transform_spin2(macro.gamma1, macro.gamma2, g)
     return MacroLens(macro.theta_e, e1, e2, center_x, center_y, gamma1, gamma2)
+
+
+def transform_source(source: SersicSource, g: D4Element) -> SersicSource:
+    """The Sersic source of the transformed image: amplitude, radius and index invariant, centre a point,
+    ellipticity spin-2."""
+    x, y = transform_point(source.x, source.y, g)
+    e1, e2 = transform_spin2(source.e1, source.e2, g)
+    return SersicSource(source.amplitude, source.radius, source.n, e1, e2, x, y)
 
 
 def random_elements(count: int, generator: torch.Generator | None = None) -> torch.Tensor:

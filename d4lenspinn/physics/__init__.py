@@ -4,8 +4,10 @@ from . import profiles
 from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
+from .lens_fit import LensFit, fit_smooth_lens
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
 from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
+from .noise import estimate_noise, frame_noise, high_pass_noise
 from .poisson import (
     deflection_from_kappa,
     fft_size,
@@ -15,6 +17,8 @@ from .poisson import (
     potential_and_deflection,
     potential_from_kappa,
 )
+from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens
+from .source_moments import initial_source
 
 __all__ = [
     "PixelGrid",
@@ -40,5 +44,15 @@ __all__ = [
     "macro_deflection",
     "macro_potential",
     "macro_convergence",
+    "estimate_noise",
+    "frame_noise",
+    "high_pass_noise",
+    "SersicSource",
+    "check_source",
+    "render_lensed_sersic",
+    "render_smooth_lens",
+    "initial_source",
+    "LensFit",
+    "fit_smooth_lens",
     "profiles",
 ]

@@ -16,6 +16,7 @@ from .profiles import Param, _rotate
 __all__ = [
     "sersic_b",
     "sersic_brightness",
+    "sersic_ellipticity_brightness",
     "sersic_total_flux",
     "gaussian_psf_kernel",
     "gaussian_psf_kernels",
@@ -47,6 +48,30 @@ def sersic_brightness(
     phi = torch.as_tensor(phi, dtype=x.dtype, device=x.device)
     xr, yr = _rotate(x - center_x, y - center_y, -phi)
     r = torch.sqrt(q * xr * xr + yr * yr / q).clamp_min(1e-12)
+    return (amplitude * torch.exp(-sersic_b(n) * ((r / radius) ** (1 / n) - 1))).unsqueeze(-3)
+
+
+def sersic_ellipticity_brightness(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amplitude: Param,
+    radius: Param,
+    n: Param,
+    e1: Param = 0.0,
+    e2: Param = 0.0,
+    center_x: Param = 0.0,
+    center_y: Param = 0.0,
+) -> torch.Tensor:
+    """:func:`sersic_brightness` with the shape as an ellipticity ``(e1, e2)``, ``|e| < 1``, ``(..., 1, H, W)``.
+
+    The same profile as ``q, phi = ellipticity_to_axis_ratio(e1, e2)`` (lenstronomy's convention), written without
+    ``atan2`` or ``|e|`` so that it is smooth in ``(e1, e2)`` through the round source, for fitting:
+    ``r^2 = q x'^2 + y'^2 / q = [(1 + |e|^2)(x^2 + y^2) - 2 e1 (x^2 - y^2) - 4 e2 x y] / (1 - |e|^2)``.
+    """
+    dx, dy = x - center_x, y - center_y
+    e_squared = e1 * e1 + e2 * e2
+    quadratic = (1 + e_squared) * (dx * dx + dy * dy) - 2 * e1 * (dx * dx - dy * dy) - 4 * e2 * dx * dy
+    r = torch.sqrt((quadratic / (1 - e_squared)).clamp_min(1e-24))
     return (amplitude * torch.exp(-sersic_b(n) * ((r / radius) ** (1 / n) - 1))).unsqueeze(-3)
 
 
