@@ -240,6 +240,11 @@ def _settings(cell: Cell, per_class: int, seed: int) -> dict:
     return {"format": FORMAT, "cell": asdict(cell), "per_class": per_class, "seed": seed}
 
 
+def cell_rng(cell: Cell, seed: int, label: int) -> np.random.Generator:
+    """The generator behind every draw of one class of one cell (lens, source and noise, in image order)."""
+    return np.random.default_rng([seed, zlib.crc32(cell.name.encode()), label])
+
+
 def write_cell(root: Path, cell: Cell, per_class: int, seed: int, renderer: Renderer | None = None) -> Path:
     """Write ``cell`` as a DeepLense folder ``root/<cell>/<class>/img#####.npy`` plus ``metadata.npz`` (one row per
     image, classes in label order, files in name order) and ``cell.json`` (the settings; written last, so it marks
@@ -257,7 +262,7 @@ def write_cell(root: Path, cell: Cell, per_class: int, seed: int, renderer: Rend
         (folder / name).mkdir(parents=True, exist_ok=True)
         for stale in (folder / name).glob("*.npy"):
             stale.unlink()
-        rng = np.random.default_rng([seed, zlib.crc32(cell.name.encode()), label])
+        rng = cell_rng(cell, seed, label)
         for i in progress_bar(range(per_class), desc=f"{cell.name} {name}", unit="img"):
             draw = draw_lens(cell, label, rng)
             image, sigma = renderer.observe(renderer.noiseless(draw), cell.peak_snr, rng)
