@@ -259,6 +259,8 @@ def figures(results: dict, sensitivity: dict | None, out: Path) -> None:
             y = np.array([[b["auc"], *b["ci95"]] for b in bins]).reshape(-1, 3)
             ax.errorbar(x, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], fmt="o-", ms=4, capsize=2, label=row)
         ax.axhline(0.8, color="0.5", lw=0.8, ls="--")
+        if field == "vortex_mass":  # the broad prior draws 1e10-1e11 Msun; the sensitivity set goes below
+            ax.axvspan(9.0, 10.0, color="0.9", zorder=0)
         unit = "arcsec" if field == "vortex_half_length" else "Msun"
         ax.set_xlabel(f"log10 {field.replace('_', ' ')} [{unit}]")
     axes[0].set_ylabel("detection AUC vs none, 95% CI")
@@ -322,7 +324,8 @@ def main() -> None:
     if set(args.references) - set(names):
         parser.error(f"--references {args.references} must name --checkpoints entries {names}")
     suffixes = {"off": [""], "on": [" +TTA"], "both": ["", " +TTA"]}[args.tta]
-    pairs = [(f"{n}{s}", f"{r}{s}") for r in args.references for n in names if n != r for s in suffixes]
+    pairs = [(n, r) for r in args.references for n in names if n != r]
+    pairs = [(f"{n}{s}", f"{r}{s}") for i, (n, r) in enumerate(pairs) if (r, n) not in pairs[:i] for s in suffixes]
     renderer = Renderer()
     start = datetime.datetime.now()
     for cell in cells:
