@@ -12,6 +12,10 @@ VIS background (read-out noise and sky, lenstronomy's ``SingleBand.background_no
 image is ``Poisson(image) + Normal(0, sigma_b)`` (shot noise of the source's own electrons plus the background), then
 min-max normalised to [0, 1] as DeepLense data. A noiseless cell (``peak_snr = inf``) is the normalised image itself.
 
+The control cell ``model_ii_template`` renders the model_ii preset's own fixed lens and source (theta_E 0.812",
+e1 0.1, shear 0.0317, source R 0.25", n 1, centre U(-0.35, 0.35)") at peak SNR 300 with the same substructure: it
+is reported beside the grid but pooled with neither part.
+
 Reference lens (and what the grid cells vary, one axis at a time): theta_E 1.0", lens centre U(-0.1, 0.1)" per axis;
 mild lens |e| U(0, 0.05), |gamma| U(0, 0.03) at uniform angles (strong: |e| U(0.15, 0.2), |gamma| U(0.07, 0.1);
 beyond the prior: |e| = 0.3, |gamma| = 0.15, so max(|e1|, |e2|) >= 0.21 and max(|g1|, |g2|) >= 0.106 lie outside
@@ -49,6 +53,10 @@ LENS_SHAPES = {  # (|e| range, |gamma| range)
     "strong": ((0.15, 0.2), (0.07, 0.1)),
     "beyond": ((0.3, 0.3), (0.15, 0.15)),
 }
+# the model_ii preset's fixed lens and source (DeepLenseSim's Model II through SimAPI's deflection scale): the
+# control cell shows how much of a drop is the renderer and how much the lens and source the models never saw
+MODEL_II_LENS = dict(e1=0.1, e2=0.0, gamma1=0.05 * 0.633738, gamma2=0.0)  # centre (0, 0)
+MODEL_II_SOURCE = dict(R_sersic=0.25, n_sersic=1.0, e1=-0.1, e2=0.1)  # centre U(-0.35, 0.35)" per axis
 SUBSTRUCTURE = {  # (log10 upper subhalo mass limit, log10 vortex mass) ranges
     "prior": ((10.0, 10.0), (10.0, 11.0)),
     "sensitivity": ((7.0, 10.0), (9.0, 11.0)),
@@ -79,14 +87,17 @@ class Cell:
     axis: str  # which axis it moves away from the reference ("reference" for the reference itself)
     theta_e: float = 1.0
     peak_snr: float = 30.0  # math.inf: noiseless
-    source: str = "sersic"  # "sersic" or "clumpy"
-    lens: str = "mild"  # a key of LENS_SHAPES
+    source: str = "sersic"  # "sersic", "clumpy" or "model_ii" (MODEL_II_SOURCE)
+    lens: str = "mild"  # a key of LENS_SHAPES or "model_ii" (MODEL_II_LENS)
     substructure: str = "prior"  # a key of SUBSTRUCTURE
     in_prior: bool = True
+    control: bool = False  # reported, but in neither pool
 
     def __post_init__(self) -> None:
-        if self.source not in ("sersic", "clumpy") or self.lens not in LENS_SHAPES:
-            raise ValueError(f"cell {self.name}: source must be sersic/clumpy and lens one of {sorted(LENS_SHAPES)}")
+        if self.source not in ("sersic", "clumpy", "model_ii") or self.lens not in (*LENS_SHAPES, "model_ii"):
+            raise ValueError(
+                f"cell {self.name}: source must be sersic/clumpy/model_ii, lens one of {[*LENS_SHAPES, 'model_ii']}"
+            )
         if self.substructure not in SUBSTRUCTURE or not (self.theta_e > 0 and self.peak_snr > 0):
             raise ValueError(f"cell {self.name}: need theta_e > 0, peak_snr > 0 and substructure prior/sensitivity")
 
@@ -104,6 +115,7 @@ GRID = (
     replace(REFERENCE, name="theta_e_1.9", axis="theta_E", theta_e=1.9, in_prior=False),
     replace(REFERENCE, name="snr_5", axis="peak SNR", peak_snr=5.0, in_prior=False),
     replace(REFERENCE, name="e0.3_g0.15", axis="lens e, shear", lens="beyond", in_prior=False),
+    Cell("model_ii_template", "control", 0.812, 300.0, "model_ii", "model_ii", control=True),
 )
 SENSITIVITY = replace(REFERENCE, name="sensitivity", axis="substructure mass", substructure="sensitivity")
 
@@ -126,9 +138,12 @@ def _subhalo_masses(rng: np.random.Generator, count: int, upper: float) -> np.nd
 
 def draw_lens(cell: Cell, label: int, rng: np.random.Generator) -> dict:
     """The parameters of one image: lenstronomy keyword lists (``lens``, ``source``) and its metadata row."""
-    cx, cy = rng.uniform(-0.1, 0.1, size=2)
-    e_range, g_range = LENS_SHAPES[cell.lens]
-    (e1, e2), (g1, g2) = _spin2(rng, e_range), _spin2(rng, g_range)
+    if cell.lens == "model_ii":
+        cx = cy = 0.0
+        e1, e2, g1, g2 = (MODEL_II_LENS[k] for k in ("e1", "e2", "gamma1", "gamma2"))
+    else:
+        cx, cy = rng.uniform(-0.1, 0.1, size=2)
+        (e1, e2), (g1, g2) = (_spin2(rng, r) for r in LENS_SHAPES[cell.lens])
     lens = [
         dict(theta_E=cell.theta_e, e1=e1, e2=e2, center_x=cx, center_y=cy),
         dict(gamma1=g1, gamma2=g2, ra_0=cx, dec_0=cy),
@@ -159,6 +174,8 @@ def draw_lens(cell: Cell, label: int, rng: np.random.Generator) -> dict:
 
 def _draw_source(cell: Cell, rng: np.random.Generator, cx: float, cy: float) -> list[dict]:
     """Sersic source (and knots) as ``SERSIC_ELLIPSE`` keywords, with ``flux`` (total flux share) instead of amp."""
+    if cell.source == "model_ii":
+        return [dict(flux=1.0, center_x=rng.uniform(-0.35, 0.35), center_y=rng.uniform(-0.35, 0.35), **MODEL_II_SOURCE)]
     radius = _uniform(rng, (0.15, 0.35))
     sx, sy = cx + rng.uniform(-0.15, 0.15), cy + rng.uniform(-0.15, 0.15)
     shape = dict(n_sersic=_uniform(rng, (0.7, 2.5)), e1=_uniform(rng, (-0.2, 0.2)), e2=_uniform(rng, (-0.2, 0.2)))

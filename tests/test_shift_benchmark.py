@@ -51,6 +51,7 @@ def cells(bench, renderer, tmp_path_factory):
     root = tmp_path_factory.mktemp("shift")
     chosen = [sc.REFERENCE, replace(sc.REFERENCE, name="noiseless", peak_snr=math.inf)]
     chosen.append(replace(sc.REFERENCE, name="snr_5", peak_snr=5.0, in_prior=False))
+    chosen.append(replace(sc.REFERENCE, name="control", control=True))
     for cell in chosen:
         sc.write_cell(root, cell, PER_CLASS, seed=0, renderer=renderer)
     return root, chosen
@@ -71,6 +72,16 @@ def test_noise_has_the_requested_peak_snr(bench, renderer):
     assert electrons.max() / sigma == pytest.approx(30.0)
     bright = image > 0.5 * image.max()  # shot noise adds the source's electrons to the variance
     assert np.var(noisy[bright] - electrons[bright]) > sigma**2
+
+
+def test_control_cell_draws_the_model_ii_lens_and_source(bench):
+    sc = bench["shift_cells"]
+    (control,) = [c for c in sc.GRID if c.control]
+    draw = sc.draw_lens(control, SUBHALOS, np.random.default_rng(0))
+    assert draw["lens"][0] == dict(theta_E=0.812, e1=0.1, e2=0.0, center_x=0.0, center_y=0.0)
+    assert draw["lens"][1]["gamma1"] == pytest.approx(0.0316869) and draw["lens"][1]["gamma2"] == 0.0
+    (source,) = draw["source"]
+    assert (source["R_sersic"], source["n_sersic"], source["e1"], source["e2"]) == (0.25, 1.0, -0.1, 0.1)
 
 
 def test_written_cell_reads_through_the_loader_with_its_metadata(bench, cells):
@@ -137,7 +148,7 @@ def test_end_to_end_evaluation_writes_json_table_and_figures(bench, cells, tmp_p
     }
     results = sh.run_benchmark(scorers, chosen, root, tmp_path, [("net", "mean")], n_bootstrap=20)
     net, mean = results["rows"]["net"], results["rows"]["mean"]
-    assert set(net["cells"]) == {"reference", "noiseless", "snr_5"}
+    assert set(net["cells"]) == {"reference", "noiseless", "snr_5", "control"}  # the control is in neither pool
     assert net["pooled"]["in_prior"]["n"] == 6 * PER_CLASS and net["pooled"]["extrapolation"]["n"] == 3 * PER_CLASS
     assert 0 <= net["pooled"]["in_prior"]["macro"]["auc"] <= 1
     assert net["drop_from_own_test"] == pytest.approx(0.9 - net["pooled"]["in_prior"]["macro"]["auc"])
