@@ -202,20 +202,26 @@ def paired_difference(
     """Macro AUC of probabilities ``a`` minus that of ``b`` (both ``(N, K)``, on the same images), with a paired
     stratified bootstrap 95% interval: both are resampled with the same indices, within each class.
 
-    Returns ``{"gain": float, "ci95": [low, high]}``. Deterministic given ``seed``.
+    Returns ``{"gain": float, "ci95": [low, high]}``. Deterministic given ``seed``; vectorised over resamples
+    (1000 resamples of 5400 images in about a second).
     """
     a, labels, names = _validate(a, labels, class_names)
     b, _, _ = _validate(b, labels, class_names)
+    if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == k) for k in range(len(names))]
-    auc = lambda p, i: classification_metrics(p[i], labels[i], names)["macro_auc"]  # noqa: E731
-    differences = []
-    for _ in range(n_bootstrap):
-        index = np.concatenate([rng.choice(m, size=len(m)) for m in members])
-        differences.append(auc(a, index) - auc(b, index))
-    everything = np.arange(len(labels))
+    drawn = np.stack([np.concatenate([rng.choice(m, size=len(m)) for m in members]) for _ in range(n_bootstrap)])
+    offsets = np.arange(n_bootstrap)[:, None] * len(labels)
+    counts = np.bincount((drawn + offsets).ravel(), minlength=n_bootstrap * len(labels))
+    counts = counts.reshape(n_bootstrap, len(labels))  # resample b draws image i counts[b, i] times, for a and b alike
+    differences = (
+        _metrics_from_counts(a, labels, names, counts)["macro_auc"]
+        - _metrics_from_counts(b, labels, names, counts)["macro_auc"]
+    )
+    auc = lambda p: classification_metrics(p, labels, names)["macro_auc"]  # noqa: E731
     low, high = np.percentile(differences, [2.5, 97.5])
-    return {"gain": float(auc(a, everything) - auc(b, everything)), "ci95": [float(low), float(high)]}
+    return {"gain": float(auc(a) - auc(b)), "ci95": [float(low), float(high)]}
 
 
 def _json_value(value):

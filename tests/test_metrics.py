@@ -194,6 +194,24 @@ def test_paired_difference_of_hand_made_cases():
         paired_difference(HAND_PROBS, constant[:, :2], HAND_LABELS, NAMES)
 
 
+def test_paired_difference_equals_the_loop_over_resamples():
+    """The vectorised paired bootstrap gives what scoring each resample with classification_metrics gives."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], [7, 5, 6])
+    a, b = rng.dirichlet([1, 1, 1], len(labels)), rng.dirichlet([1, 1, 1], len(labels))
+    draws = np.random.default_rng(4)  # the same stream paired_difference(seed=4) draws its resamples from
+    members = [np.flatnonzero(labels == k) for k in range(3)]
+    loop = []
+    for _ in range(30):
+        index = np.concatenate([draws.choice(m, size=len(m)) for m in members])
+        auc = [classification_metrics(p[index], labels[index], NAMES)["macro_auc"] for p in (a, b)]
+        loop.append(auc[0] - auc[1])
+    result = paired_difference(a, b, labels, NAMES, n_bootstrap=30, seed=4)
+    np.testing.assert_allclose(result["ci95"], np.percentile(loop, [2.5, 97.5]), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="n_bootstrap must be a positive integer"):
+        paired_difference(a, b, labels, NAMES, n_bootstrap=0)
+
+
 def test_markdown_table():
     table = markdown_table(["model", "AUC", "note"], [["d4_cnn", 0.967, "x"], ["resnet18", "0.954", ""]], align="lrl")
     assert table.splitlines() == [
