@@ -1,10 +1,11 @@
 """How well does the per-image smooth-lens fit recover the lens, how fast, and how well does its chi^2 detect
 substructure? Also: which noise estimate to trust.
 
-    python benchmarks/fit.py [--preset model_ii_hard] [--n 64] [--steps 5 10 20] [--snr 30] [--seed 7]
+    python benchmarks/fit.py [--preset model_ii_broad] [--n 64] [--steps 5 10 20] [--snr 30] [--seed 7]
 
-Fresh lenses of every class are simulated from ``--preset`` (``<name>_hard`` is ``get_preset(name, hard=True)``;
-any name ``get_preset`` knows works) and min-max normalised, as the models see them. Noise: the simulator's own
+Fresh lenses of every class are simulated from ``--preset`` (a ``*_broad`` preset with single-Sersic sources and
+its nominal PSF, the fit's source model; any name ``get_preset`` knows works) and min-max normalised, as the models
+see them. Noise: the simulator's own
 (``--snr 0``) or Gaussian noise of ``peak / snr`` on the noiseless normalised image (peak 1). The fit starts from the
 true lens perturbed as a network's estimate would be: theta_E by a relative N(0, 0.075), each centre coordinate by
 N(0, 0.7 px), each ellipticity component by N(0, 0.04), each shear component by N(0, 0.03). The fit runs in float32
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import torch
 from _machine import describe_machine, wall_times
@@ -35,10 +37,9 @@ CLASSES = ("no", "sphere", "vort")
 
 
 def preset_named(name: str):
-    """``get_preset(name)``, or its hard variant for ``<name>_hard``."""
-    if name.endswith("_hard"):
-        return get_preset(name.removesuffix("_hard"), hard=True)
-    return get_preset(name)
+    """The preset ``name`` with single-Sersic sources (the fit's source model) and the nominal PSF."""
+    preset = get_preset(name)
+    return replace(preset, clumpy_fraction=0.0, psf_scale=(1.0, 1.0)) if name.endswith("_broad") else preset
 
 
 def auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
@@ -86,6 +87,11 @@ def simulate(preset, count: int, snr: float, seed: int):
             noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed + 10 + label))
             image, sigma = normalised + noise / snr, torch.full((count,), 1 / snr)
         else:  # the simulator's noise; truth: the sky's sigma in the units of the normalised image
+            if preset.camera is None or preset.peak_snr is not None:
+                raise SystemExit(
+                    f"--snr 0 (the simulator's own noise) needs a camera preset without peak-SNR noise "
+                    f"(model_ii, model_iii), got {preset.name!r}"
+                )
             exposure = lenses.exposure.float().reshape(-1, 1, 1, 1)
             noisy = add_noise(clean, exposure, preset, torch.Generator().manual_seed(seed + 10 + label))
             span = noisy.amax(dim=(1, 2, 3)) - noisy.amin(dim=(1, 2, 3))
@@ -101,7 +107,7 @@ def simulate(preset, count: int, snr: float, seed: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="model_ii_hard")
+    parser.add_argument("--preset", default="model_ii_broad")
     parser.add_argument("--n", type=int, default=64, help="lenses per class (a multiple of 32)")
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--snr", type=float, default=30.0, help="peak signal-to-noise; 0: the simulator's noise")

@@ -9,7 +9,7 @@ from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_l
 from d4lenspinn.physics import MacroLens, PixelGrid, fit_smooth_lens
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar, transform_source
 
-PRESET = get_preset("model_ii", hard=True)
+PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
 GRID = PixelGrid(PRESET.n_pixels, PRESET.pixel_scale)
 PSF = dict(psf_fwhm=PRESET.psf_fwhm, psf_truncation=PRESET.psf_truncation)
 

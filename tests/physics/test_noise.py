@@ -11,7 +11,7 @@ from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
 
 def _noisy(snr=30.0, count=6, seed=0):
-    preset = get_preset("model_ii", hard=True)
+    preset = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
     lenses = sample_lenses(preset, 0, count, torch.Generator().manual_seed(seed))
     clean = render_images(lenses, preset, noise=False).double()  # min-max normalised: peak 1
     sigma = torch.full((count,), 1 / snr, dtype=torch.float64)
