@@ -25,6 +25,7 @@ import torch
 
 from . import profiles as P
 from .grid import PixelGrid
+from .parameters import broadcast_fields, unpack_columns
 
 __all__ = ["MacroLens", "check_macro", "macro_deflection", "macro_potential", "macro_convergence"]
 
@@ -46,19 +47,12 @@ class MacroLens(NamedTuple):
         unknown = sorted(set(values) - set(cls._fields))
         if unknown or "theta_e" not in values:
             raise ValueError(f"MacroLens needs theta_e and takes {list(cls._fields)}; got {sorted(values)}")
-        return cls(
-            *(
-                torch.as_tensor(values.get(name, 0.0), dtype=dtype, device=device).expand(batch).clone()
-                for name in cls._fields
-            )
-        )
+        return cls(*broadcast_fields(cls._fields, values, batch, dtype, device))
 
     @classmethod
     def from_tensor(cls, packed: torch.Tensor) -> MacroLens:
         """From ``(B, 7)`` columns in field order (:meth:`as_tensor`)."""
-        if packed.dim() != 2 or packed.shape[1] != len(cls._fields):
-            raise ValueError(f"packed macro parameters must be (B, {len(cls._fields)}), got {tuple(packed.shape)}")
-        return cls(*packed.unbind(dim=1))
+        return cls(*unpack_columns(packed, cls._fields, "macro"))
 
     def as_tensor(self) -> torch.Tensor:
         """``(B, 7)``, columns in field order."""

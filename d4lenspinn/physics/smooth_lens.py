@@ -20,6 +20,7 @@ import torch
 from .grid import PixelGrid
 from .light import convolve_psf, gaussian_psf_kernel, sersic_ellipticity_brightness
 from .macro import MacroLens, check_macro, macro_deflection
+from .parameters import broadcast_fields, unpack_columns
 
 __all__ = ["SersicSource", "check_source", "render_smooth_lens", "render_lensed_sersic"]
 
@@ -44,19 +45,12 @@ class SersicSource(NamedTuple):
             raise ValueError(
                 f"SersicSource needs {sorted(required)} and takes {list(cls._fields)}; got {sorted(values)}"
             )
-        return cls(
-            *(
-                torch.as_tensor(values.get(name, 0.0), dtype=dtype, device=device).expand(batch).clone()
-                for name in cls._fields
-            )
-        )
+        return cls(*broadcast_fields(cls._fields, values, batch, dtype, device))
 
     @classmethod
     def from_tensor(cls, packed: torch.Tensor) -> SersicSource:
         """From ``(B, 7)`` columns in field order (:meth:`as_tensor`)."""
-        if packed.dim() != 2 or packed.shape[1] != len(cls._fields):
-            raise ValueError(f"packed source parameters must be (B, {len(cls._fields)}), got {tuple(packed.shape)}")
-        return cls(*packed.unbind(dim=1))
+        return cls(*unpack_columns(packed, cls._fields, "source"))
 
     def as_tensor(self) -> torch.Tensor:
         """``(B, 7)``, columns in field order."""
