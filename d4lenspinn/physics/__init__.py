@@ -18,9 +18,12 @@ from .poisson import (
     potential_from_kappa,
 )
 from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens
+from .source_inversion import SourceInversion, invert_source
 from .source_moments import initial_source
 
 __all__ = [
+    "SourceInversion",
+    "invert_source",
     "PixelGrid",
     "check_field",
     "lattice_green_table",
