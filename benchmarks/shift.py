@@ -39,6 +39,7 @@ import torch
 from _machine import describe_machine
 from shift_cells import GRID, SENSITIVITY, Cell, Renderer, read_metadata, write_cell
 from shift_scoring import (
+    FitChi2Scorer,
     NetworkScorer,
     Scorer,
     binned_detection,
@@ -282,7 +283,8 @@ def _own_test_auc(checkpoint: Path, tta: bool) -> float | None:
 
 
 def network_scorers(checkpoints: list[str], tta: str, device: torch.device) -> dict:
-    """Row name -> (NetworkScorer, cache key, own test AUC) for ``name=path`` arguments and the TTA setting."""
+    """Row name -> (scorer, cache key, own test AUC) for ``name=path`` arguments and the TTA setting; a model that
+    fits the lens to each image also gives the row ``<name> fit chi^2`` (:class:`FitChi2Scorer`)."""
     scorers = {}
     for spec in checkpoints:
         name, sep, path = spec.partition("=")
@@ -294,6 +296,9 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device) -> d
             row = f"{name}{' +TTA' if with_tta else ''}"
             key = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|tta={with_tta}"
             scorers[row] = (NetworkScorer(row, model, with_tta), key, _own_test_auc(Path(path), with_tta))
+        if isinstance(getattr(model, "fit_steps", None), int):  # a model that fits the lens: its chi^2 detector too
+            row = f"{name} fit chi^2"
+            scorers[row] = (FitChi2Scorer(row, model), f"{Path(path).resolve()}|{stat.st_mtime_ns}|chi2", None)
     return scorers
 
 

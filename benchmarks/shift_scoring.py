@@ -53,6 +53,21 @@ class NetworkScorer:
         return predict(self.model, images.to(self.device), tta=self.tta).float().cpu().numpy()
 
 
+class FitChi2Scorer:
+    """The smooth-lens fit of a model that fits the lens to each image (``d4lenspinn_fit``: its estimate, then its
+    Levenberg-Marquardt steps) as a detector that needs no classifier: the fit's reduced chi^2 per image."""
+
+    output = "binary"
+
+    def __init__(self, name: str, model: nn.Module) -> None:
+        self.name, self.model = name, model
+        self.device = next(model.parameters()).device
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.forward_features(images.to(self.device)).reduced_chi2.double().cpu().numpy()
+
+
 def score_folder(scorer: Scorer, folder: Path, expected_labels: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The scorer's output on every image of a written cell, in the package loader's order (checked against the
     labels of the cell's metadata, so the per-image masses line up)."""

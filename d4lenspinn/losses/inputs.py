@@ -28,6 +28,7 @@ INPUT_NAMES = (
     "source_weight",
     "relensed",
     "macro",
+    "macro_estimate",
     "delta_kappa",
     "mass",
     "network_kappa",
@@ -77,6 +78,7 @@ class TermInputs:
     source_weight = _model_map("source_weight")
     relensed = _model_map("relensed")
     macro = _model_map("macro")
+    macro_estimate = _model_map("macro_estimate")
     delta_kappa = _model_map("delta_kappa")
 
     def available(self, needs: tuple[str, ...]) -> bool:

@@ -15,7 +15,8 @@ Physics terms, on the maps of a physics-informed model (``kappa`` dimensionless,
 Supervised terms, on simulations (they need the truth) for models with a macro lens (weight 0: switched on by the
 config):
 
-* ``macro``: the :func:`macro_parameter_loss` ``total`` of ``macro`` against the true macro lens;
+* ``macro``: the :func:`macro_parameter_loss` ``total`` of the network's macro estimate (``macro_estimate`` where a
+  fit refines it, else ``macro``) against the true macro lens;
 * ``substructure``: the mean squared difference of ``delta_kappa`` and the true substructure convergence.
 
 A new term is one function here (or anywhere imported before training) decorated with :func:`loss_term`.
@@ -68,7 +69,7 @@ def _consistency(inputs: TermInputs) -> torch.Tensor:
 
 @loss_term("macro", needs=("macro", "truth"))
 def _macro(inputs: TermInputs) -> torch.Tensor:
-    predicted = inputs.macro
+    predicted = inputs.macro if inputs.macro_estimate is None else inputs.macro_estimate  # a fit starts from it
     true = MacroLens.from_tensor(inputs.truth.macro.to(predicted.theta_e))
     return macro_parameter_loss(predicted, true, inputs.grid.pixel_scale)["total"]
 

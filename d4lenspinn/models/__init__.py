@@ -1,8 +1,9 @@
 """Models: the registry, D4LensPINN and the comparison zoo. Importing this package registers every model."""
 
-from . import baselines, d4_cnn, lenspinn, physics_informed  # noqa: F401  (importing registers the models)
+from . import baselines, d4_cnn, fitted_lens, lenspinn, physics_informed  # noqa: F401  (importing registers the models)
 from .capabilities import ModelCapabilities, capabilities_of
-from .maps import FeatureMaps, KappaMaps, LensMaps, SourceMaps
+from .fitted_lens import FittedPINN
+from .maps import FeatureMaps, FittedLensMaps, KappaMaps, LensMaps, SourceMaps
 from .output import ModelOutput
 from .physics_informed import D4LensPINN, KappaPINN, MacroPINN
 from .registry import count_parameters, create_model, list_models, register_model, uses_pixel_scale
@@ -11,6 +12,7 @@ __all__ = [
     "ModelOutput",
     "KappaMaps",
     "LensMaps",
+    "FittedLensMaps",
     "SourceMaps",
     "FeatureMaps",
     "ModelCapabilities",
@@ -18,6 +20,7 @@ __all__ = [
     "D4LensPINN",
     "KappaPINN",
     "MacroPINN",
+    "FittedPINN",
     "create_model",
     "list_models",
     "register_model",

@@ -21,7 +21,7 @@ import torch
 from ..physics import MacroLens
 from ..symmetry import D4Element, transform_macro, transform_scalar, transform_vector
 
-__all__ = ["KappaMaps", "LensMaps", "SourceMaps", "FeatureMaps"]
+__all__ = ["KappaMaps", "LensMaps", "FittedLensMaps", "SourceMaps", "FeatureMaps"]
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,17 @@ class KappaMaps:
     features: torch.Tensor
 
     def transform(self, g: D4Element) -> KappaMaps:
-        """The maps moved by the D4 element ``g``: every field a scalar field except the vector field ``alpha``."""
+        """The maps moved by the D4 element ``g``: maps are scalar fields except the vector field ``alpha``, macro
+        lenses transform by :func:`~d4lenspinn.symmetry.transform_macro`, per-image numbers ``(B,)`` are
+        invariant."""
         moved = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            if value is None:
-                moved[field.name] = None
+            if value is None or (isinstance(value, torch.Tensor) and value.dim() == 1):
+                moved[field.name] = value
             elif field.name == "alpha":
                 moved[field.name] = transform_vector(value, g)
-            elif field.name == "macro":
+            elif isinstance(value, MacroLens):
                 moved[field.name] = transform_macro(value, g)
             else:
                 moved[field.name] = transform_scalar(value, g)
@@ -69,6 +71,22 @@ class LensMaps(KappaMaps):
     delta_kappa: torch.Tensor
     macro_relensed: torch.Tensor | None = None
     macro_spread: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FittedLensMaps(LensMaps):
+    """:class:`LensMaps` of a model that fits the smooth lens to each image
+    (:func:`~d4lenspinn.physics.fit_smooth_lens`): ``macro`` is the fitted lens, ``macro_estimate`` the network's
+    estimate the fit started from, ``macro_relensed (B, 1, n, n)`` the fitted smooth-lens image (SIE + shear +
+    Sersic source, PSF, sky), ``normalised_residual (B, 1, n, n)`` ``(image - macro_relensed) / noise_sigma``: what
+    the smooth lens cannot explain in units of the noise; ``noise_sigma``, ``reduced_chi2`` ``(B,)`` and
+    ``fit_failed (B,)`` bool (no finite fit: the residual is that of a flat model)."""
+
+    macro_estimate: MacroLens | None = None
+    normalised_residual: torch.Tensor | None = None
+    noise_sigma: torch.Tensor | None = None
+    reduced_chi2: torch.Tensor | None = None
+    fit_failed: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ def test_every_model_gives_logits_and_a_finite_gradient_on_every_parameter(name:
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (2, 3) and not out.logits.isnan().any()
     loss = out.logits.sum() + (out.maps.kappa.mean() if isinstance(out.maps, KappaMaps) else 0)
+    estimate = getattr(out.maps, "macro_estimate", None)  # a fitted lens is a measurement: loss.macro trains this
+    loss = loss + (0 if estimate is None else estimate.theta_e.sum())
     loss.backward()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert params, f"{name} has no trainable parameters"

@@ -1,0 +1,123 @@
+"""How detectable is the substructure of a preset at all, and how much of it does a smooth-lens fit leave visible?
+
+    python benchmarks/detectability.py [--preset model_ii_broad] [--n 300] [--steps 5] [--seed 0]
+
+For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
+normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for four
+statistics, in bins of the peak signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
+
+* likelihood ratio, both models known: ``|x - m0|^2 - |x - m1|^2`` over sigma^2, with ``m1`` the noiseless image and
+  ``m0`` the same lens and source without substructure (the Neyman-Pearson optimum: an upper bound nothing reaches);
+* chi^2 against the true smooth image ``m0``: the best possible test of "the smooth lens explains it" (an ideal lens
+  modeller who knew the smooth lens and the source exactly);
+* chi^2 of the smooth-lens fit (:func:`~d4lenspinn.physics.fit_smooth_lens`: SIE + shear + one Sersic source, the
+  preset's nominal PSF, ``--steps`` Levenberg-Marquardt steps from the true lens perturbed as a network's estimate
+  is, benchmarks/fit.py);
+* chi^2 of the pixelated-source inversion (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source pixels of
+  0.05", regularisation 10) through the fitted lens: a source of any structure, the lens kept from the fit.
+
+The noise sigma of every statistic is estimated from the image (:func:`~d4lenspinn.physics.estimate_noise`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+from _machine import describe_machine
+from fit import auc, perturbed
+
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
+from d4lenspinn.physics import MacroLens, PixelGrid, estimate_noise, fit_smooth_lens, invert_source, macro_deflection
+from d4lenspinn.physics.light import gaussian_psf_kernel
+from d4lenspinn.report import markdown_table
+
+BATCH = 100
+SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, np.inf))
+
+
+def statistics(
+    preset, count: int, steps: int, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: the four statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
+    clumpy."""
+    grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
+    source_grid = PixelGrid(64, 0.05)
+    kernel = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
+    values: dict[str, list[torch.Tensor]] = {}
+    labels, snr, clumpy = [], [], []
+    for label in range(3):
+        for start in range(0, count, BATCH):
+            size = min(BATCH, count - start)
+            key = seed + 1000 * label + start
+            lenses = sample_lenses(preset, label, size, torch.Generator().manual_seed(key))
+            image = render_images(lenses, preset, torch.Generator().manual_seed(key + 1), normalise=False)
+            with_sub = render_images(lenses, preset, noise=False, normalise=False)
+            smooth = render_images(lenses.without_substructure(), preset, noise=False, normalise=False)
+            sigma = estimate_noise(image)
+            inverse_variance = sigma.reshape(-1, 1, 1, 1) ** -2
+            truth = true_macro_lens(lenses)
+            init = perturbed(truth, grid.pixel_scale, torch.Generator().manual_seed(key + 2))
+            init = MacroLens(*(value.float() for value in init))
+            fit = fit_smooth_lens(image, init, grid, preset.psf_fwhm, preset.psf_truncation, steps, sigma, False)
+            data = image - fit.background.reshape(-1, 1, 1, 1)
+            alpha = macro_deflection(fit.macro, grid)
+            inversion = invert_source(data, alpha, grid, source_grid, kernel, sigma, regularisation=10.0, iterations=80)
+            pixels = image[0].numel()
+            rows = {
+                "likelihood ratio (both models known)": (
+                    ((image - smooth).square() - (image - with_sub).square()) * inverse_variance
+                ).sum(dim=(1, 2, 3)),
+                "chi^2 vs the true smooth image": ((image - smooth).square() * inverse_variance).sum(dim=(1, 2, 3))
+                / pixels,
+                f"chi^2 of the Sersic fit ({steps} steps)": fit.reduced_chi2,
+                "chi^2 of the pixelated-source inversion": inversion.reduced_chi2,
+            }
+            for name, value in rows.items():
+                values.setdefault(name, []).append(value.double())
+            labels.append(torch.full((size,), label))
+            snr.append(lenses.peak_snr.double())
+            clumpy.append(lenses.knot_amplitude.abs().sum(dim=1) > 0)
+    stats = {name: torch.cat(value).numpy() for name, value in values.items()}
+    return stats, torch.cat(labels).numpy(), torch.cat(snr).numpy(), torch.cat(clumpy).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="model_ii_broad")
+    parser.add_argument("--n", type=int, default=300, help="lenses per class")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    preset = get_preset(args.preset)
+    print(describe_machine(torch.device("cpu")))
+    print("command: python benchmarks/detectability.py " + " ".join(sys.argv[1:]))
+    stats, labels, snr, clumpy = statistics(preset, args.n, args.steps, args.seed)
+    snr = np.where(snr == 0, np.nan, snr)  # 0: the preset's own noise recipe (no peak SNR drawn)
+    selections = {"all": np.ones_like(clumpy)}
+    if np.isfinite(snr).any() or np.isinf(snr).any():
+        for low, high in SNR_BINS:
+            selections[f"SNR {low:g}-{high:g}"] = (snr >= low) & ((snr < high) | (high == np.inf))
+        selections["SNR >= 30, Sersic source"] = (snr >= 30) & ~clumpy
+        selections["SNR >= 30, clumpy source"] = (snr >= 30) & clumpy
+    header = ["statistic"] + [f"{name} (n={int(sel.sum())})" for name, sel in selections.items()]
+    rows = []
+    for name, value in stats.items():
+        cells = []
+        for selection in selections.values():
+            none = value[selection & (labels == 0)]
+            pair = [value[selection & (labels == k)] for k in (1, 2)]
+            usable = len(none) > 4 and all(len(p) > 4 for p in pair)
+            aucs = [f"{auc(torch.from_numpy(none), torch.from_numpy(p)):.3f}" for p in pair] if usable else []
+            cells.append(" / ".join(aucs))
+        rows.append([name, *cells])
+    print(f"detection AUC, no vs subhalos / no vs vortex; preset {preset.name}, {args.n} lenses per class")
+    print(markdown_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""D4LensPINN with the lens fitted to each image: the network estimates the smooth lens, a few Levenberg-Marquardt
+steps through the package's own lens and light models refine it, and the classifier sees what it cannot explain.
+
+    FittedPINN (d4lenspinn_fit, vanilla_lenspinn_fit)
+      image (B, 1, n, n) -> Preprocessing                                                       features (B, 5, n, n)
+      -> MacroEstimator: SIE + shear estimate (trained by loss.macro)                            macro_estimate
+      -> fit_smooth_lens from it: SIE + shear + Sersic source, PSF, sky; noise sigma per image   macro, (I - M) / sigma
+      -> UNet on [features, asinh(residual / sigma)]: signed delta_kappa on top of the fitted lens (zero at the start)
+      -> LensingEngine with the fitted lens + delta_kappa: S, R                                  FittedLensMaps
+      -> head channels [I, asinh(residual / sigma), delta_kappa, 4 preprocessed], standardised   (B, 7, n, n)
+
+A lens modeller's first step, batched (:mod:`d4lenspinn.physics.lens_fit`): the residual in units of each image's
+noise no longer depends on the Einstein radius, the source or the signal-to-noise, as the image does. ``asinh``
+keeps it linear within a few sigma and logarithmic beyond (a misfit source can leave hundreds of sigma). The fit runs
+without a graph (its result is a measurement of the image, not a function to train through): the estimator learns
+from ``loss.macro``, the U-Net and the head from the classification. Everything before the head commutes with the 8
+pixel-grid symmetries (the fit's steps are D4-equivariant, tests/physics/test_lens_fit.py); with the invariant head
+the model is invariant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..physics import LensingEngine, MacroLens, fit_smooth_lens, macro_convergence
+from .heads import INVARIANT_HEAD
+from .inputs import check_images
+from .macro_estimator import MacroEstimator
+from .maps import FittedLensMaps
+from .physics_informed import KAPPA_DISPLAY_CAP, D4LensPINN
+from .registry import register_model
+from .unet import UNet
+
+__all__ = ["FittedPINN", "DEFAULT_PSF_PIXELS"]
+
+DEFAULT_PSF_PIXELS = 1.6  # PSF FWHM in pixels when none is given: DeepLenseSim's Model I-III are 1.6-1.7 pixels
+
+
+class FittedPINN(D4LensPINN):
+    """Estimate, fit (``fit_steps`` Levenberg-Marquardt steps with a Gaussian PSF of ``psf_fwhm`` arcsec, default
+    :data:`DEFAULT_PSF_PIXELS` pixels, truncated at ``psf_truncation`` sigma), then ``delta_kappa`` and the head on
+    the noise-normalised residual; see the module doc."""
+
+    def __init__(
+        self,
+        name: str,
+        image_size: int,
+        pixel_scale: float,
+        in_chans: int = 1,
+        num_classes: int = 3,
+        widths: tuple[int, ...] = (2, 4, 8, 16),
+        equivariant: bool = True,
+        head: str = INVARIANT_HEAD,
+        head_drop_rate: float = 0.2,
+        preprocessing: bool = True,
+        macro_widths: tuple[int, ...] = (2, 4, 8, 16),
+        psf_fwhm: float | None = None,
+        psf_truncation: float = 4.0,
+        fit_steps: int = 5,
+    ) -> None:
+        super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
+        psf_fwhm = DEFAULT_PSF_PIXELS * pixel_scale if psf_fwhm is None else psf_fwhm
+        if not (psf_fwhm > 0 and psf_truncation > 0):
+            raise ValueError(
+                f"{name}: psf_fwhm [arcsec] and psf_truncation must be > 0, got {psf_fwhm}, {psf_truncation}"
+            )
+        if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
+            raise ValueError(f"{name}: fit_steps must be an integer >= 0, got {fit_steps!r}")
+        self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
+        channels = len(self.feature_names)
+        self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
+        self.unet = UNet(channels + 1, image_size, tuple(widths), equivariant=equivariant, non_negative=False)
+        for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 at the start
+            nn.init.zeros_(parameter)
+        self.engine = LensingEngine(self.grid)
+        self.head_channel_names = ("image", "asinh(residual / sigma)", "delta_kappa", *self.feature_names[1:])
+        self.head_norm = nn.BatchNorm2d(len(self.head_channel_names), affine=False)  # per channel: commutes with D4
+        self._finish(head, num_classes, head_drop_rate, equivariant, macro_lens=True)
+
+    def forward_features(self, images: torch.Tensor) -> FittedLensMaps:
+        check_images(images, self.in_chans, self.image_size, self.name)
+        features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
+        estimate = self.macro_estimator(features)
+        with torch.autocast(images.device.type, enabled=False):  # the fit needs float32 at least (CUDA AMP: bf16)
+            fit = fit_smooth_lens(
+                images.float(),
+                MacroLens(*(value.detach().float() for value in estimate)),
+                self.grid,
+                self.psf_fwhm,
+                self.psf_truncation,
+                self.fit_steps,
+                gradients=False,
+            )
+        residual = torch.asinh(fit.normalised_residual)
+        delta_kappa = self.unet(torch.cat((features, residual), dim=1))  # (B, 1, n, n), signed
+        physics = self.engine(delta_kappa, images, fit.macro)
+        kappa = macro_convergence(fit.macro, self.grid, cap=KAPPA_DISPLAY_CAP) + delta_kappa
+        return FittedLensMaps(
+            kappa,
+            physics.psi,
+            physics.alpha,
+            physics.source,
+            physics.source_weight,
+            physics.relensed,
+            features,
+            fit.macro,
+            delta_kappa,
+            macro_relensed=fit.model,
+            macro_estimate=estimate,
+            normalised_residual=fit.normalised_residual,
+            noise_sigma=fit.sigma,
+            reduced_chi2=fit.reduced_chi2,
+            fit_failed=fit.failed,
+        )
+
+    def head_channels(self, maps: FittedLensMaps) -> torch.Tensor:
+        """``[I, asinh(residual / sigma), delta_kappa, features[1:]]``, standardised per channel."""
+        image, extra = maps.features[:, :1], maps.features[:, 1:]
+        residual = torch.asinh(maps.normalised_residual)
+        return self.head_norm(torch.cat((image, residual, maps.delta_kappa, extra), dim=1))
+
+
+@register_model("d4lenspinn_fit")
+def d4lenspinn_fit(
+    image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
+) -> FittedPINN:
+    """D4LensPINN fitting the smooth lens to each image (:class:`FittedPINN`: estimate, 5 Levenberg-Marquardt steps,
+    the head on the noise-normalised residual, invariant head); D4-invariant. Train it with ``loss.macro > 0``; set
+    ``psf_fwhm`` [arcsec] to the instrument's PSF."""
+    return FittedPINN("d4lenspinn_fit", image_size, pixel_scale, in_chans, num_classes, **kwargs)
+
+
+@register_model("vanilla_lenspinn_fit")
+def vanilla_lenspinn_fit(
+    image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
+) -> FittedPINN:
+    """The control of ``d4lenspinn_fit``: the same pipeline with plain (non-equivariant) U-Nets."""
+    settings = {**kwargs, "equivariant": False}
+    return FittedPINN("vanilla_lenspinn_fit", image_size, pixel_scale, in_chans, num_classes, **settings)

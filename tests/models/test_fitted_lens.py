@@ -1,0 +1,124 @@
+"""The fitted lens model: the fit refines the estimate, the residual reaches the head, the gradients go where the
+module doc says, every map and the fitted lens move with the image (all 8 D4 elements), export is exact."""
+
+import pytest
+import torch
+
+from d4lenspinn.config import LossConfig
+from d4lenspinn.data import Batch, Truth
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
+from d4lenspinn.losses import Objective
+from d4lenspinn.models import create_model
+from d4lenspinn.models.fitted_lens import DEFAULT_PSF_PIXELS
+from d4lenspinn.physics import fit_smooth_lens
+from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar
+
+PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0), noiseless_fraction=0.0)
+SMALL = dict(widths=(1, 2), macro_widths=(1, 2), fit_steps=3, psf_fwhm=PRESET.psf_fwhm)
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _lenses(label=1, count=4, seed=0):
+    params = sample_lenses(PRESET, label, count, torch.Generator().manual_seed(seed))
+    return render_images(params, PRESET, torch.Generator().manual_seed(seed + 1)), params
+
+
+def _model(**kwargs):
+    torch.manual_seed(0)
+    model = create_model("d4lenspinn_fit", image_size=64, pixel_scale=PRESET.pixel_scale, **{**SMALL, **kwargs})
+    with torch.no_grad():  # zero-initialised layers (delta_kappa, estimator read-out) get values: nothing trivial
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.5)
+    return model.eval()
+
+
+def test_the_maps_are_the_fit_of_the_estimate_and_the_head_sees_its_residual():
+    images, _ = _lenses()
+    model = _model()
+    with torch.no_grad():
+        maps = model.forward_features(images)
+        estimate = model.macro_estimator(maps.features)
+        fit = fit_smooth_lens(images, estimate, model.grid, PRESET.psf_fwhm, steps=3, gradients=False)
+        stacked = model.head_channels(maps)
+    torch.testing.assert_close(maps.macro_estimate.theta_e, estimate.theta_e)
+    torch.testing.assert_close(maps.macro.theta_e, fit.macro.theta_e)
+    torch.testing.assert_close(maps.normalised_residual, fit.normalised_residual)
+    assert maps.reduced_chi2.shape == maps.noise_sigma.shape == maps.fit_failed.shape == (4,)
+    assert model.head_channel_names[:3] == ("image", "asinh(residual / sigma)", "delta_kappa")
+    assert stacked.shape == (4, 7, 64, 64)
+    # eval-mode standardisation is the running statistics' affine map (identity at initialisation)
+    torch.testing.assert_close(stacked[:, 1:2], torch.asinh(fit.normalised_residual) / (1 + 1e-5) ** 0.5)
+
+
+@pytest.mark.parametrize("n", [64, 150])
+def test_every_map_the_fitted_lens_and_the_logits_move_with_the_image(n):
+    preset = get_preset("model_ii", n_pixels=n, pixel_scale=6.46 / n)
+    params = sample_lenses(preset, 2, 2, torch.Generator().manual_seed(3))
+    images = render_images(params, preset, torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    model = create_model("d4lenspinn_fit", image_size=n, pixel_scale=preset.pixel_scale, **SMALL)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.5)
+        model.eval()
+        out = model(images)
+        assert out.maps.delta_kappa.std() > 0 and out.logits.std() > 0
+        for g in D4_ELEMENTS:
+            moved = model(transform_scalar(images, g))
+            assert _relative(moved.logits, out.logits) < 1e-4
+            want = out.maps.transform(g)
+            for name in ("delta_kappa", "kappa", "relensed", "macro_relensed", "normalised_residual"):
+                assert _relative(getattr(moved.maps, name), getattr(want, name)) < 1e-4, (name, str(g))
+            for lens in ("macro", "macro_estimate"):
+                for got, expected in zip(
+                    getattr(moved.maps, lens), transform_macro(getattr(out.maps, lens), g), strict=True
+                ):
+                    assert (got - expected).abs().max() < 1e-4 * 3.3, (lens, str(g))  # arcsec on a 6.5" field
+            torch.testing.assert_close(moved.maps.reduced_chi2, out.maps.reduced_chi2, rtol=1e-4, atol=0)
+            assert torch.equal(moved.maps.fit_failed, out.maps.fit_failed)
+
+
+def test_the_macro_loss_trains_the_estimator_and_the_classification_the_rest():
+    images, params = _lenses()
+    model = _model().train()
+    output = model(images)
+    truth = Truth(true_macro_lens(params).as_tensor().float(), torch.zeros(4, 1, 64, 64))
+    batch = Batch(images, torch.ones(4, dtype=torch.long), torch.arange(4), truth)
+    terms = Objective(LossConfig({"macro": 1.0}))(output, batch, epoch=0, grid=model.grid)
+    estimator = list(model.macro_estimator.parameters())
+    macro_grads = torch.autograd.grad(terms["macro"], estimator, retain_graph=True, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in macro_grads)
+    cross_entropy = terms["cross_entropy"]
+    head = torch.autograd.grad(cross_entropy, list(model.head.parameters()), retain_graph=True, allow_unused=True)
+    unet = torch.autograd.grad(cross_entropy, list(model.unet.parameters()), retain_graph=True, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in head)
+    assert any(g is not None and g.abs().sum() > 0 for g in unet)
+    # the fit is a measurement of the image: no gradient reaches the estimator through it
+    through_fit = torch.autograd.grad(cross_entropy, estimator, allow_unused=True)
+    assert all(g is None or not g.any() for g in through_fit)
+
+
+def test_export_gives_the_same_outputs():
+    images, _ = _lenses(label=2)
+    model = _model()
+    with torch.no_grad():
+        reference, plain = model(images), model.export()(images)
+    torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(plain.maps.macro.theta_e, reference.maps.macro.theta_e, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_settings_and_images_without_noise_give_clear_errors():
+    model = create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, widths=(1, 2), macro_widths=(1, 2))
+    assert model.psf_fwhm == pytest.approx(DEFAULT_PSF_PIXELS * 0.2)
+    with pytest.raises(ValueError, match="fit_steps"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_steps=-1)
+    with pytest.raises(ValueError, match="psf_fwhm"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, psf_fwhm=0.0)
+    with pytest.raises(ValueError, match="noise"), torch.no_grad():
+        model.eval()(torch.zeros(2, 1, 32, 32))
