@@ -57,7 +57,8 @@ class ModelCard:
     """What a trained model expects and where it came from; shown by ``evaluate`` and checked against the data.
 
     ``pixel_scale`` is arcsec per pixel (``None`` only when the training data did not say and the model does not
-    use it); ``class_names[i]`` is the name of label ``i``."""
+    use it); ``class_names[i]`` is the name of label ``i``; ``training_prior`` the simulation preset's ranges
+    (:meth:`~d4lenspinn.data.presets.SimulationPreset.training_prior`; ``None`` for other data and older cards)."""
 
     model: str
     image_size: int
@@ -66,6 +67,7 @@ class ModelCard:
     normalisation: str = INPUT_NORMALISATION
     training_data: str = ""
     package_version: str = __version__
+    training_prior: dict | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelCard:

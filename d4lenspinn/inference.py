@@ -37,11 +37,38 @@ from .data.scan_report import MAX_LISTED
 from .device import resolve_device
 from .io import exclusive_writer, write_text
 from .progress import progress_bar
-from .tta import predict
+from .tta import predict_with_maps
 
-__all__ = ["PredictionReport", "predict_files", "check_predict_arguments", "min_max_normalise"]
+__all__ = ["PredictionReport", "predict_files", "check_predict_arguments", "min_max_normalise", "outside_prior"]
 
 logger = logging.getLogger(__name__)
+
+
+LENS_COLUMNS = ("theta_e_arcsec", "peak_snr", "fit_reduced_chi2", "fit_failed", "outside_prior")
+
+
+def outside_prior(theta_e: np.ndarray, peak_snr: np.ndarray, prior: dict) -> np.ndarray:
+    """Whether each image's fitted ``theta_e`` [arcsec] or estimated ``peak_snr`` lies outside a model card's
+    ``training_prior``; a peak SNR above the range counts as inside when the model saw noiseless images."""
+    low, high = prior["theta_e"]
+    outside = (theta_e < low) | (theta_e > high)
+    if prior.get("peak_snr") is not None:
+        low, high = prior["peak_snr"]
+        outside |= (peak_snr < low) | ((peak_snr > high) & (not prior.get("noiseless", False)))
+    return outside
+
+
+def _lens_cells(maps, prior: dict | None) -> list[list]:
+    """The :data:`LENS_COLUMNS` of a batch of fitted maps (``FittedLensMaps``)."""
+    theta_e = maps.macro.theta_e.double().cpu().numpy()
+    peak_snr = (1 / maps.noise_sigma).double().cpu().numpy()
+    chi2 = maps.reduced_chi2.double().cpu().numpy()
+    failed = maps.fit_failed.cpu().numpy()
+    flags = outside_prior(theta_e, peak_snr, prior) if prior is not None else [""] * len(theta_e)
+    return [
+        [f"{t:.4f}", f"{q:.1f}", f"{c:.4f}", int(f), "" if o == "" else int(o)]
+        for t, q, c, f, o in zip(theta_e, peak_snr, chi2, failed, flags, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -147,17 +174,25 @@ def _predict_files(
     if normalised:
         logger.warning("%d of %d images were outside [0, 1] and were min-max normalised", normalised, len(good))
 
+    fits = isinstance(getattr(model, "fit_steps", None), int)  # the model fits the lens: write what it found
+    if fits and card.training_prior is None:
+        logger.warning("the model card records no training prior (older checkpoint, or not a simulation): "
+                       "outside_prior is left empty")  # fmt: skip
     rows = []
     batches = range(0, len(good), batch_size)
     for start in progress_bar(batches, desc="predicting", unit="batch", leave=False, disable=len(batches) < 5):
         chunk = good[start : start + batch_size]
         images = torch.from_numpy(np.stack([array for _, array in chunk]))[:, None].to(device)  # (b, 1, n, n)
-        probabilities = predict(model, images, tta=tta).float().cpu().numpy()
-        for (image, _), p in zip(chunk, probabilities, strict=True):
-            rows.append([str(image.path), "" if image.index is None else image.index, *p, card.class_names[p.argmax()]])
+        probabilities, maps = predict_with_maps(model, images, tta=tta)
+        probabilities = probabilities.float().cpu().numpy()
+        lens = _lens_cells(maps, card.training_prior) if fits else [[]] * len(chunk)
+        for (image, _), p, extra in zip(chunk, probabilities, lens, strict=True):
+            index = "" if image.index is None else image.index
+            rows.append([str(image.path), index, *p, card.class_names[p.argmax()], *extra])
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["path", "index", *(f"p_{name}" for name in card.class_names), "predicted"])
+    names = [f"p_{name}" for name in card.class_names]
+    writer.writerow(["path", "index", *names, "predicted", *(LENS_COLUMNS if fits else ())])
     writer.writerows(rows)
     write_text(out, text.getvalue())
     return PredictionReport(out, len(rows), normalised, tuple(bad), card)

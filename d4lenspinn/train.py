@@ -128,6 +128,7 @@ class Trainer:
             pixel_scale=self.splits.pixel_scale,
             class_names=self.splits.class_names,
             training_data=self.splits.description,
+            training_prior=self.splits.prior,
         )
         self.model = create_model(
             config.model.name,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from .models.capabilities import capabilities_of
 from .symmetry import D4_ELEMENTS, transform_scalar
 
-__all__ = ["predict", "predict_naive_tta", "collect_predictions"]
+__all__ = ["predict", "predict_with_maps", "predict_naive_tta", "collect_predictions"]
 
 
 @torch.no_grad()
@@ -44,16 +44,25 @@ def predict(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.
     With ``tta=True``: the D4-averaged probabilities; one plain pass for an invariant model, the one-pass fast path
     when the model declares equivariant maps (D4LensPINN), :func:`predict_naive_tta` otherwise.
     """
+    return predict_with_maps(model, images, tta)[0]
+
+
+@torch.no_grad()
+def predict_with_maps(model: nn.Module, images: torch.Tensor, tta: bool = False) -> tuple[torch.Tensor, object]:
+    """:func:`predict` and the maps the model computed on the way (``ModelOutput.maps`` of the untransformed
+    images; ``None`` for plain classifiers and for the naive TTA, which runs the whole model 8 times)."""
     model.eval()
     capabilities = capabilities_of(model)
     if not tta or capabilities.invariant:
-        return model(images).logits.softmax(dim=-1)
+        output = model(images)
+        return output.logits.softmax(dim=-1), output.maps
     if not capabilities.equivariant_maps:
-        return predict_naive_tta(model, images)
-    channels = model.head_channels(model.forward_features(images))  # (B, C, n, n), every channel a scalar field
+        return predict_naive_tta(model, images), None
+    maps = model.forward_features(images)
+    channels = model.head_channels(maps)  # (B, C, n, n), every channel a scalar field
     # one head call per element: on CPU, 8 calls of B images are faster than one of 8B (benchmarks/models.py)
     probabilities = [model.forward_head(transform_scalar(channels, g)).softmax(dim=-1) for g in D4_ELEMENTS]
-    return torch.stack(probabilities).mean(dim=0)  # (B, K)
+    return torch.stack(probabilities).mean(dim=0), maps  # (B, K)
 
 
 @torch.no_grad()

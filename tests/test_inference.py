@@ -153,3 +153,53 @@ def test_two_predict_processes_to_one_csv_one_succeeds_the_other_is_refused(tiny
     _, first_stderr = first.communicate(timeout=300)
     assert first.returncode == 0, first_stderr[-2000:]
     assert len(_rows(out)) == 400 and not (tmp_path / ".p.csv.lock").exists()
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    """A seconds-long training of the fitted lens model on the broad prior (tiny networks, one fit step)."""
+    from d4lenspinn.config import load_config
+    from d4lenspinn.train import train
+
+    root = tmp_path_factory.mktemp("fitted_run")
+    overrides = [f"data.root={root / 'data'}", "data.preset=model_ii_broad", "data.n_per_class=8", "data.batch_size=6"]
+    overrides += ["model.name=d4lenspinn_fit", "model.kwargs={widths: [1, 2], macro_widths: [1, 2], fit_steps: 1}"]
+    overrides += ["loss.macro=0.01", "optim.epochs=1", f"out={root / 'run'}", "n_bootstrap=20"]
+    return train(load_config(overrides=overrides))
+
+
+def test_a_fitted_model_writes_its_lens_and_flags_images_outside_its_prior(fitted_run, tmp_path, caplog):
+    from d4lenspinn.data.presets import get_preset
+    from d4lenspinn.data.simulator import render_images, sample_lenses
+
+    preset = get_preset("model_ii_broad")
+    images = render_images(sample_lenses(preset, 1, 3, torch.Generator().manual_seed(0)), preset)
+    np.save(tmp_path / "lenses.npy", images[:, 0].numpy())
+    checkpoint = load_trained_model(fitted_run / "best.pt")
+    assert checkpoint.card.training_prior == {"theta_e": [0.6, 1.6], "peak_snr": [10.0, 1000.0], "noiseless": True}
+    rows = _rows(predict_files(fitted_run / "best.pt", [tmp_path / "lenses.npy"], tmp_path / "out.csv").csv)
+    assert len(rows) == 3 and [row["index"] for row in rows] == ["0", "1", "2"]
+    maps = checkpoint.model(images).maps
+    for row, theta_e, sigma in zip(rows, maps.macro.theta_e, maps.noise_sigma, strict=True):
+        assert float(row["theta_e_arcsec"]) == pytest.approx(theta_e.item(), abs=1e-4)
+        assert float(row["peak_snr"]) == pytest.approx(1 / sigma.item(), abs=0.1)
+        assert row["fit_failed"] == "0" and row["outside_prior"] in ("0", "1")
+
+
+def test_outside_prior_reads_theta_e_and_the_peak_snr_and_an_old_card_has_no_flag(fitted_run, tmp_path, caplog):
+    from d4lenspinn.inference import outside_prior
+
+    prior = {"theta_e": [0.6, 1.6], "peak_snr": [10.0, 1000.0], "noiseless": False}
+    flags = outside_prior(np.array([0.5, 1.0, 1.0, 1.0, 1.7]), np.array([50, 50, 5, 2000, 50]), prior)
+    assert flags.tolist() == [True, False, True, True, True]
+    assert not outside_prior(np.array([1.0]), np.array([2000.0]), {**prior, "noiseless": True}).any()
+    assert not outside_prior(np.array([1.0]), np.array([2.0]), {**prior, "peak_snr": None}).any()
+
+    state = torch.load(fitted_run / "best.pt", weights_only=True)  # as a version without training_prior wrote it
+    state["card"].pop("training_prior")
+    torch.save(state, tmp_path / "old.pt")
+    np.save(tmp_path / "image.npy", np.random.default_rng(0).random((64, 64), dtype=np.float32))
+    with caplog.at_level("WARNING"):
+        rows = _rows(predict_files(tmp_path / "old.pt", [tmp_path / "image.npy"], tmp_path / "out.csv").csv)
+    assert rows[0]["outside_prior"] == "" and rows[0]["theta_e_arcsec"] != ""
+    assert "records no training prior" in caplog.text

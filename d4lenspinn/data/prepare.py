@@ -38,7 +38,7 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
     if data.source == SIMULATE_ONLINE:
         preset = get_preset(data.preset)
         scale = _pixel_scale(preset.pixel_scale, data.pixel_scale, SIMULATE_ONLINE)
-        return online_splits(preset, data.n_per_class, n_val, seed, scale)
+        return replace(online_splits(preset, data.n_per_class, n_val, seed, scale), prior=preset.training_prior())
     if data.source == "simulate":
         root = Path(data.root)
         if root.exists() and not root.is_dir():
@@ -63,13 +63,14 @@ def prepare_data(data: DataConfig, seed: int) -> DataSplits:
         preset = simulation_preset(source)
         known_scale = None if preset is None else preset.pixel_scale
         description = f"images under {source}"
+    prior = None if data.source in DATASETS or preset is None else preset.training_prior()
     pixel_scale = _pixel_scale(known_scale, data.pixel_scale, source)
     splits = load_splits(source, scheme=data.scheme, seed=seed, skip_bad=data.skip_bad)
     description += f", split {data.scheme}"
     read: dict = {}  # the three splits share their truth file: read it once
     tables = {name: TruthTable.for_dataset(getattr(splits, name), source, read) for name in ("train", "val", "test")}
     truth = tables if tables["train"] is not None else None  # an empty split has no table
-    return replace(splits, pixel_scale=pixel_scale, description=description, truth=truth)
+    return replace(splits, pixel_scale=pixel_scale, description=description, truth=truth, prior=prior)
 
 
 def prepare_test_data(

@@ -189,6 +189,13 @@ class SimulationPreset:
         """Knot slots per source (the width of the knot arrays): 0 when no source is clumpy."""
         return self.n_knots[1] if self.clumpy_fraction > 0 else 0
 
+    def training_prior(self) -> dict:
+        """What a model trained on this preset has seen, for its model card and ``predict``'s ``outside_prior``
+        flag: ``theta_e`` [arcsec] and ``peak_snr`` ranges (``None``: the preset's own noise recipe, no peak SNR
+        drawn) and whether noiseless images were among them."""
+        peak = None if self.peak_snr is None else list(self.peak_snr)
+        return {"theta_e": list(self.theta_e), "peak_snr": peak, "noiseless": self.noiseless_fraction > 0}
+
     @classmethod
     def from_dict(cls, values: dict) -> SimulationPreset:
         """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to ranges, the camera rebuilt).

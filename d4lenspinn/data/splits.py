@@ -69,6 +69,7 @@ class DataSplits:
     scan: ScanReport | None = None
     pixel_scale: float | None = None  # arcsec per pixel, when the source says (set by prepare_data)
     description: str = ""  # where the images came from, for the model card (set by prepare_data)
+    prior: dict | None = None  # the simulation preset's training_prior(), for the model card (set by prepare_data)
     truth: dict[str, TruthTable | None] | None = None  # "train"/"val"/"test" -> table (None if empty); our simulations
 
 
