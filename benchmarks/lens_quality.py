@@ -5,7 +5,9 @@
 For a checkpoint of a model with a macro lens (``capabilities.macro_lens``), fresh lenses of every class are
 simulated from ``--preset``, by default the broad variant of the checkpoint's preset (the faithful presets fix the
 lens, so a constant would score perfectly there), with a seed the training never used. Printed: median and 90th
-percentile of the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma|; and, per
+percentile of the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma| (for a
+model that fits the lens to each image, of the network's estimate and of the fitted lens, on the no-substructure
+images whose true lens is the smooth one, and on all); and, per
 substructure class, the mean Pearson r between the predicted ``delta_kappa`` and the true substructure convergence,
 both smoothed to the PSF scale (the training target), with the same r against another lens's truth as the control,
 and an oracle: the true map kept only near the arcs, which bounds what any map read from the image can reach.
@@ -39,6 +41,20 @@ NEAR_ARCS_LIGHT = 0.05  # of the min-max normalised noiseless image
 NEAR_ARCS_PIXELS = 4
 
 
+QUANTILES = torch.tensor([0.5, 0.9])
+
+
+def lens_errors(predicted: MacroLens, true: MacroLens, pixel_scale: float) -> dict[str, torch.Tensor]:
+    """Per-lens errors ``(B,)``: theta_E relative, centre [px], |delta e|, |delta gamma|."""
+    return {
+        "theta_E (relative)": ((predicted.theta_e - true.theta_e) / true.theta_e).abs(),
+        "centre [px]": torch.hypot(predicted.center_x - true.center_x, predicted.center_y - true.center_y)
+        / pixel_scale,
+        "|delta e|": torch.hypot(predicted.e1 - true.e1, predicted.e2 - true.e2),
+        "|delta gamma|": torch.hypot(predicted.gamma1 - true.gamma1, predicted.gamma2 - true.gamma2),
+    }
+
+
 def near_light(images: torch.Tensor) -> torch.Tensor:
     """``(B, 1, n, n)`` 1 within ``NEAR_ARCS_PIXELS`` of a pixel brighter than ``NEAR_ARCS_LIGHT``, else 0."""
     bright = (images > NEAR_ARCS_LIGHT).float()
@@ -66,22 +82,21 @@ def main() -> None:
     images = render_images(lenses, preset, torch.Generator().manual_seed(args.seed + 3)).float()
     with torch.no_grad():
         outputs = [model.forward_features(chunk) for chunk in images.split(32)]
-    predicted = MacroLens(*(torch.cat(parts) for parts in zip(*(o.macro for o in outputs), strict=True)))
     delta = torch.cat([o.delta_kappa for o in outputs])
     true = MacroLens(*(value.float() for value in true_macro_lens(lenses)))
-    scale = preset.pixel_scale
-    errors = {
-        "theta_E (relative)": ((predicted.theta_e - true.theta_e) / true.theta_e).abs(),
-        "centre [px]": torch.hypot(predicted.center_x - true.center_x, predicted.center_y - true.center_y) / scale,
-        "|delta e|": torch.hypot(predicted.e1 - true.e1, predicted.e2 - true.e2),
-        "|delta gamma|": torch.hypot(predicted.gamma1 - true.gamma1, predicted.gamma2 - true.gamma2),
-    }
+    lenses_of = {"": "macro"} if getattr(outputs[0], "macro_estimate", None) is None else {}
+    lenses_of = lenses_of or {"estimate: ": "macro_estimate", "fitted: ": "macro"}
+    smooth = lenses.label == 0
     print()
     quantiles = []
-    for name, values in errors.items():
-        median, p90 = torch.quantile(values, torch.tensor([0.5, 0.9])).tolist()
-        quantiles.append([name, f"{median:.4f}", f"{p90:.4f}"])
-    print(markdown_table(["macro-lens error", "median", "90th percentile"], quantiles))
+    for prefix, field in lenses_of.items():
+        parts = zip(*(getattr(o, field) for o in outputs), strict=True)
+        errors = lens_errors(MacroLens(*(torch.cat(p) for p in parts)), true, preset.pixel_scale)
+        for name, values in errors.items():
+            cells = [f"{q:.4f}" for subset in (values[smooth], values) for q in torch.quantile(subset, QUANTILES)]
+            quantiles.append([prefix + name, *cells])
+    header = ["macro-lens error", "no substructure: median", "90th percentile", "all: median", "90th percentile"]
+    print(markdown_table(header, quantiles))
 
     target = TruthTable(lenses, preset).targets(torch.arange(len(lenses))).substructure
     psf = psf_kernel(preset)
