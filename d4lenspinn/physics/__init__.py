@@ -4,7 +4,7 @@ from . import profiles
 from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
-from .lens_fit import LensFit, fit_smooth_lens
+from .lens_fit import LensFit, StartGrid, fit_smooth_lens
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
 from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
 from .noise import estimate_noise, frame_noise, high_pass_noise
@@ -56,6 +56,7 @@ __all__ = [
     "render_smooth_lens",
     "initial_source",
     "LensFit",
+    "StartGrid",
     "fit_smooth_lens",
     "profiles",
 ]

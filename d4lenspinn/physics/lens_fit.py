@@ -40,7 +40,7 @@ from .noise import estimate_noise
 from .smooth_lens import SersicSource, render_lensed_sersic
 from .source_moments import initial_source
 
-__all__ = ["LensFit", "fit_smooth_lens"]
+__all__ = ["LensFit", "StartGrid", "fit_smooth_lens"]
 
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
@@ -59,6 +59,26 @@ class LensFit(NamedTuple):
     reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - 15)
     failed: torch.Tensor  # (B,) bool: no finite model was found; the entries hold the init and a flat model
     normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / sigma: what the smooth lens cannot explain
+
+
+class StartGrid(NamedTuple):
+    """Candidate starts around an init lens: ``theta_e_scales`` multiply theta_E, ``centre_shifts`` [pixels] move the
+    centre along each axis (every pair of shifts: a square, so the candidate set is mapped to itself by D4). The
+    default is the init alone."""
+
+    theta_e_scales: tuple[float, ...] = (1.0,)
+    centre_shifts: tuple[float, ...] = (0.0,)
+
+    def candidates(self, lens: MacroLens, pixel_scale: float):
+        """The init first, then every other combination, as ``MacroLens`` of ``(B,)`` tensors."""
+        combos = [(a, dx, dy) for a in self.theta_e_scales for dx in self.centre_shifts for dy in self.centre_shifts]
+        combos.sort(key=lambda c: c != (1.0, 0.0, 0.0))
+        for scale, dx, dy in combos:
+            yield lens._replace(
+                theta_e=lens.theta_e * scale,
+                center_x=lens.center_x + dx * pixel_scale,
+                center_y=lens.center_y + dy * pixel_scale,
+            )
 
 
 class _Problem(NamedTuple):
@@ -167,14 +187,18 @@ def fit_smooth_lens(
     steps: int = 10,
     sigma: torch.Tensor | None = None,
     gradients: bool = True,
+    starts: StartGrid | None = None,
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
     ``grid`` is the images' pixel grid; ``psf_fwhm`` [arcsec] and ``psf_truncation`` the Gaussian PSF as in
     :func:`render_smooth_lens`; ``sigma (B,)`` the noise in image units (default :func:`estimate_noise`). The fit
     runs in the images' dtype and device (the normal equations in float64). The source starts from
-    :func:`initial_source` under the projected init. Raises ``ValueError`` for malformed input or an image whose noise
-    cannot be estimated; an image whose fit never reaches a finite chi^2 is flagged ``failed`` instead.
+    :func:`initial_source` under the projected init; with ``starts`` (:class:`StartGrid`) the start of each image is
+    the candidate of lowest chi^2 among the init's theta_E scaled and its centre shifted (every candidate gets its
+    own source start), which keeps a poor init out of the wrong local minimum. Raises ``ValueError`` for malformed
+    input or an image whose noise cannot be estimated; an image whose fit never reaches a finite chi^2 is flagged
+    ``failed`` instead.
     """
     check_field(images, "images", 1, grid)
     check_macro(init, "init")
@@ -193,10 +217,26 @@ def fit_smooth_lens(
         raise ValueError(f"sigma must be a ({images.shape[0]},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
-        return _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma)
+        return _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma, starts or StartGrid())
 
 
-def _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma) -> LensFit:
+def _best_start(images, lens, grid, sigma, problem, starts) -> torch.Tensor:
+    """Packed start ``(B, 13)``: of the candidates of ``starts`` around ``lens``, the one of lowest chi^2 per image
+    (ties: the first, the init itself first)."""
+    best, best_chi2 = None, None
+    for candidate in starts.candidates(lens, grid.pixel_scale):
+        u = _project(_pack(candidate, initial_source(images, candidate, grid, sigma)), grid)
+        residual = _residual(u, problem)
+        chi2 = torch.nan_to_num((residual * residual).sum(dim=1), nan=math.inf)
+        if best is None:
+            best, best_chi2 = u, chi2
+        else:
+            better = chi2 < best_chi2
+            best, best_chi2 = torch.where(better[:, None], u, best), torch.where(better, chi2, best_chi2)
+    return best
+
+
+def _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma, starts) -> LensFit:
     dtype = images.dtype
     problem = _Problem(
         images.flatten(1),
@@ -205,7 +245,7 @@ def _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma) -> LensFit:
         gaussian_psf_kernel(psf_fwhm, grid.pixel_scale, psf_truncation, dtype),
     )
     lens = MacroLens(*(value.to(device=images.device, dtype=dtype) for value in init))
-    start = _project(_pack(lens, initial_source(images, lens, grid, sigma)), grid)
+    start = _best_start(images, lens, grid, sigma, problem, starts)
     u = start
     residual = _residual(u, problem)
     chi2 = (residual * residual).sum(dim=1)

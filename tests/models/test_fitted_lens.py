@@ -10,7 +10,7 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.losses import Objective
 from d4lenspinn.models import create_model
-from d4lenspinn.models.fitted_lens import DEFAULT_PSF_PIXELS
+from d4lenspinn.models.fitted_lens import DEFAULT_PSF_PIXELS, DEFAULT_STARTS
 from d4lenspinn.physics import fit_smooth_lens
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar
 
@@ -43,7 +43,9 @@ def test_the_maps_are_the_fit_of_the_estimate_and_the_head_sees_its_residual():
     with torch.no_grad():
         maps = model.forward_features(images)
         estimate = model.macro_estimator(maps.features)
-        fit = fit_smooth_lens(images, estimate, model.grid, PRESET.psf_fwhm, steps=3, gradients=False)
+        fit = fit_smooth_lens(
+            images, estimate, model.grid, PRESET.psf_fwhm, steps=3, gradients=False, starts=DEFAULT_STARTS
+        )
         stacked = model.head_channels(maps)
     torch.testing.assert_close(maps.macro_estimate.theta_e, estimate.theta_e)
     torch.testing.assert_close(maps.macro.theta_e, fit.macro.theta_e)
