@@ -4,7 +4,8 @@ steps through the package's own lens and light models refine it, and the classif
     FittedPINN (d4lenspinn_fit, vanilla_lenspinn_fit)
       image (B, 1, n, n) -> Preprocessing                                                       features (B, 5, n, n)
       -> MacroEstimator: SIE + shear estimate (trained by loss.macro)                            macro_estimate
-      -> fit_smooth_lens from it: SIE + shear + Sersic source, PSF, sky; noise sigma per image   macro, (I - M) / sigma
+      -> fit_smooth_lens from the best of 45 starts around it: SIE + shear + Sersic source, PSF, sky; noise sigma per
+         image                                                                                   macro, (I - M) / sigma
       -> UNet on [features, asinh(residual / sigma)]: signed delta_kappa on top of the fitted lens (zero at the start)
       -> LensingEngine with the fitted lens + delta_kappa: S, R                                  FittedLensMaps
       -> head channels [I, asinh(residual / sigma), delta_kappa, 4 preprocessed], standardised   (B, 7, n, n)
@@ -32,12 +33,12 @@ from .physics_informed import KAPPA_DISPLAY_CAP, D4LensPINN
 from .registry import register_model
 from .unet import UNet
 
-__all__ = ["FittedPINN", "DEFAULT_PSF_PIXELS"]
+__all__ = ["FittedPINN", "DEFAULT_PSF_PIXELS", "DEFAULT_STARTS"]
 
 DEFAULT_PSF_PIXELS = 1.6  # PSF FWHM in pixels when none is given: DeepLenseSim's Model I-III are 1.6-1.7 pixels
 # the fit starts from the best of 45 candidates around the estimate (theta_E x 5 scales, centre on a 3 x 3 grid of
-# +-3 px): measured on a trained estimator 16% / 2.8 px off, the fitted lens goes from 3.7% / 2.0 px to 0.63% /
-# 0.34 px (medians; docs/RESULTS.md) for 40% more fit time
+# +-3 px): from a trained estimator 16% / 2.8 px off, the fitted lens goes from 1.9% / 0.88 px to 1.1% / 0.44 px
+# (medians, docs/RESULTS.md) for about 40% more fit time
 DEFAULT_STARTS = StartGrid((0.7, 0.85, 1.0, 1.2, 1.4), (-3.0, 0.0, 3.0))
 
 
@@ -76,7 +77,13 @@ class FittedPINN(D4LensPINN):
         if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
             raise ValueError(f"{name}: fit_steps must be an integer >= 0, got {fit_steps!r}")
         self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
-        self.fit_starts = StartGrid(tuple(map(float, fit_theta_e_scales)), tuple(map(float, fit_centre_shifts)))
+        scales, shifts = tuple(map(float, fit_theta_e_scales)), tuple(map(float, fit_centre_shifts))
+        if not scales or min(scales) <= 0 or not shifts or sorted(shifts) != sorted(-x for x in shifts):
+            raise ValueError(
+                f"{name}: fit_theta_e_scales must be factors > 0 and fit_centre_shifts [pixels] symmetric about 0 (so "
+                f"D4 maps the starts to themselves), got {fit_theta_e_scales}, {fit_centre_shifts}"
+            )
+        self.fit_starts = StartGrid(scales, shifts)
         channels = len(self.feature_names)
         self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
         self.unet = UNet(channels + 1, image_size, tuple(widths), equivariant=equivariant, non_negative=False)

@@ -120,6 +120,8 @@ def test_bad_settings_and_images_without_noise_give_clear_errors():
     assert model.psf_fwhm == pytest.approx(DEFAULT_PSF_PIXELS * 0.2)
     with pytest.raises(ValueError, match="fit_steps"):
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_steps=-1)
+    with pytest.raises(ValueError, match="symmetric about 0"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_centre_shifts=[0.0, 2.0])
     with pytest.raises(ValueError, match="psf_fwhm"):
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, psf_fwhm=0.0)
     with pytest.raises(ValueError, match="noise"), torch.no_grad():
