@@ -19,6 +19,7 @@ import argparse
 
 import torch
 from _machine import describe_machine
+from macro_estimator import errors as lens_errors
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES, SUBSTRUCTURE_LABELS
@@ -42,17 +43,6 @@ NEAR_ARCS_PIXELS = 4
 
 
 QUANTILES = torch.tensor([0.5, 0.9])
-
-
-def lens_errors(predicted: MacroLens, true: MacroLens, pixel_scale: float) -> dict[str, torch.Tensor]:
-    """Per-lens errors ``(B,)``: theta_E relative, centre [px], |delta e|, |delta gamma|."""
-    return {
-        "theta_E (relative)": ((predicted.theta_e - true.theta_e) / true.theta_e).abs(),
-        "centre [px]": torch.hypot(predicted.center_x - true.center_x, predicted.center_y - true.center_y)
-        / pixel_scale,
-        "|delta e|": torch.hypot(predicted.e1 - true.e1, predicted.e2 - true.e2),
-        "|delta gamma|": torch.hypot(predicted.gamma1 - true.gamma1, predicted.gamma2 - true.gamma2),
-    }
 
 
 def near_light(images: torch.Tensor) -> torch.Tensor:
