@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: the one-line machine description printed above their numbers, and wall-clock timing."""
+"""Shared by the benchmarks: the one-line machine description printed above their numbers, wall-clock timing, and
+model settings given on the command line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import yaml
 
 
 def describe_machine(device: torch.device) -> str:
@@ -38,3 +40,15 @@ def wall_times(step: Callable[[], object], device: torch.device, repeats: int, w
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
+
+
+def model_settings(items: list[str], option: str) -> dict:
+    """``KEY=VALUE`` command-line items -> model settings, each value parsed as YAML (``head_pool=2`` -> 2,
+    ``widths=[1,2]`` -> a list); ``SystemExit`` naming ``option`` for an item without ``=``."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{option} takes KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    return settings

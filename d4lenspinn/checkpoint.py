@@ -33,6 +33,7 @@ from .classes import CLASS_NAMES
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .io import save_torch
 from .models import create_model
+from .models.registry import check_model_kwargs
 
 __all__ = [
     "FORMAT_VERSION",
@@ -209,16 +210,31 @@ def _resume_state(path: Path, values: dict) -> ResumeState:
 
 def build_model(checkpoint: Checkpoint) -> nn.Module:
     """The checkpoint's model, built from its card and config, with its weights loaded, in eval mode."""
-    card, config = checkpoint.card, checkpoint.config
+    card = checkpoint.card
     model = create_model(
         card.model,
         image_size=card.image_size,
         pixel_scale=card.pixel_scale,
         num_classes=len(card.class_names),
-        **config.model.kwargs,
+        **_model_settings(checkpoint),
     )
     load_weights(model, checkpoint.model_state, checkpoint.path)
     return model.eval()
+
+
+def _model_settings(checkpoint: Checkpoint) -> dict:
+    """The config's ``model.kwargs``; a lens model saved before the shared trunk (2026-12-06: its weights hold a
+    ``macro_estimator`` U-Net and its config says nothing of ``shared_trunk``) is rebuilt with ``shared_trunk=False``,
+    the architecture it was trained with."""
+    settings = dict(checkpoint.config.model.kwargs)
+    separate = any(key.startswith("macro_estimator.") for key in checkpoint.model_state)
+    if separate and "shared_trunk" not in settings:
+        try:
+            check_model_kwargs(checkpoint.card.model, {"shared_trunk": False})
+        except ValueError:  # a model without the option (the fitted lens model always has its own estimator)
+            return settings
+        settings["shared_trunk"] = False
+    return settings
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -30,7 +30,7 @@ from .io import write_text
 from .metrics import evaluation_report, format_metrics_table
 from .models import count_parameters
 from .plots import plot_confusion_matrix, plot_prediction_gallery, plot_roc_curves, plot_training_curves
-from .tta import collect_predictions
+from .tta import collect_predictions, inference_network
 
 __all__ = ["Evaluation", "Gallery", "Predictions", "ReportFiles", "check_data_matches_card", "evaluate", "write_report"]
 
@@ -132,8 +132,9 @@ def evaluate(
     loader = batch_loader(splits.test, config.data.batch_size)
     settings = {"no TTA": False, "D4 TTA": True} if tta else {"no TTA": False}
     probabilities = {}
+    network = inference_network(model)
     for label, with_tta in settings.items():
-        probabilities[label], labels = collect_predictions(model, loader, device, tta=with_tta)
+        probabilities[label], labels = collect_predictions(network, loader, device, tta=with_tta)
     predictions = Predictions(probabilities, labels, np.arange(len(labels)))
     reports = {
         label: evaluation_report(values, labels, CLASS_NAMES, config.n_bootstrap, config.seed)
@@ -147,7 +148,7 @@ def evaluate(
         n_bootstrap=config.n_bootstrap,
         predictions=predictions,
         reports=reports,
-        gallery=_gallery(model, splits, labels, device),
+        gallery=_gallery(network, splits, labels, device),
         history=_history(checkpoint.parent / "metrics.jsonl"),
     )
 

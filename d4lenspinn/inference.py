@@ -37,7 +37,7 @@ from .data.scan_report import MAX_LISTED
 from .device import resolve_device
 from .io import exclusive_writer, write_text
 from .progress import progress_bar
-from .tta import predict_with_maps
+from .tta import inference_network, predict_with_maps
 
 __all__ = ["PredictionReport", "predict_files", "check_predict_arguments", "min_max_normalise", "outside_prior"]
 
@@ -156,6 +156,7 @@ def _predict_files(
 ) -> PredictionReport:
     device = resolve_device(device)
     model, _, card = load_trained_model(checkpoint, device)
+    model = inference_network(model)
     if card.contradicts_pixel_scale(pixel_scale):
         raise ValueError(
             f"--pixel-scale {pixel_scale:g} arcsec/pixel differs from the {card.pixel_scale:g} arcsec/pixel the model "

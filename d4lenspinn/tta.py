@@ -12,7 +12,8 @@ augmentation: its 8 predictions would be equal, so one pass gives the same answe
 
 Example::
 
-    probabilities = predict(model, images, tta=True)        # (B, num_classes), rows sum to 1
+    network = inference_network(model)                       # plain torch where the model can export itself
+    probabilities = predict(network, images, tta=True)      # (B, num_classes), rows sum to 1
     probabilities, labels = collect_predictions(model, loader, device, tta=True)   # numpy, over a DataLoader
 """
 
@@ -26,7 +27,15 @@ from torch.utils.data import DataLoader
 from .models.capabilities import capabilities_of
 from .symmetry import D4_ELEMENTS, transform_scalar
 
-__all__ = ["predict", "predict_with_maps", "predict_naive_tta", "collect_predictions"]
+__all__ = ["predict", "predict_with_maps", "predict_naive_tta", "collect_predictions", "inference_network"]
+
+
+def inference_network(model: nn.Module) -> nn.Module:
+    """The network to predict with: ``model.export()`` where the model has one (its escnn layers replaced by plain
+    torch layers; same outputs to float precision, tests/test_evaluate.py), else ``model``; in eval mode either way.
+    ``evaluate`` and ``predict`` run it: escnn's type checks and field reshuffles cost time and change nothing."""
+    export = getattr(model, "export", None)
+    return export() if callable(export) else model.eval()
 
 
 @torch.no_grad()

@@ -1,9 +1,20 @@
-"""Fixtures shared across test files."""
+"""Fixtures shared across test files, and the skip of the ``cuda`` tests on machines without CUDA."""
 
 import pytest
+import torch
 
 from d4lenspinn.config import load_config
 from d4lenspinn.train import train
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` when no CUDA device is present (``pytest -m cuda`` selects them on a GPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

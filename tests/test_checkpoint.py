@@ -99,3 +99,18 @@ def test_a_config_key_this_version_does_not_know_is_an_error_naming_the_file(tmp
     torch.save(raw, path)
     with pytest.raises(ValueError, match=r"m.pt: its config .*unknown config key\(s\) optim.physics_start_epoch"):
         load_checkpoint(path)
+
+
+def test_a_lens_model_saved_before_the_shared_trunk_loads_as_it_was_trained(tmp_path):
+    torch.manual_seed(0)
+    old = create_model("d4lenspinn_lens", image_size=32, pixel_scale=0.2, widths=(1, 2), shared_trunk=False)
+    config = load_config(overrides=["model.name=d4lenspinn_lens", "model.kwargs={widths: [1, 2]}"])  # as then
+    path = save_checkpoint(tmp_path / "old.pt", old, config, ModelCard("d4lenspinn_lens", 32, 0.2))
+    loaded = load_trained_model(path).model
+    assert not loaded.shared_trunk and hasattr(loaded, "macro_estimator")
+    images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).logits, old.eval()(images).logits, rtol=0, atol=1e-6)
+    fresh = create_model("d4lenspinn_lens", image_size=32, pixel_scale=0.2, widths=(1, 2))
+    new_path = save_checkpoint(tmp_path / "new.pt", fresh, config, ModelCard("d4lenspinn_lens", 32, 0.2))
+    assert load_trained_model(new_path).model.shared_trunk

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
@@ -50,6 +52,24 @@ def test_evaluation_holds_the_predictions_its_metrics_come_from(trained_run):
     without_tta = evaluate(trained_run / "best.pt", tta=False)
     assert list(without_tta.reports) == ["no TTA"]
     assert (without_tta.predictions.probabilities["no TTA"] == predictions.probabilities["no TTA"]).all()
+
+
+def test_evaluate_predicts_through_the_exported_network_with_the_model_s_probabilities(trained_run):
+    from escnn.nn import EquivariantModule
+
+    from d4lenspinn.checkpoint import load_trained_model
+    from d4lenspinn.data import batch_loader, prepare_data
+    from d4lenspinn.tta import collect_predictions, inference_network
+
+    model, config, _ = load_trained_model(trained_run / "best.pt")
+    network = inference_network(model)
+    assert not any(isinstance(module, EquivariantModule) for module in network.modules())
+    assert any(isinstance(module, EquivariantModule) for module in model.modules())  # the model is left as it was
+    evaluation = evaluate(trained_run / "best.pt")
+    loader = batch_loader(prepare_data(config.data, seed=config.seed).test, 2)
+    for label, tta in (("no TTA", False), ("D4 TTA", True)):
+        escnn, _ = collect_predictions(model, loader, torch.device("cpu"), tta=tta)
+        np.testing.assert_allclose(evaluation.predictions.probabilities[label], escnn, rtol=0, atol=1e-5)
 
 
 def test_data_of_another_size_is_refused(trained_run, tmp_path):

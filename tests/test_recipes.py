@@ -68,6 +68,15 @@ def test_every_recipe_file_loads_and_names_a_registered_model(path):
     assert load_config(path).model.name in list_models()
 
 
+@pytest.mark.parametrize("path", sorted((REPOSITORY / "configs").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_config_loads_with_settings_its_model_takes_and_states_its_time(path):
+    from d4lenspinn.models.registry import check_model_kwargs
+
+    config = load_config(path)
+    check_model_kwargs(config.model.name, config.model.kwargs)
+    assert "TIME_" not in path.read_text()  # every time per epoch is filled in, or says it was not measured
+
+
 def test_an_unknown_recipe_is_a_clear_error():
     with pytest.raises(ValueError, match="no recipe 'nope'.*recipes: \\[.*'d4_cnn'"):
         _compare_script().recipe_path("nope")

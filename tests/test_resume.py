@@ -29,8 +29,8 @@ from d4lenspinn.train import Trainer, train
 TINY = {
     "d4lenspinn": "{widths: [1, 2]}",
     "vanilla_lenspinn": "{widths: [1, 2]}",
-    "d4lenspinn_lens": "{widths: [1, 2], macro_widths: [1, 2]}",
-    "vanilla_lenspinn_lens": "{widths: [1, 2], macro_widths: [1, 2]}",
+    "d4lenspinn_lens": "{widths: [1, 2]}",
+    "vanilla_lenspinn_lens": "{widths: [1, 2]}",
     "d4_cnn": "{widths: [1, 2]}",
     "d4_cnn_preprocessed": "{widths: [1, 2]}",
     "vit_small": "{embed_dim: 32, depth: 1, num_heads: 2}",

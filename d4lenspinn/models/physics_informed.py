@@ -8,7 +8,8 @@ Two kinds of trunk, each a small class; the U-Nets are escnn D4-equivariant or p
       -> UNet: kappa >= 0 (B, 1, n, n) -> LensingEngine: psi, alpha, source S, re-lensed R        KappaMaps
       -> head channels [I, log(1 + kappa), S, I - R, 4 preprocessed]                               (B, 8, n, n)
     MacroPINN (d4lenspinn_lens, vanilla_lenspinn_lens; d4lenspinn with macro_lens=True)
-      -> MacroEstimator: SIE + shear per image; UNet: signed delta_kappa (zero at the start)       LensMaps
+      -> one UNet, 5 signed maps: 4 -> MacroReadout: SIE + shear per image, 1 -> delta_kappa       LensMaps
+         (shared_trunk=False: a MacroEstimator U-Net of its own for the 4 maps; both heads zero at the start)
       -> LensingEngine with kappa_macro + delta_kappa: S, R; with residual channels also the macro lens alone
       -> head channels [I, delta_kappa, (I - R_macro, spread, I - R), 4 preprocessed], standardised (B, 6 or 9, n, n)
 
@@ -36,7 +37,7 @@ from ..physics import LensingEngine, PixelGrid, macro_convergence
 from .capabilities import ModelCapabilities
 from .heads import INVARIANT_HEAD, build_head
 from .inputs import check_images
-from .macro_estimator import MacroEstimator
+from .macro_estimator import MacroEstimator, MacroReadout
 from .maps import KappaMaps, LensMaps
 from .output import ModelOutput
 from .preprocessing import Preprocessing
@@ -65,10 +66,13 @@ class D4LensPINN(nn.Module):
         self.preprocessing = Preprocessing() if preprocessing else nn.Identity()
         self.feature_names = Preprocessing.channel_names if preprocessing else ("image",)
 
-    def _finish(self, head: str, num_classes: int, drop_rate: float, equivariant: bool, macro_lens: bool) -> None:
-        """Build the head on ``head_channel_names`` and declare the capabilities."""
+    def _finish(
+        self, head: str, num_classes: int, drop_rate: float, equivariant: bool, macro_lens: bool, pool: int = 1
+    ) -> None:
+        """Build the head on ``head_channel_names`` (the invariant one on ``pool x pool`` block averages) and declare
+        the capabilities."""
         self.num_classes = num_classes
-        self.head = build_head(head, len(self.head_channel_names), num_classes, self.image_size, drop_rate)
+        self.head = build_head(head, len(self.head_channel_names), num_classes, self.image_size, drop_rate, pool)
         cam_layer = "head.conv_head" if isinstance(getattr(self.head, "conv_head", None), nn.Conv2d) else None
         if cam_layer is None and hasattr(self, "head_norm"):
             cam_layer = "head_norm"  # the escnn head has no plain conv: the standardised head input
@@ -148,10 +152,15 @@ class KappaPINN(D4LensPINN):
 
 
 class MacroPINN(D4LensPINN):
-    """A :class:`~d4lenspinn.models.macro_estimator.MacroEstimator` (``macro_widths``) estimates the smooth lens
-    (SIE + shear); the U-Net predicts the signed substructure convergence ``delta_kappa`` on top of it (last layer
-    zero-initialised: training starts from the smooth lens); the engine adds the two. ``residual_channels`` adds
-    ``I - R_macro``, ``spread`` and ``I - R`` to the head channels."""
+    """The smooth lens (SIE + shear) is read out of four scalar maps
+    (:class:`~d4lenspinn.models.macro_estimator.MacroReadout`) and the signed substructure convergence ``delta_kappa``
+    is a fifth; the engine adds the two. With ``shared_trunk`` (the default) one U-Net computes all five maps, which
+    halves the full-resolution equivariant work (docs/models.md, "Where the time goes"); without it a
+    :class:`~d4lenspinn.models.macro_estimator.MacroEstimator` of ``macro_widths`` (default ``(2, 4, 8, 16)``)
+    computes the four. The last layers
+    are zero-initialised: training starts from the light's centroid, a round unsheared lens and ``delta_kappa = 0``.
+    ``residual_channels`` adds ``I - R_macro``, ``spread`` and ``I - R`` to the head channels; ``head_pool`` lets the
+    invariant head see ``head_pool x head_pool`` block averages of them (:class:`~.heads.InvariantHead`)."""
 
     def __init__(
         self,
@@ -165,29 +174,45 @@ class MacroPINN(D4LensPINN):
         head: str = DEFAULT_HEAD,
         head_drop_rate: float = 0.2,
         preprocessing: bool = True,
-        macro_widths: tuple[int, ...] = (2, 4, 8, 16),
+        macro_widths: tuple[int, ...] | None = None,
         residual_channels: bool = True,
+        shared_trunk: bool = True,
+        head_pool: int = 1,
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
+        if shared_trunk and macro_widths is not None:
+            raise ValueError(
+                f"{name}: macro_widths sizes a separate macro-lens U-Net, which the shared trunk does not have; set "
+                f"shared_trunk=False to use it (got macro_widths={macro_widths})"
+            )
         channels = len(self.feature_names)
-        self.unet = UNet(channels, image_size, tuple(widths), equivariant=equivariant, non_negative=False)
-        self.engine = LensingEngine(self.grid)
-        self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
-        for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 at the start
+        self.shared_trunk = shared_trunk
+        maps = 1 + MacroReadout.n_maps if shared_trunk else 1  # delta_kappa first, then the read-out's maps
+        self.unet = UNet(
+            channels, image_size, tuple(widths), equivariant=equivariant, out_channels=maps, non_negative=False
+        )
+        for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 (and the round lens) at the start
             nn.init.zeros_(parameter)
+        if shared_trunk:
+            self.macro_readout = MacroReadout(self.grid)
+        else:
+            macro_widths = (2, 4, 8, 16) if macro_widths is None else tuple(macro_widths)
+            self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, macro_widths, equivariant)
+        self.engine = LensingEngine(self.grid)
         self.residual_channels = residual_channels
         residuals = ("I - R_macro", "spread", "I - R") if residual_channels else ()
         self.head_channel_names = ("image", "delta_kappa", *residuals, *self.feature_names[1:])
         # per-channel standardisation (batch statistics, running averages in eval): a per-channel affine map, so it
         # commutes with D4 and keeps the residuals' amplitude, the signal, comparable between images
         self.head_norm = nn.BatchNorm2d(len(self.head_channel_names), affine=False)
-        self._finish(head, num_classes, head_drop_rate, equivariant, macro_lens=True)
+        self._finish(head, num_classes, head_drop_rate, equivariant, macro_lens=True, pool=head_pool)
 
     def forward_features(self, images: torch.Tensor) -> LensMaps:
         check_images(images, self.in_chans, self.image_size, self.name)
         features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
-        macro = self.macro_estimator(features)  # MacroLens of (B,) tensors
-        delta_kappa = self.unet(features)  # (B, 1, n, n), signed
+        maps = self.unet(features)  # (B, 1 or 5, n, n) signed scalar maps
+        delta_kappa = maps[:, :1]  # (B, 1, n, n)
+        macro = self.macro_readout(maps[:, 1:], features) if self.shared_trunk else self.macro_estimator(features)
         physics = self.engine(delta_kappa, images, macro)
         kappa = macro_convergence(macro, self.grid, cap=KAPPA_DISPLAY_CAP) + delta_kappa
         smooth = self.engine.macro_residual(images, macro) if self.residual_channels else None

@@ -222,7 +222,7 @@ def test_lenspinn_true_einstein_radius_recovers_the_source_best() -> None:
 # --- devices ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", MODELS)
 def test_models_run_on_cuda(name: str) -> None:
     torch.manual_seed(0)

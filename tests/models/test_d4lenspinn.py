@@ -134,15 +134,24 @@ def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
     assert torch.allclose(predict(model, images, tta=True), predict_naive_tta(model, images), atol=1e-6)
 
 
-def _with_macro_lens(n: int) -> torch.nn.Module:
-    """D4LensPINN with a macro lens, its zero-initialised heads given weights (then eval: escnn caches filters)."""
+def _with_macro_lens(n: int, shared_trunk: bool = True) -> torch.nn.Module:
+    """D4LensPINN with a macro lens, its zero-initialised U-Net heads given weights (then eval: escnn caches
+    filters)."""
     torch.manual_seed(0)
+    own = {} if shared_trunk else {"macro_widths": (1, 2)}
     model = create_model(
-        "d4lenspinn", image_size=n, pixel_scale=6.46 / n, macro_lens=True, widths=(1, 2), macro_widths=(1, 2)
+        "d4lenspinn",
+        image_size=n,
+        pixel_scale=6.46 / n,
+        macro_lens=True,
+        widths=(1, 2),
+        shared_trunk=shared_trunk,
+        **own,
     )
+    unets = [model.unet] if shared_trunk else [model.unet, model.macro_estimator.unet]
     with torch.no_grad():
-        for head in (model.unet.blocks["head"], model.macro_estimator.unet.blocks["head"]):
-            for parameter in head.parameters():
+        for unet in unets:
+            for parameter in unet.blocks["head"].parameters():
                 parameter.normal_(0, 0.5)
         torch.nn.init.normal_(model.head.get_classifier().weight, std=0.5)
     return model.eval()
@@ -158,11 +167,11 @@ def test_with_a_macro_lens_training_starts_from_the_smooth_lens():
     )
 
 
-@pytest.mark.parametrize("n", [64, 150])
-def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n):
+@pytest.mark.parametrize(("n", "shared_trunk"), [(64, True), (150, True), (64, False)])
+def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n, shared_trunk):
     from d4lenspinn.symmetry import transform_macro
 
-    model = _with_macro_lens(n)
+    model = _with_macro_lens(n, shared_trunk)
     images = _lensed_images(n)
     with torch.no_grad():
         out = model.forward_features(images)
@@ -181,6 +190,21 @@ def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n):
         torch.testing.assert_close(fast, predict_naive_tta(model, images), rtol=0, atol=1e-5)
         for g in D4_ELEMENTS[1:]:
             torch.testing.assert_close(predict(model, transform_scalar(images, g), tta=True), fast, rtol=0, atol=1e-5)
+
+
+def test_the_shared_trunk_computes_delta_kappa_and_the_lens_with_one_unet():
+    kwargs = dict(image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2))
+    shared = _with_macro_lens(32)
+    own = create_model("d4lenspinn", shared_trunk=False, macro_widths=(1, 2), **kwargs)
+    assert not hasattr(shared, "macro_estimator") and shared.unet.blocks["head"].out_type.size == 5
+    assert own.unet.blocks["head"].out_type.size == 1 and own.macro_estimator.unet.blocks["head"].out_type.size == 4
+    images = _lensed_images(32)
+    with torch.no_grad():
+        maps, trunk = shared.forward_features(images), shared.unet(shared.preprocessing(images))
+    torch.testing.assert_close(maps.delta_kappa, trunk[:, :1])
+    torch.testing.assert_close(maps.macro.theta_e, shared.macro_readout(trunk[:, 1:], maps.features).theta_e)
+    with pytest.raises(ValueError, match="shared_trunk=False"):
+        create_model("d4lenspinn", macro_widths=(1, 2), **kwargs)
 
 
 def test_with_a_macro_lens_export_gives_the_same_outputs():
@@ -202,7 +226,6 @@ def test_the_invariant_head_makes_the_whole_model_invariant_and_skips_tta(n, mon
         macro_lens=True,
         head="d4_cnn",
         widths=(1, 2),
-        macro_widths=(1, 2),
     )
     with torch.no_grad():
         for parameter in model.unet.blocks["head"].parameters():
@@ -223,7 +246,7 @@ def test_the_invariant_head_makes_the_whole_model_invariant_and_skips_tta(n, mon
 
 
 def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
-    kwargs = dict(image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2), macro_widths=(1, 2))
+    kwargs = dict(image_size=32, pixel_scale=0.2, macro_lens=True, widths=(1, 2))
     with_residuals = create_model("d4lenspinn", **kwargs).eval()
     without = create_model("d4lenspinn", residual_channels=False, **kwargs).eval()
     images = _lensed_images(32)
@@ -243,7 +266,7 @@ def test_the_head_sees_the_macro_residuals_standardised_or_not_at_all():
 
 
 def test_the_registered_lens_models_have_the_lens_model_settings():
-    kwargs = dict(image_size=32, pixel_scale=0.2, widths=(1, 2), macro_widths=(1, 2))
+    kwargs = dict(image_size=32, pixel_scale=0.2, widths=(1, 2))
     lens = create_model("d4lenspinn_lens", **kwargs).eval()
     plain = create_model("vanilla_lenspinn_lens", **kwargs)
     assert lens.capabilities.invariant and lens.capabilities.macro_lens and not lens.residual_channels
@@ -252,3 +275,48 @@ def test_the_registered_lens_models_have_the_lens_model_settings():
         assert lens.head_channels(lens.forward_features(_lensed_images(32))).shape == (2, 6, 32, 32)
     assert create_model("d4lenspinn_lens", residual_channels=True, **kwargs).residual_channels  # settings override
     assert (lens.name, plain.name) == ("d4lenspinn_lens", "vanilla_lenspinn_lens")
+
+
+@pytest.mark.cuda
+def test_the_lens_model_trains_under_bfloat16_autocast_and_its_export_agrees_on_cuda():
+    model = _with_macro_lens(64).cuda().train()
+    images = _lensed_images(64, count=4).float().cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(images)
+    loss = out.logits.float().logsumexp(dim=1).mean() + out.maps.macro.theta_e.float().mean()
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        reference, plain = model(images), model.export()(images)
+    torch.testing.assert_close(plain.logits, reference.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [64, 150])
+def test_the_pooled_invariant_head_keeps_the_model_invariant(n):
+    torch.manual_seed(0)
+    model = create_model("d4lenspinn_lens", image_size=n, pixel_scale=6.46 / n, widths=(1, 2), head_pool=2)
+    with torch.no_grad():
+        for parameter in model.unet.blocks["head"].parameters():
+            parameter.normal_(0, 0.5)
+    model.eval()
+    assert model.head.network.image_size == n // 2
+    images = _lensed_images(n)
+    with torch.no_grad():
+        reference = model(images).logits
+        for g in D4_ELEMENTS[1:]:
+            torch.testing.assert_close(model(transform_scalar(images, g)).logits, reference, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.export()(images).logits, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"head_pool": 3}, "must divide the image side 64"),
+        ({"head_pool": 0}, "whole number >= 1"),
+        ({"head_pool": 2, "head": "tf_efficientnetv2_b0"}, "applies to the invariant head"),
+    ],
+)
+def test_a_head_pool_that_would_break_the_symmetry_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("d4lenspinn_lens", image_size=64, pixel_scale=0.101, widths=(1, 2), **kwargs)

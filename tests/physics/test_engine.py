@@ -66,7 +66,7 @@ def test_engine_rejects_mismatched_inputs():
         engine(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 15, 15))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_engine_on_cuda_matches_cpu():
     grid = PixelGrid(64, 0.101)
     kappa, image = _lens_scene(grid)

@@ -156,7 +156,7 @@ def test_gradcheck_of_potential_and_deflection():
     assert torch.autograd.gradcheck(lambda p, k: poisson_residual(p, k, grid), (psi, kappa))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     x, y = GRID.coordinates()
     kappa = P.sis_convergence(x, y, 1.28)[None]
