@@ -157,8 +157,8 @@ class MacroPINN(D4LensPINN):
     is a fifth; the engine adds the two. With ``shared_trunk`` (the default) one U-Net computes all five maps, which
     halves the full-resolution equivariant work (docs/models.md, "Where the time goes"); without it a
     :class:`~d4lenspinn.models.macro_estimator.MacroEstimator` of ``macro_widths`` (default ``(2, 4, 8, 16)``)
-    computes the four. The last layers
-    are zero-initialised: training starts from the light's centroid, a round unsheared lens and ``delta_kappa = 0``.
+    computes the four. The last layers are zero-initialised: training starts from the light's centroid, a round
+    unsheared lens and ``delta_kappa = 0``.
     ``residual_channels`` adds ``I - R_macro``, ``spread`` and ``I - R`` to the head channels; ``head_pool`` lets the
     invariant head see ``head_pool x head_pool`` block averages of them (:class:`~.heads.InvariantHead`)."""
 
@@ -264,7 +264,9 @@ def vanilla_lenspinn(
 
 # the lens model's head: the D4-invariant CNN beat EfficientNetV2 clearly (docs/RESULTS.md: 0.972 vs 0.780). Residual
 # channels: on won two of three runs (seed 1: +0.006 [+0.002, +0.011] paired) but the margin is within the spread
-# between seeds, and off is the configuration every d4lenspinn_lens row of docs/RESULTS.md and `make demo` measure
+# between seeds, and off is the configuration every d4lenspinn_lens row of docs/RESULTS.md and `make demo` measure.
+# MacroPINN's defaults give it one shared trunk and a full-resolution head (head_pool=2 cost 0.014 AUC at 64 px;
+# docs/models.md, "Where the time goes")
 LENS_MODEL = {"head": INVARIANT_HEAD, "residual_channels": False}
 
 
