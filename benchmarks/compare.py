@@ -135,7 +135,7 @@ def best_validation(run_dir: Path) -> tuple[float, int]:
     return best["val_macro_auc"], best["epoch"]
 
 
-REFERENCES = ("d4_cnn", "vanilla_lenspinn_lens")  # every model's paired AUC difference to these (with D4 TTA)
+REFERENCES = ("d4_cnn", "resnet18", "vanilla_lenspinn_lens")  # every model's paired AUC difference to these (with TTA)
 
 
 def finished_runs(args: argparse.Namespace, recipe: str) -> dict[str, dict]:
