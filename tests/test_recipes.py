@@ -24,6 +24,7 @@ VARIANTS = {
     "d4lenspinn_lens_substructure": ("d4lenspinn_lens", "{}", ["loss.macro=1.0", "loss.substructure=1000.0"]),
     "d4lenspinn_lens_self_supervised": ("d4lenspinn_lens", "{}", ["loss.consistency=1.0"]),
     "d4lenspinn_lens_effnet": ("d4lenspinn_lens", "{head: tf_efficientnetv2_b0}", ["loss.macro=1.0"]),
+    "d4lenspinn_lens_pooled": ("d4lenspinn_lens", "{head_pool: 2}", ["loss.macro=1.0"]),
     "vanilla_lenspinn_lens": ("vanilla_lenspinn_lens", "{}", ["loss.macro=1.0"]),
     "ablation_no_macro": ("d4lenspinn", "{head: d4_cnn}", []),
     "ablation_unsupervised": ("d4lenspinn_lens", "{}", []),
