@@ -50,7 +50,8 @@ def profile(name: str, size: int, batch: int, repeats: int, device: torch.device
         maps = model.forward_features(images)
         channels = model.head_channels(maps)
     times = {"preprocessing (forward)": _milliseconds(lambda: model.preprocessing(images), device, repeats)}
-    unet_input = features if name != "d4lenspinn_fit" else torch.cat((features, maps.normalised_residual), dim=1)
+    residual = getattr(maps, "normalised_residual", None)  # the fitted lens model's U-Net also reads the residual
+    unet_input = features if residual is None else torch.cat((features, torch.asinh(residual)), dim=1)
     times["unet"] = _milliseconds(_forward_backward(model.unet, unet_input), device, repeats)
     if hasattr(model, "macro_estimator"):
         times["macro_estimator"] = _milliseconds(_forward_backward(model.macro_estimator, features), device, repeats)
