@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .d4_cnn import D4CNN
+from .unet import check_pool
 
 __all__ = ["INVARIANT_HEAD", "InvariantHead", "build_head"]
 
@@ -43,15 +44,9 @@ def build_head(
 ) -> nn.Module:
     """The head ``name`` for ``in_chans`` stacked channels: :data:`INVARIANT_HEAD` (on ``pool x pool`` block
     averages when ``pool > 1``) or a timm architecture (``pool`` 1: timm networks downsample on their own)."""
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
-        raise ValueError(f"head_pool must be a whole number >= 1, got {pool!r}")
+    check_pool(pool, image_size, "head_pool")
     if pool > 1 and name != INVARIANT_HEAD:
         raise ValueError(f"head_pool={pool} applies to the invariant head ({INVARIANT_HEAD!r}), not to {name!r}")
-    if image_size % pool:
-        raise ValueError(
-            f"head_pool={pool} must divide the image side {image_size}: otherwise the pooling blocks do not tile the "
-            "grid symmetrically and the head stops being invariant"
-        )
     if name == INVARIANT_HEAD:
         network = D4CNN(image_size // pool, in_chans=in_chans, num_classes=num_classes)
         return InvariantHead(network, pool)

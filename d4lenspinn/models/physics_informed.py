@@ -42,7 +42,7 @@ from .maps import KappaMaps, LensMaps
 from .output import ModelOutput
 from .preprocessing import Preprocessing
 from .registry import register_model
-from .unet import UNet
+from .unet import UNet, check_pool
 
 __all__ = ["D4LensPINN", "KappaPINN", "MacroPINN"]
 
@@ -160,7 +160,9 @@ class MacroPINN(D4LensPINN):
     computes the four. The last layers are zero-initialised: training starts from the light's centroid, a round
     unsheared lens and ``delta_kappa = 0``.
     ``residual_channels`` adds ``I - R_macro``, ``spread`` and ``I - R`` to the head channels; ``head_pool`` lets the
-    invariant head see ``head_pool x head_pool`` block averages of them (:class:`~.heads.InvariantHead`)."""
+    invariant head see ``head_pool x head_pool`` block averages of them (:class:`~.heads.InvariantHead`);
+    ``trunk_pool`` runs the shared trunk on ``trunk_pool x trunk_pool`` block averages of the features, its five maps
+    constant over each block (``UNet(input_pool=...)``), while the engine and the head keep the full grid."""
 
     def __init__(
         self,
@@ -178,6 +180,7 @@ class MacroPINN(D4LensPINN):
         residual_channels: bool = True,
         shared_trunk: bool = True,
         head_pool: int = 1,
+        trunk_pool: int = 1,
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
         if shared_trunk and macro_widths is not None:
@@ -185,11 +188,23 @@ class MacroPINN(D4LensPINN):
                 f"{name}: macro_widths sizes a separate macro-lens U-Net, which the shared trunk does not have; set "
                 f"shared_trunk=False to use it (got macro_widths={macro_widths})"
             )
+        if not shared_trunk and trunk_pool != 1:
+            raise ValueError(
+                f"{name}: trunk_pool applies to the shared trunk; with shared_trunk=False leave it at 1 (got "
+                f"trunk_pool={trunk_pool!r})"
+            )
+        check_pool(trunk_pool, image_size, "trunk_pool")
         channels = len(self.feature_names)
         self.shared_trunk = shared_trunk
         maps = 1 + MacroReadout.n_maps if shared_trunk else 1  # delta_kappa first, then the read-out's maps
         self.unet = UNet(
-            channels, image_size, tuple(widths), equivariant=equivariant, out_channels=maps, non_negative=False
+            channels,
+            image_size,
+            tuple(widths),
+            equivariant=equivariant,
+            out_channels=maps,
+            non_negative=False,
+            input_pool=trunk_pool,
         )
         for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 (and the round lens) at the start
             nn.init.zeros_(parameter)

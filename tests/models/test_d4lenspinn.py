@@ -55,6 +55,22 @@ def test_unet_is_equivariant_for_every_element(n):
             assert _relative(unet(transform_scalar(features, g)), transform_scalar(kappa, g)) < 1e-5
 
 
+@pytest.mark.parametrize("n", [64, 150])
+def test_a_unet_on_block_averages_is_equivariant_and_constant_over_each_block(n):
+    torch.manual_seed(1)
+    unet = UNet(5, n, widths=(2, 4, 8, 16), input_pool=2).eval()
+    assert unet.sizes[0] == n // 2
+    features = Preprocessing()(_lensed_images(n, count=1))
+    with torch.no_grad():
+        kappa = unet(features)
+        assert kappa.shape == (1, 1, n, n)
+        blocks = kappa.unfold(2, 2, 2).unfold(3, 2, 2)  # (1, 1, n/2, n/2, 2, 2)
+        assert torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+        for g in D4_ELEMENTS:
+            assert _relative(unet(transform_scalar(features, g)), transform_scalar(kappa, g)) < 1e-5
+        torch.testing.assert_close(unet.export()(features), kappa, rtol=1e-5, atol=1e-6)
+
+
 def test_sizes_keep_every_resampling_exact():
     assert level_sizes(150, 3) == [150, 75, 38, 19]
     assert level_sizes(64, 3) == [64, 32, 16, 8]
@@ -134,7 +150,7 @@ def test_without_preprocessing_the_bare_image_feeds_unet_and_head():
     assert torch.allclose(predict(model, images, tta=True), predict_naive_tta(model, images), atol=1e-6)
 
 
-def _with_macro_lens(n: int, shared_trunk: bool = True) -> torch.nn.Module:
+def _with_macro_lens(n: int, shared_trunk: bool = True, trunk_pool: int = 1) -> torch.nn.Module:
     """D4LensPINN with a macro lens, its zero-initialised U-Net heads given weights (then eval: escnn caches
     filters)."""
     torch.manual_seed(0)
@@ -146,6 +162,7 @@ def _with_macro_lens(n: int, shared_trunk: bool = True) -> torch.nn.Module:
         macro_lens=True,
         widths=(1, 2),
         shared_trunk=shared_trunk,
+        trunk_pool=trunk_pool,
         **own,
     )
     unets = [model.unet] if shared_trunk else [model.unet, model.macro_estimator.unet]
@@ -167,11 +184,13 @@ def test_with_a_macro_lens_training_starts_from_the_smooth_lens():
     )
 
 
-@pytest.mark.parametrize(("n", "shared_trunk"), [(64, True), (150, True), (64, False)])
-def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n, shared_trunk):
+@pytest.mark.parametrize(
+    ("n", "shared_trunk", "trunk_pool"), [(64, True, 1), (150, True, 1), (64, False, 1), (64, True, 2), (150, True, 2)]
+)
+def test_with_a_macro_lens_every_map_and_parameter_moves_with_the_image(n, shared_trunk, trunk_pool):
     from d4lenspinn.symmetry import transform_macro
 
-    model = _with_macro_lens(n, shared_trunk)
+    model = _with_macro_lens(n, shared_trunk, trunk_pool)
     images = _lensed_images(n)
     with torch.no_grad():
         out = model.forward_features(images)
@@ -315,8 +334,11 @@ def test_the_pooled_invariant_head_keeps_the_model_invariant(n):
         ({"head_pool": 3}, "must divide the image side 64"),
         ({"head_pool": 0}, "whole number >= 1"),
         ({"head_pool": 2, "head": "tf_efficientnetv2_b0"}, "applies to the invariant head"),
+        ({"trunk_pool": 3}, "must divide the image side 64"),
+        ({"trunk_pool": 1.5}, "whole number >= 1"),
+        ({"trunk_pool": 2, "shared_trunk": False}, "applies to the shared trunk"),
     ],
 )
-def test_a_head_pool_that_would_break_the_symmetry_is_refused(kwargs, match):
+def test_a_pool_that_would_break_the_symmetry_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_model("d4lenspinn_lens", image_size=64, pixel_scale=0.101, widths=(1, 2), **kwargs)
