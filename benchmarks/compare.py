@@ -135,7 +135,7 @@ def best_validation(run_dir: Path) -> tuple[float, int]:
     return best["val_macro_auc"], best["epoch"]
 
 
-REFERENCES = ("d4_cnn", "resnet18", "vanilla_lenspinn_lens")  # every model's paired AUC difference to these (with TTA)
+REFERENCES = ("d4_cnn", "resnet18", "vanilla_lenspinn_lens")  # default --references: paired differences to these
 
 
 def finished_runs(args: argparse.Namespace, recipe: str) -> dict[str, dict]:
@@ -184,7 +184,7 @@ def collect_results(args: argparse.Namespace) -> dict:
                 args.n_bootstrap,
                 args.seed,
             )
-            for reference in REFERENCES
+            for reference in args.references
             if reference in predictions and reference != recipe
         }
     return results
@@ -306,7 +306,7 @@ def write_markdown(results: dict, args: argparse.Namespace, machine: str, figure
         "",
         per_class_table(results),
     ]
-    references = [ref for ref in REFERENCES if any(ref in r["versus"] for r in results.values())]
+    references = [ref for ref in args.references if any(ref in r["versus"] for r in results.values())]
     if references:
         lines += [
             "",
@@ -342,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        default=list(REFERENCES),
+        help="models of --models every other one is compared with, paired (test macro AUC with D4 TTA)",
+    )
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--root", default="data/compare", help="where the simulated data is written (and reused)")
     parser.add_argument("--out", default="runs/compare")
