@@ -20,7 +20,8 @@ echo "== CUDA tests"
 
 echo "== throughput (benchmarks/models.py)"
 "$python" benchmarks/models.py --device cuda --sizes 64 150 --repeats 10 5 --batch 64 \
-    --models d4lenspinn_lens d4lenspinn_fit d4_cnn resnet18 efficientnetv2_b0 2>&1 | tee "$out/models_cuda.md"
+    --models d4lenspinn_lens d4lenspinn_fit d4_cnn resnet18 efficientnetv2_b0 \
+    --lens-set trunk_pool=2 --lens-set head_pool=2 2>&1 | tee "$out/models_cuda.md"
 
 echo "== a short Common Test I-shaped training on simulated Model I images"
 start=$(date +%s)
