@@ -187,7 +187,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_pool > 1:
             x = F.avg_pool2d(x, self.input_pool)  # (B, C, n/p, n/p)
-        skips = [_run(self.blocks["enc0"], _run(self.blocks["stem"], x))]  # (B, C0, n, n)
+        skips = [_run(self.blocks["enc0"], _run(self.blocks["stem"], x))]  # (B, C0, n/p, n/p)
         for level in range(1, self.levels + 1):
             down = _run(self.blocks[f"down{level}"], skips[-1])  # (B, C_{l-1}, s_l, s_l)
             skips.append(_run(self.blocks[f"enc{level}"], down))  # (B, C_l, s_l, s_l)
