@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 
 from .grid import PixelGrid, check_field
-from .light import convolve_psf, gaussian_psf_kernel
+from .light import convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels
 from .macro import MacroLens, check_macro
 from .noise import estimate_noise
 from .smooth_lens import SersicSource, render_lensed_sersic
@@ -87,7 +87,7 @@ class _Problem(NamedTuple):
     images: torch.Tensor  # (B, N) flattened
     inverse_sigma: torch.Tensor  # (B, 1)
     grid: PixelGrid
-    kernel: torch.Tensor  # (K,) PSF
+    kernel: torch.Tensor  # (K,) PSF, or (B, K): one per image
 
 
 def _unpack(u: torch.Tensor) -> tuple[MacroLens, SersicSource]:
@@ -182,7 +182,7 @@ def fit_smooth_lens(
     images: torch.Tensor,
     init: MacroLens,
     grid: PixelGrid,
-    psf_fwhm: float,
+    psf_fwhm: float | torch.Tensor,
     psf_truncation: float = 4.0,
     steps: int = 10,
     sigma: torch.Tensor | None = None,
@@ -191,14 +191,14 @@ def fit_smooth_lens(
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
-    ``grid`` is the images' pixel grid; ``psf_fwhm`` [arcsec] and ``psf_truncation`` the Gaussian PSF as in
-    :func:`render_smooth_lens`; ``sigma (B,)`` the noise in image units (default :func:`estimate_noise`). The fit
-    runs in the images' dtype and device (the normal equations in float64). The source starts from
-    :func:`initial_source` under the projected init; with ``starts`` (:class:`StartGrid`) the start of each image is
-    the candidate of lowest chi^2 among the init's theta_E scaled and its centre shifted (every candidate gets its
-    own source start), which keeps a poor init out of the wrong local minimum. Raises ``ValueError`` for malformed
-    input or an image whose noise cannot be estimated; an image whose fit never reaches a finite chi^2 is flagged
-    ``failed`` instead.
+    ``grid`` is the images' pixel grid; ``psf_fwhm`` [arcsec] (one width, or one per image ``(B,)``) and
+    ``psf_truncation`` the Gaussian PSF as in :func:`render_smooth_lens`; ``sigma (B,)`` the noise in image units
+    (default :func:`estimate_noise`). The fit runs in the images' dtype and device (the normal equations in float64).
+    The source starts from :func:`initial_source` under the projected init; with ``starts`` (:class:`StartGrid`)
+    the start of each image is the candidate of lowest chi^2 among the init's theta_E scaled and its centre shifted
+    (every candidate gets its own source start), which keeps a poor init out of the wrong local minimum. Raises
+    ``ValueError`` for malformed input or an image whose noise cannot be estimated; an image whose fit never reaches
+    a finite chi^2 is flagged ``failed`` instead.
     """
     check_field(images, "images", 1, grid)
     check_macro(init, "init")
@@ -206,8 +206,11 @@ def fit_smooth_lens(
         raise ValueError(f"init has {init.batch_size} lenses for {images.shape[0]} images")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if psf_fwhm <= 0 or psf_truncation <= 0:
-        raise ValueError(f"psf_fwhm and psf_truncation must be > 0, got {psf_fwhm}, {psf_truncation}")
+    widths = torch.as_tensor(psf_fwhm, dtype=torch.float64)
+    if widths.shape not in ((), (images.shape[0],)):
+        raise ValueError(f"psf_fwhm must be a number or a ({images.shape[0]},) tensor, got shape {tuple(widths.shape)}")
+    if not bool((widths > 0).all() and torch.isfinite(widths).all()) or psf_truncation <= 0:
+        raise ValueError(f"psf_fwhm and psf_truncation must be finite and > 0, got {psf_fwhm}, {psf_truncation}")
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images)).flatten(1).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad} hold non-finite pixels")
@@ -217,7 +220,7 @@ def fit_smooth_lens(
         raise ValueError(f"sigma must be a ({images.shape[0]},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
-        return _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma, starts or StartGrid())
+        return _fit(images, init, grid, _psf_kernel(widths, grid, psf_truncation, images.dtype), steps, sigma, starts)
 
 
 def _best_start(images, lens, grid, sigma, problem, starts) -> torch.Tensor:
@@ -236,16 +239,18 @@ def _best_start(images, lens, grid, sigma, problem, starts) -> torch.Tensor:
     return best
 
 
-def _fit(images, init, grid, psf_fwhm, psf_truncation, steps, sigma, starts) -> LensFit:
+def _psf_kernel(widths: torch.Tensor, grid: PixelGrid, truncation: float, dtype) -> torch.Tensor:
+    """One kernel ``(K,)`` for a single width ``()``, one row per image ``(B, K)`` for widths ``(B,)``."""
+    if widths.dim() == 0:
+        return gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, dtype)
+    return gaussian_psf_kernels(widths, grid.pixel_scale, truncation, dtype)
+
+
+def _fit(images, init, grid, kernel, steps, sigma, starts) -> LensFit:
     dtype = images.dtype
-    problem = _Problem(
-        images.flatten(1),
-        1 / sigma[:, None],
-        grid,
-        gaussian_psf_kernel(psf_fwhm, grid.pixel_scale, psf_truncation, dtype),
-    )
+    problem = _Problem(images.flatten(1), 1 / sigma[:, None], grid, kernel.to(images.device))
     lens = MacroLens(*(value.to(device=images.device, dtype=dtype) for value in init))
-    start = _best_start(images, lens, grid, sigma, problem, starts)
+    start = _best_start(images, lens, grid, sigma, problem, starts or StartGrid())
     u = start
     residual = _residual(u, problem)
     chi2 = (residual * residual).sum(dim=1)
