@@ -10,7 +10,8 @@ The lens modeller's first step, batched and differentiable::
 Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`), with the
 amplitude and the constant background (min-max normalised images have an offset) solved linearly for every trial of
 the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973). Those are packed as
-``[log theta_e, e1, e2, center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]``; positivity by
+``[log theta_e, e1, e2, center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]`` (and
+``log psf_fwhm`` when the PSF width is fitted too, ``fit_psf=True``); positivity by
 the logarithms, and after each step a projection onto a box that keeps the model finite (|e| <= 0.8, |gamma| <= 0.5,
 centres inside the field, theta_e, radius and n within wide bounds). The Jacobian of the residual is exact, by
 forward-mode autodiff (:func:`_jacobian`). Each step solves ``(J^T J + lambda diag(J^T J)) delta = -J^T r``
@@ -45,6 +46,8 @@ __all__ = ["LensFit", "StartGrid", "fit_smooth_lens"]
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
 _N_RANGE = (0.3, 8.0)  # Sersic index
+PSF_RANGE = 2.0  # a fitted PSF width stays within this factor of the width it starts from
+_FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 _LAMBDA_START, _LAMBDA_DOWN, _LAMBDA_UP, _LAMBDA_RANGE = 1e-2, 1 / 3, 10.0, (1e-9, 1e9)
 
 
@@ -56,7 +59,8 @@ class LensFit(NamedTuple):
     background: torch.Tensor  # (B,) constant sky level, image units
     model: torch.Tensor  # (B, 1, n, n) the smooth-lens image, background included
     sigma: torch.Tensor  # (B,) noise level used, image units
-    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - 15)
+    psf_fwhm: torch.Tensor  # (B,) PSF width used [arcsec]: the one given, or the fitted one
+    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - parameters), 15 or 16 parameters
     failed: torch.Tensor  # (B,) bool: no finite model was found; the entries hold the init and a flat model
     normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / sigma: what the smooth lens cannot explain
 
@@ -87,13 +91,15 @@ class _Problem(NamedTuple):
     images: torch.Tensor  # (B, N) flattened
     inverse_sigma: torch.Tensor  # (B, 1)
     grid: PixelGrid
-    kernel: torch.Tensor  # (K,) PSF, or (B, K): one per image
+    kernel: torch.Tensor | None  # (K,) PSF, or (B, K): one per image; None: the width is the last parameter
+    psf_reach: int  # taps each side of a fitted PSF kernel (its widest allowed width, truncated)
+    log_fwhm_bounds: tuple[float, float]  # box of a fitted log PSF width [log arcsec]
 
 
 def _unpack(u: torch.Tensor) -> tuple[MacroLens, SersicSource]:
-    """Packed ``(B, 13)`` nonlinear parameters -> lens and unit-amplitude source."""
+    """Packed ``(B, 13)`` or ``(B, 14)`` nonlinear parameters -> lens and unit-amplitude source."""
     lens = MacroLens(u[:, 0].exp(), *u[:, 1:_LENS].unbind(dim=1))
-    s = u[:, _LENS:]
+    s = u[:, _LENS : _LENS + _SOURCE]
     source = SersicSource(torch.ones_like(s[:, 0]), s[:, 0].exp(), s[:, 1].exp(), *s[:, 2:].unbind(dim=1))
     return lens, source
 
@@ -114,10 +120,21 @@ def _linear_solution(profile: torch.Tensor, images: torch.Tensor) -> tuple[torch
     return amplitude, image_mean - amplitude * profile_mean
 
 
+def _fitted_kernel(log_fwhm: torch.Tensor, problem: _Problem) -> torch.Tensor:
+    """Gaussian PSF kernels ``(B, 2 * reach + 1)`` of widths ``exp(log_fwhm) (B,)`` [arcsec], differentiable in the
+    width: the support is fixed (the widest allowed width, truncated), so a narrower kernel keeps its far tail
+    (``exp(-t^2 / 2)`` of the peak beyond a truncation of ``t`` sigma) where :func:`gaussian_psf_kernels` cuts."""
+    sigma = log_fwhm.exp() / _FWHM_PER_SIGMA / problem.grid.pixel_scale  # pixels
+    offsets = torch.arange(-problem.psf_reach, problem.psf_reach + 1, dtype=log_fwhm.dtype, device=log_fwhm.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
 def _profile(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """Unit-amplitude smooth-lens image ``(B, N)`` of the packed parameters."""
     lens, source = _unpack(u)
-    return convolve_psf(render_lensed_sersic(lens, source, problem.grid), problem.kernel).flatten(1)
+    kernel = problem.kernel if problem.kernel is not None else _fitted_kernel(u[:, -1], problem)
+    return convolve_psf(render_lensed_sersic(lens, source, problem.grid), kernel).flatten(1)
 
 
 def _residual(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
@@ -128,7 +145,7 @@ def _residual(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
 
 
 def _jacobian(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
-    """``d residual / d u`` ``(B, N, 13)`` by forward-mode autodiff (``torch.func.jvp``, the 13 directions
+    """``d residual / d u`` ``(B, N, P)`` by forward-mode autodiff (``torch.func.jvp``, the P = 13 or 14 directions
     vectorised by ``vmap``); exact, and no graph. Central differences (26 renders in one batch) were no faster in the
     whole fit (64 px, float32, one CPU thread) and stalled on some images in float32."""
     u = u.detach()
@@ -138,13 +155,15 @@ def _jacobian(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
         return torch.func.vmap(column)(directions).permute(1, 2, 0)
 
 
-def _project(u: torch.Tensor, grid: PixelGrid) -> torch.Tensor:
+def _project(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """The nearest parameters inside the box that keeps the model finite; commutes with D4's signed permutations."""
-    half, step = grid.half_extent, grid.pixel_scale
+    half, step = problem.grid.half_extent, problem.grid.pixel_scale
     log_bounds = {0: (2 * step, 2 * half), _LENS: (0.2 * step, 2 * half), _LENS + 1: _N_RANGE}
     columns = list(u.unbind(dim=1))
     for index, (low, high) in log_bounds.items():
         columns[index] = columns[index].clamp(math.log(low), math.log(high))
+    if problem.kernel is None:  # the PSF width: D4-invariant
+        columns[-1] = columns[-1].clamp(*problem.log_fwhm_bounds)
     for first, limit in ((1, _MAX_E), (5, _MAX_GAMMA), (_LENS + 2, _MAX_E)):  # spin-2 pairs: radial clamp
         a, b = columns[first], columns[first + 1]
         scale = (limit / torch.sqrt(a * a + b * b).clamp_min(limit)).clamp_max(1)
@@ -157,13 +176,13 @@ def _project(u: torch.Tensor, grid: PixelGrid) -> torch.Tensor:
 def _levenberg_marquardt_step(u, residual, chi2, damping, problem):
     """One damped Gauss-Newton step per image, kept where chi^2 decreases; returns the four updated states."""
     jacobian = _jacobian(u, problem).double()
-    normal = jacobian.transpose(1, 2) @ jacobian  # (B, 13, 13)
+    normal = jacobian.transpose(1, 2) @ jacobian  # (B, P, P), P = 13 or 14 parameters
     gradient = (jacobian.transpose(1, 2) @ residual.double().unsqueeze(-1)).squeeze(-1)  # carries the graph
     diagonal = normal.diagonal(dim1=1, dim2=2)
     floor = 1e-12 * diagonal.amax(dim=1, keepdim=True).clamp_min(1e-300)
     damped = normal + torch.diag_embed(damping[:, None] * diagonal.clamp_min(floor) + floor)
     delta = -torch.linalg.solve(damped, gradient)
-    trial = _project(u + delta.to(u.dtype), problem.grid)
+    trial = _project(u + delta.to(u.dtype), problem)
     trial_residual = _residual(trial, problem)
     trial_chi2 = (trial_residual * trial_residual).sum(dim=1)
     better = torch.isfinite(trial_chi2) & (trial_chi2 < chi2) & torch.isfinite(delta).all(dim=1)
@@ -188,27 +207,30 @@ def fit_smooth_lens(
     sigma: torch.Tensor | None = None,
     gradients: bool = True,
     starts: StartGrid | None = None,
+    fit_psf: bool = False,
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
     ``grid`` is the images' pixel grid; ``psf_fwhm`` [arcsec] (one width, or one per image ``(B,)``) and
-    ``psf_truncation`` the Gaussian PSF as in :func:`render_smooth_lens`; ``sigma (B,)`` the noise in image units
-    (default :func:`estimate_noise`). The fit runs in the images' dtype and device (the normal equations in float64).
-    The source starts from :func:`initial_source` under the projected init; with ``starts`` (:class:`StartGrid`)
-    the start of each image is the candidate of lowest chi^2 among the init's theta_E scaled and its centre shifted
-    (every candidate gets its own source start), which keeps a poor init out of the wrong local minimum. Raises
-    ``ValueError`` for malformed input or an image whose noise cannot be estimated; an image whose fit never reaches
-    a finite chi^2 is flagged ``failed`` instead.
+    ``psf_truncation`` the Gaussian PSF as in :func:`render_smooth_lens`; with ``fit_psf`` the width is fitted too
+    (a 14th, D4-invariant parameter), starting from ``psf_fwhm`` and kept within a factor ``PSF_RANGE`` of it.
+    ``sigma (B,)`` is the noise in image units (default :func:`estimate_noise`). The fit runs in the images' dtype
+    and device (the normal equations in float64). The source starts from :func:`initial_source` under the projected
+    init; with ``starts`` (:class:`StartGrid`) the start of each image is the candidate of lowest chi^2 among the
+    init's theta_E scaled and its centre shifted (every candidate gets its own source start), which keeps a poor
+    init out of the wrong local minimum. Raises ``ValueError`` for malformed input or an image whose noise cannot be
+    estimated; an image whose fit never reaches a finite chi^2 is flagged ``failed`` instead.
     """
     check_field(images, "images", 1, grid)
     check_macro(init, "init")
-    if init.batch_size != images.shape[0]:
-        raise ValueError(f"init has {init.batch_size} lenses for {images.shape[0]} images")
+    batch = images.shape[0]
+    if init.batch_size != batch:
+        raise ValueError(f"init has {init.batch_size} lenses for {batch} images")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     widths = torch.as_tensor(psf_fwhm, dtype=torch.float64)
-    if widths.shape not in ((), (images.shape[0],)):
-        raise ValueError(f"psf_fwhm must be a number or a ({images.shape[0]},) tensor, got shape {tuple(widths.shape)}")
+    if widths.shape not in ((), (batch,)):
+        raise ValueError(f"psf_fwhm must be a number or a ({batch},) tensor, got shape {tuple(widths.shape)}")
     if not bool((widths > 0).all() and torch.isfinite(widths).all()) or psf_truncation <= 0:
         raise ValueError(f"psf_fwhm and psf_truncation must be finite and > 0, got {psf_fwhm}, {psf_truncation}")
     if not torch.isfinite(images).all():
@@ -216,19 +238,38 @@ def fit_smooth_lens(
         raise ValueError(f"images {bad} hold non-finite pixels")
     if sigma is None:
         sigma = estimate_noise(images)
-    elif sigma.shape != (images.shape[0],) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
-        raise ValueError(f"sigma must be a ({images.shape[0]},) tensor of finite values > 0, got {sigma}")
+    elif sigma.shape != (batch,) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
+        raise ValueError(f"sigma must be a ({batch},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
+    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf)
+    widths = widths.expand(batch).to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
-        return _fit(images, init, grid, _psf_kernel(widths, grid, psf_truncation, images.dtype), steps, sigma, starts)
+        return _fit(images, init, widths, problem, steps, starts or StartGrid())
 
 
-def _best_start(images, lens, grid, sigma, problem, starts) -> torch.Tensor:
-    """Packed start ``(B, 13)``: of the candidates of ``starts`` around ``lens``, the one of lowest chi^2 per image
-    (ties: the first, the init itself first)."""
+def _problem(images, sigma, grid, widths, truncation, fit_psf) -> _Problem:
+    """The fit's fixed data; a fixed PSF kernel, or (``fit_psf``) the support and box of a fitted width."""
+    flat, inverse_sigma = images.flatten(1), 1 / sigma[:, None]
+    if fit_psf:
+        low, high = float(widths.min()) / PSF_RANGE, float(widths.max()) * PSF_RANGE
+        reach = max(1, round(truncation * high / _FWHM_PER_SIGMA / grid.pixel_scale))
+        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)))
+    if widths.dim() == 0:
+        kernel = gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, images.dtype)
+    else:
+        kernel = gaussian_psf_kernels(widths, grid.pixel_scale, truncation, images.dtype)
+    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0))
+
+
+def _best_start(images, lens, widths, sigma, problem, starts) -> torch.Tensor:
+    """Packed start ``(B, 13 or 14)``: of the candidates of ``starts`` around ``lens``, the one of lowest chi^2 per
+    image (ties: the first, the init itself first)."""
     best, best_chi2 = None, None
-    for candidate in starts.candidates(lens, grid.pixel_scale):
-        u = _project(_pack(candidate, initial_source(images, candidate, grid, sigma)), grid)
+    for candidate in starts.candidates(lens, problem.grid.pixel_scale):
+        u = _pack(candidate, initial_source(images, candidate, problem.grid, sigma))
+        if problem.kernel is None:
+            u = torch.cat((u, widths.log()[:, None]), dim=1)
+        u = _project(u, problem)
         residual = _residual(u, problem)
         chi2 = torch.nan_to_num((residual * residual).sum(dim=1), nan=math.inf)
         if best is None:
@@ -239,18 +280,11 @@ def _best_start(images, lens, grid, sigma, problem, starts) -> torch.Tensor:
     return best
 
 
-def _psf_kernel(widths: torch.Tensor, grid: PixelGrid, truncation: float, dtype) -> torch.Tensor:
-    """One kernel ``(K,)`` for a single width ``()``, one row per image ``(B, K)`` for widths ``(B,)``."""
-    if widths.dim() == 0:
-        return gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, dtype)
-    return gaussian_psf_kernels(widths, grid.pixel_scale, truncation, dtype)
-
-
-def _fit(images, init, grid, kernel, steps, sigma, starts) -> LensFit:
+def _fit(images, init, widths, problem, steps, starts) -> LensFit:
     dtype = images.dtype
-    problem = _Problem(images.flatten(1), 1 / sigma[:, None], grid, kernel.to(images.device))
     lens = MacroLens(*(value.to(device=images.device, dtype=dtype) for value in init))
-    start = _best_start(images, lens, grid, sigma, problem, starts or StartGrid())
+    sigma = 1 / problem.inverse_sigma[:, 0]
+    start = _best_start(images, lens, widths, sigma, problem, starts)
     u = start
     residual = _residual(u, problem)
     chi2 = (residual * residual).sum(dim=1)
@@ -276,7 +310,8 @@ def _fit(images, init, grid, kernel, steps, sigma, starts) -> LensFit:
         background=background[:, 0],
         model=model.reshape(images.shape),
         sigma=sigma,
-        reduced_chi2=chi2 / (pixels - _LENS - _SOURCE - 2),
+        psf_fwhm=u[:, -1].exp() if problem.kernel is None else widths,
+        reduced_chi2=chi2 / (pixels - u.shape[1] - 2),
         failed=failed,
         normalised_residual=((problem.images - model) * problem.inverse_sigma).reshape(images.shape),
     )
