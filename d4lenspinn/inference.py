@@ -44,7 +44,7 @@ __all__ = ["PredictionReport", "predict_files", "check_predict_arguments", "min_
 logger = logging.getLogger(__name__)
 
 
-LENS_COLUMNS = ("theta_e_arcsec", "peak_snr", "fit_reduced_chi2", "fit_failed", "outside_prior")
+LENS_COLUMNS = ("theta_e_arcsec", "psf_fwhm_arcsec", "peak_snr", "fit_reduced_chi2", "fit_failed", "outside_prior")
 
 
 def outside_prior(theta_e: np.ndarray, peak_snr: np.ndarray, prior: dict) -> np.ndarray:
@@ -61,13 +61,14 @@ def outside_prior(theta_e: np.ndarray, peak_snr: np.ndarray, prior: dict) -> np.
 def _lens_cells(maps, prior: dict | None) -> list[list]:
     """The :data:`LENS_COLUMNS` of a batch of fitted maps (``FittedLensMaps``)."""
     theta_e = maps.macro.theta_e.double().cpu().numpy()
+    psf_fwhm = maps.psf_fwhm.double().cpu().numpy()
     peak_snr = (1 / maps.noise_sigma).double().cpu().numpy()
     chi2 = maps.reduced_chi2.double().cpu().numpy()
     failed = maps.fit_failed.cpu().numpy()
     flags = outside_prior(theta_e, peak_snr, prior) if prior is not None else [""] * len(theta_e)
     return [
-        [f"{t:.4f}", f"{q:.1f}", f"{c:.4f}", int(f), "" if o == "" else int(o)]
-        for t, q, c, f, o in zip(theta_e, peak_snr, chi2, failed, flags, strict=True)
+        [f"{t:.4f}", f"{w:.4f}", f"{q:.1f}", f"{c:.4f}", int(f), "" if o == "" else int(o)]
+        for t, w, q, c, f, o in zip(theta_e, psf_fwhm, peak_snr, chi2, failed, flags, strict=True)
     ]
 
 

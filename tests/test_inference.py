@@ -182,6 +182,7 @@ def test_a_fitted_model_writes_its_lens_and_flags_images_outside_its_prior(fitte
     maps = checkpoint.model(images).maps
     for row, theta_e, sigma in zip(rows, maps.macro.theta_e, maps.noise_sigma, strict=True):
         assert float(row["theta_e_arcsec"]) == pytest.approx(theta_e.item(), abs=1e-4)
+        assert float(row["psf_fwhm_arcsec"]) == pytest.approx(checkpoint.model.psf_fwhm, abs=1e-4)
         assert float(row["peak_snr"]) == pytest.approx(1 / sigma.item(), abs=0.1)
         assert row["fit_failed"] == "0" and row["outside_prior"] in ("0", "1")
 

@@ -44,10 +44,10 @@ DEFAULT_STARTS = StartGrid((0.7, 0.85, 1.0, 1.2, 1.4), (-3.0, 0.0, 3.0))
 
 class FittedPINN(D4LensPINN):
     """Estimate, fit (``fit_steps`` Levenberg-Marquardt steps with a Gaussian PSF of ``psf_fwhm`` arcsec, default
-    :data:`DEFAULT_PSF_PIXELS` pixels, truncated at ``psf_truncation`` sigma, from the best start of the estimate's
-    theta_E times ``fit_theta_e_scales`` and centre shifted by ``fit_centre_shifts`` pixels per axis,
-    :data:`DEFAULT_STARTS`), then ``delta_kappa`` and the head on the noise-normalised residual; see the module
-    doc."""
+    :data:`DEFAULT_PSF_PIXELS` pixels, truncated at ``psf_truncation`` sigma, its width fitted per image from there
+    with ``fit_psf``, from the best start of the estimate's theta_E times ``fit_theta_e_scales`` and centre shifted
+    by ``fit_centre_shifts`` pixels per axis, :data:`DEFAULT_STARTS`), then ``delta_kappa`` and the head on the
+    noise-normalised residual; see the module doc."""
 
     def __init__(
         self,
@@ -67,6 +67,7 @@ class FittedPINN(D4LensPINN):
         fit_steps: int = 5,
         fit_theta_e_scales: tuple[float, ...] = DEFAULT_STARTS.theta_e_scales,
         fit_centre_shifts: tuple[float, ...] = DEFAULT_STARTS.centre_shifts,
+        fit_psf: bool = False,
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
         psf_fwhm = DEFAULT_PSF_PIXELS * pixel_scale if psf_fwhm is None else psf_fwhm
@@ -76,7 +77,10 @@ class FittedPINN(D4LensPINN):
             )
         if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
             raise ValueError(f"{name}: fit_steps must be an integer >= 0, got {fit_steps!r}")
+        if not isinstance(fit_psf, bool):
+            raise ValueError(f"{name}: fit_psf must be true or false, got {fit_psf!r}")
         self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
+        self.fit_psf = fit_psf
         scales, shifts = tuple(map(float, fit_theta_e_scales)), tuple(map(float, fit_centre_shifts))
         if not scales or min(scales) <= 0 or not shifts or sorted(shifts) != sorted(-x for x in shifts):
             raise ValueError(
@@ -108,6 +112,7 @@ class FittedPINN(D4LensPINN):
                 self.fit_steps,
                 gradients=False,
                 starts=self.fit_starts,
+                fit_psf=self.fit_psf,
             )
         residual = torch.asinh(fit.normalised_residual)
         delta_kappa = self.unet(torch.cat((features, residual), dim=1))  # (B, 1, n, n), signed
@@ -129,6 +134,7 @@ class FittedPINN(D4LensPINN):
             noise_sigma=fit.sigma,
             reduced_chi2=fit.reduced_chi2,
             fit_failed=fit.failed,
+            psf_fwhm=fit.psf_fwhm,
         )
 
     def head_channels(self, maps: FittedLensMaps) -> torch.Tensor:

@@ -79,14 +79,16 @@ class FittedLensMaps(LensMaps):
     (:func:`~d4lenspinn.physics.fit_smooth_lens`): ``macro`` is the fitted lens, ``macro_estimate`` the network's
     estimate the fit started from, ``macro_relensed (B, 1, n, n)`` the fitted smooth-lens image (SIE + shear +
     Sersic source, PSF, sky), ``normalised_residual (B, 1, n, n)`` ``(image - macro_relensed) / noise_sigma``: what
-    the smooth lens cannot explain in units of the noise; ``noise_sigma``, ``reduced_chi2`` ``(B,)`` and
-    ``fit_failed (B,)`` bool (no finite fit: the residual is that of a flat model)."""
+    the smooth lens cannot explain in units of the noise; ``noise_sigma``, ``reduced_chi2`` ``(B,)``,
+    ``fit_failed (B,)`` bool (no finite fit: the residual is that of a flat model) and ``psf_fwhm (B,)`` [arcsec],
+    the PSF width of the fit (fitted, or the model's fixed one)."""
 
     macro_estimate: MacroLens | None = None
     normalised_residual: torch.Tensor | None = None
     noise_sigma: torch.Tensor | None = None
     reduced_chi2: torch.Tensor | None = None
     fit_failed: torch.Tensor | None = None
+    psf_fwhm: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,27 @@ def test_every_map_the_fitted_lens_and_the_logits_move_with_the_image(n):
             assert torch.equal(moved.maps.fit_failed, out.maps.fit_failed)
 
 
+def test_a_fitted_psf_width_is_the_fits_and_keeps_the_model_invariant():
+    """With ``fit_psf`` the maps carry the fit's own width per image (the fixed model carries its one width), and the
+    logits and that width stay invariant for all 8 elements."""
+    images, _ = _lenses(label=2)
+    model = _model(fit_psf=True)
+    with torch.no_grad():
+        out = model(images)
+        estimate = model.macro_estimator(out.maps.features)
+        fit = fit_smooth_lens(
+            images, estimate, model.grid, PRESET.psf_fwhm, steps=3, gradients=False, starts=DEFAULT_STARTS, fit_psf=True
+        )
+        torch.testing.assert_close(out.maps.psf_fwhm, fit.psf_fwhm)
+        assert (out.maps.psf_fwhm != PRESET.psf_fwhm).all()
+        fixed = _model().forward_features(images)
+        assert (fixed.psf_fwhm == PRESET.psf_fwhm).all()
+        for g in D4_ELEMENTS[1:]:
+            moved = model(transform_scalar(images, g))
+            assert _relative(moved.logits, out.logits) < 1e-4, str(g)
+            torch.testing.assert_close(moved.maps.psf_fwhm, out.maps.psf_fwhm, rtol=1e-4, atol=0, msg=str(g))
+
+
 def test_the_macro_loss_trains_the_estimator_and_the_classification_the_rest():
     images, params = _lenses()
     model = _model().train()
@@ -130,5 +151,7 @@ def test_bad_settings_and_images_without_noise_give_clear_errors():
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_centre_shifts=[0.0, 2.0])
     with pytest.raises(ValueError, match="psf_fwhm"):
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, psf_fwhm=0.0)
+    with pytest.raises(ValueError, match="fit_psf must be true or false"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_psf="yes")
     with pytest.raises(ValueError, match="noise"), torch.no_grad():
         model.eval()(torch.zeros(2, 1, 32, 32))
