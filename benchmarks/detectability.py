@@ -3,7 +3,7 @@
     python benchmarks/detectability.py [--preset model_ii_broad] [--n 300] [--steps 5] [--seed 0]
 
 For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
-normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for four
+normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for six
 statistics, in bins of the peak signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
 
 * likelihood ratio, both models known: ``|x - m0|^2 - |x - m1|^2`` over sigma^2, with ``m1`` the noiseless image and
@@ -14,7 +14,10 @@ statistics, in bins of the peak signal-to-noise and, at SNR >= 30, by source (si
   preset's nominal PSF, ``--steps`` Levenberg-Marquardt steps from the true lens perturbed as a network's estimate
   is, benchmarks/fit.py);
 * chi^2 of the pixelated-source inversion (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source pixels of
-  0.05", regularisation 10) through the fitted lens: a source of any structure, the lens kept from the fit.
+  0.05", regularisation 10) through the fitted lens: a source of any structure, the lens kept from the fit;
+* the same two with the PSF width fitted too (``fit_psf=True``, starting from the nominal width; the inversion
+  through each image's fitted PSF): the broad prior's seeing varies +-30%, the fit with the nominal width cannot
+  follow it.
 
 The noise sigma of every statistic is estimated from the image (:func:`~d4lenspinn.physics.estimate_noise`).
 """
@@ -32,20 +35,29 @@ from fit import auc, perturbed
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.physics import MacroLens, PixelGrid, estimate_noise, fit_smooth_lens, invert_source, macro_deflection
-from d4lenspinn.physics.light import gaussian_psf_kernel
+from d4lenspinn.physics.light import gaussian_psf_kernel, gaussian_psf_kernels
 from d4lenspinn.report import markdown_table
 
 BATCH = 100
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, np.inf))
+SOURCE_GRID = PixelGrid(64, 0.05)
+
+
+def inverted_chi2(image: torch.Tensor, fit, grid: PixelGrid, kernel: torch.Tensor) -> torch.Tensor:
+    """Reduced chi^2 ``(B,)`` of the pixelated-source inversion through ``fit``'s lens with the PSF ``kernel``."""
+    alpha = macro_deflection(fit.macro, grid)
+    data = image - fit.background.reshape(-1, 1, 1, 1)
+    return invert_source(
+        data, alpha, grid, SOURCE_GRID, kernel, fit.sigma, regularisation=10.0, iterations=80
+    ).reduced_chi2
 
 
 def statistics(
     preset, count: int, steps: int, seed: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Per image: the four statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
+    """Per image: the six statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
     clumpy."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
-    source_grid = PixelGrid(64, 0.05)
     kernel = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
     values: dict[str, list[torch.Tensor]] = {}
     labels, snr, clumpy = [], [], []
@@ -62,10 +74,10 @@ def statistics(
             truth = true_macro_lens(lenses)
             init = perturbed(truth, grid.pixel_scale, torch.Generator().manual_seed(key + 2))
             init = MacroLens(*(value.float() for value in init))
-            fit = fit_smooth_lens(image, init, grid, preset.psf_fwhm, preset.psf_truncation, steps, sigma, False)
-            data = image - fit.background.reshape(-1, 1, 1, 1)
-            alpha = macro_deflection(fit.macro, grid)
-            inversion = invert_source(data, alpha, grid, source_grid, kernel, sigma, regularisation=10.0, iterations=80)
+            psf = (preset.psf_fwhm, preset.psf_truncation)
+            fit = fit_smooth_lens(image, init, grid, *psf, steps, sigma, False)
+            seeing = fit_smooth_lens(image, init, grid, *psf, steps, sigma, False, fit_psf=True)
+            seeing_kernels = gaussian_psf_kernels(seeing.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
             pixels = image[0].numel()
             rows = {
                 "likelihood ratio (both models known)": (
@@ -74,7 +86,9 @@ def statistics(
                 "chi^2 vs the true smooth image": ((image - smooth).square() * inverse_variance).sum(dim=(1, 2, 3))
                 / pixels,
                 f"chi^2 of the Sersic fit ({steps} steps)": fit.reduced_chi2,
-                "chi^2 of the pixelated-source inversion": inversion.reduced_chi2,
+                "chi^2 of the pixelated-source inversion": inverted_chi2(image, fit, grid, kernel),
+                f"chi^2 of the Sersic fit, PSF width fitted ({steps} steps)": seeing.reduced_chi2,
+                "chi^2 of the inversion through that fit and PSF": inverted_chi2(image, seeing, grid, seeing_kernels),
             }
             for name, value in rows.items():
                 values.setdefault(name, []).append(value.double())

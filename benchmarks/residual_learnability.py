@@ -1,13 +1,14 @@
 """Does the fit's residual make the broad prior learnable? One classifier, the same images and budget, different inputs.
 
     python benchmarks/residual_learnability.py [--preset model_ii_broad] [--n-train 1000] [--n-test 300]
-                                               [--epochs 6] [--inputs image residual inversion] [--seed 0]
+                                               [--epochs 6] [--steps 5] [--inputs image residual inversion] [--seed 0]
 
 ``--n-train`` / ``--n-test`` lenses per class of ``--preset`` are simulated (min-max normalised, as the models see
-them); the smooth lens is fitted to each (:func:`~d4lenspinn.physics.fit_smooth_lens`, 5 Levenberg-Marquardt steps
-from the true lens with a network's typical errors, benchmarks/fit.py, the preset's nominal PSF), and the
-pixelated source is inverted through the fitted lens (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source
-pixels of 0.05", regularisation 10). The fits are computed once, before any training, so the inputs differ and
+them); the smooth lens is fitted to each (:func:`~d4lenspinn.physics.fit_smooth_lens`, ``--steps``
+Levenberg-Marquardt steps from the true lens with a network's typical errors, benchmarks/fit.py), once with the
+preset's nominal PSF and once with the PSF width fitted too (``fit_psf=True``), and the pixelated source is inverted
+through each fitted lens and PSF (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source pixels of 0.05",
+regularisation 10). The fits are computed once, before any training, so the inputs differ and
 nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same seed on each input for ``--epochs``
 (batch 32, AdamW lr 1e-3 with one-cycle schedule, weight decay 1e-4, one thread) and tested on the held-out lenses:
 
@@ -15,7 +16,8 @@ nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same se
 * ``residual``: ``asinh((image - fitted smooth model) / sigma)``, the Sersic fit's residual in units of the noise;
 * ``inversion``: ``asinh(residual of the pixelated-source inversion / sigma)``: any source structure the fitted
   lens maps consistently is absorbed;
-* ``image+residual``: both channels.
+* ``image+residual``: both channels;
+* ``residual-psf``, ``inversion-psf``: the same two residuals with the PSF width fitted.
 
 Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and paired against ``image``.
 """
@@ -38,20 +40,22 @@ from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_l
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
 from d4lenspinn.models import create_model
 from d4lenspinn.physics import MacroLens, PixelGrid, fit_smooth_lens, invert_source, macro_deflection
-from d4lenspinn.physics.light import gaussian_psf_kernel
+from d4lenspinn.physics.light import gaussian_psf_kernels
 from d4lenspinn.progress import progress_bar
 from d4lenspinn.report import markdown_table
 
 BATCH = 64
-INPUTS = ("image", "residual", "inversion", "image+residual")
+INPUTS = ("image", "residual", "inversion", "image+residual", "residual-psf", "inversion-psf")
+RESIDUALS = ("residual", "inversion", "residual-psf", "inversion-psf")
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, np.inf))
 
 
-def simulate(preset, per_class: int, seed: int) -> dict[str, torch.Tensor]:
-    """Images, the fitted and inverted residuals in units of the noise, labels and peak SNR (inf: noiseless)."""
+def simulate(preset, per_class: int, seed: int, steps: int) -> dict[str, torch.Tensor]:
+    """Images, the fitted and inverted residuals in units of the noise (nominal and fitted PSF width), labels and
+    peak SNR (inf: noiseless)."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
-    kernel = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
-    parts: dict[str, list[torch.Tensor]] = {"image": [], "residual": [], "inversion": [], "labels": [], "snr": []}
+    psf = (preset.psf_fwhm, preset.psf_truncation)
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("image", "labels", "snr", *RESIDUALS)}
     for label in range(len(CLASS_NAMES)):
         lenses = sample_lenses(preset, label, per_class, torch.Generator().manual_seed(seed + label))
         images = render_images(lenses, preset, torch.Generator().manual_seed(seed + 10 + label))
@@ -59,13 +63,15 @@ def simulate(preset, per_class: int, seed: int) -> dict[str, torch.Tensor]:
         for start in progress_bar(range(0, per_class, BATCH), desc=f"fit {CLASS_NAMES[label]}", leave=False):
             image = images[start : start + BATCH]
             guess = MacroLens(*(value[start : start + BATCH].float() for value in init))
-            fit = fit_smooth_lens(image, guess, grid, preset.psf_fwhm, preset.psf_truncation, 5, gradients=False)
-            data = image - fit.background.reshape(-1, 1, 1, 1)
-            alpha = macro_deflection(fit.macro, grid)
-            inversion = invert_source(data, alpha, grid, PixelGrid(64, 0.05), kernel, fit.sigma, 10.0, 80)
             parts["image"].append(image)
-            parts["residual"].append(torch.asinh(fit.normalised_residual))
-            parts["inversion"].append(torch.asinh(inversion.normalised_residual))
+            for suffix, fit_psf in (("", False), ("-psf", True)):
+                fit = fit_smooth_lens(image, guess, grid, *psf, steps, gradients=False, fit_psf=fit_psf)
+                kernels = gaussian_psf_kernels(fit.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
+                data = image - fit.background.reshape(-1, 1, 1, 1)
+                alpha = macro_deflection(fit.macro, grid)
+                inversion = invert_source(data, alpha, grid, PixelGrid(64, 0.05), kernels, fit.sigma, 10.0, 80)
+                parts["residual" + suffix].append(torch.asinh(fit.normalised_residual))
+                parts["inversion" + suffix].append(torch.asinh(inversion.normalised_residual))
         parts["labels"].append(torch.full((per_class,), label))
         parts["snr"].append(lenses.peak_snr.double())
     return {name: torch.cat(values) for name, values in parts.items()}
@@ -104,6 +110,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1000, help="training lenses per class")
     parser.add_argument("--n-test", type=int, default=300, help="test lenses per class")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=5, help="Levenberg-Marquardt steps of each fit")
     parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -112,7 +119,8 @@ def main() -> None:
     print("command: python benchmarks/residual_learnability.py " + " ".join(sys.argv[1:]))
     preset = get_preset(args.preset)
     start = time.time()
-    train, test = simulate(preset, args.n_train, args.seed), simulate(preset, args.n_test, args.seed + 1000)
+    train = simulate(preset, args.n_train, args.seed, args.steps)
+    test = simulate(preset, args.n_test, args.seed + 1000, args.steps)
     print(f"simulated and fitted {3 * (args.n_train + args.n_test)} lenses in {time.time() - start:.0f} s")
     labels = test["labels"].numpy()
     snr = test["snr"].numpy()
