@@ -19,7 +19,8 @@ nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same se
 * ``image+residual``: both channels;
 * ``residual-psf``, ``inversion-psf``: the same two residuals with the PSF width fitted.
 
-Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and paired against ``image``.
+Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and paired against ``image``
+(the ``-psf`` inputs also against the same input with the nominal PSF).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def main() -> None:
         print(f"{inputs}: trained in {time.time() - start:.0f} s")
     bins = {f"SNR {low:g}-{high:g}": (snr >= low) & ((snr < high) | (high == np.inf)) for low, high in SNR_BINS}
     header = ["input", "test macro AUC [95%]", *(f"{name} (n={int(sel.sum())})" for name, sel in bins.items())]
-    header.append("paired vs image")
+    header.append("paired (vs the image; the -psf inputs also vs the same input with the nominal PSF)")
     rows = []
     for inputs, p in probabilities.items():
         interval = bootstrap_intervals(p, labels, CLASS_NAMES, 1000, seed=0)["macro_auc"]
@@ -141,11 +142,12 @@ def main() -> None:
             f"{classification_metrics(p, labels, CLASS_NAMES)['macro_auc']:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
         )
         per_bin = [f"{classification_metrics(p[s], labels[s], CLASS_NAMES)['macro_auc']:.3f}" for s in bins.values()]
-        pair = ""
-        if inputs != "image" and "image" in probabilities:
-            gain = paired_difference(p, probabilities["image"], labels, CLASS_NAMES, 1000, seed=0)
-            pair = f"{gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
-        rows.append([inputs, overall, *per_bin, pair])
+        pairs = []
+        for reference in ("image", inputs.removesuffix("-psf")):
+            if reference != inputs and reference in probabilities:
+                gain = paired_difference(p, probabilities[reference], labels, CLASS_NAMES, 1000, seed=0)
+                pairs.append(f"{gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}] vs {reference}")
+        rows.append([inputs, overall, *per_bin, "; ".join(pairs)])
     print(
         f"preset {preset.name}: {args.n_train} training and {args.n_test} test lenses per class, {args.epochs} epochs"
     )

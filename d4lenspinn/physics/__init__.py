@@ -6,6 +6,7 @@ from .green import lattice_green_table
 from .grid import PixelGrid, check_field
 from .lens_fit import LensFit, StartGrid, fit_smooth_lens
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
+from .lens_refinement import LensRefinement, refine_lens
 from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
 from .noise import estimate_noise, frame_noise, high_pass_noise
 from .poisson import (
@@ -58,5 +59,7 @@ __all__ = [
     "LensFit",
     "StartGrid",
     "fit_smooth_lens",
+    "LensRefinement",
+    "refine_lens",
     "profiles",
 ]

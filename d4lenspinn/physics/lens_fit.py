@@ -96,18 +96,63 @@ class _Problem(NamedTuple):
     log_fwhm_bounds: tuple[float, float]  # box of a fitted log PSF width [log arcsec]
 
 
+def pack_lens(macro: MacroLens) -> torch.Tensor:
+    """The lens as the fit's ``(B, 7)`` parameters ``[log theta_e, e1, e2, center_x, center_y, gamma1, gamma2]``."""
+    return torch.stack((macro.theta_e.log(), *macro[1:]), dim=1)
+
+
+def unpack_lens(u: torch.Tensor) -> MacroLens:
+    """The lens of the first 7 packed parameters of ``u (B, >= 7)``."""
+    return MacroLens(u[:, 0].exp(), *u[:, 1:_LENS].unbind(dim=1))
+
+
+def clamp_lens(columns: list[torch.Tensor], grid: PixelGrid) -> list[torch.Tensor]:
+    """The packed lens columns ``columns[:7]`` moved into the box that keeps the model finite (theta_E between 2
+    pixels and the field's width, |e| <= 0.8, |gamma| <= 0.5, the centre inside the field); the rest unchanged.
+    Commutes with D4's signed permutations (radial clamps of the spin-2 pairs, a square box for the centre)."""
+    half, step = grid.half_extent, grid.pixel_scale
+    columns = list(columns)
+    columns[0] = columns[0].clamp(math.log(2 * step), math.log(2 * half))
+    for first, limit in ((1, _MAX_E), (5, _MAX_GAMMA)):
+        columns[first], columns[first + 1] = _radial_clamp(columns[first], columns[first + 1], limit)
+    for index in (3, 4):
+        columns[index] = columns[index].clamp(-half, half)
+    return columns
+
+
+def _radial_clamp(a: torch.Tensor, b: torch.Tensor, limit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = (limit / torch.sqrt(a * a + b * b).clamp_min(limit)).clamp_max(1)
+    return a * scale, b * scale
+
+
+def damped_step(jacobian: torch.Tensor, residual: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
+    """The Levenberg-Marquardt step ``(B, P)`` (float64) solving ``(J^T J + lambda diag(J^T J)) delta = -J^T r`` for
+    ``jacobian (B, N, P)``, ``residual (B, N)`` and ``damping (B,)``; a tiny floor keeps flat directions solvable."""
+    jacobian = jacobian.double()
+    normal = jacobian.transpose(1, 2) @ jacobian  # (B, P, P)
+    gradient = (jacobian.transpose(1, 2) @ residual.double().unsqueeze(-1)).squeeze(-1)  # carries the graph
+    diagonal = normal.diagonal(dim1=1, dim2=2)
+    floor = 1e-12 * diagonal.amax(dim=1, keepdim=True).clamp_min(1e-300)
+    damped = normal + torch.diag_embed(damping[:, None] * diagonal.clamp_min(floor) + floor)
+    return -torch.linalg.solve(damped, gradient)
+
+
+def next_damping(better: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
+    """Marquardt's schedule per image: lambda / 3 after an accepted step, x 10 after a rejected one, within bounds."""
+    low, high = _LAMBDA_RANGE
+    return torch.where(better, damping * _LAMBDA_DOWN, damping * _LAMBDA_UP).clamp(low, high)
+
+
 def _unpack(u: torch.Tensor) -> tuple[MacroLens, SersicSource]:
     """Packed ``(B, 13)`` or ``(B, 14)`` nonlinear parameters -> lens and unit-amplitude source."""
-    lens = MacroLens(u[:, 0].exp(), *u[:, 1:_LENS].unbind(dim=1))
     s = u[:, _LENS : _LENS + _SOURCE]
     source = SersicSource(torch.ones_like(s[:, 0]), s[:, 0].exp(), s[:, 1].exp(), *s[:, 2:].unbind(dim=1))
-    return lens, source
+    return unpack_lens(u), source
 
 
 def _pack(macro: MacroLens, source: SersicSource) -> torch.Tensor:
-    lens = torch.stack((macro.theta_e.log(), *macro[1:]), dim=1)
     shape = torch.stack((source.radius.log(), source.n.log(), source.e1, source.e2, source.x, source.y), dim=1)
-    return torch.cat((lens, shape), dim=1)
+    return torch.cat((pack_lens(macro), shape), dim=1)
 
 
 def _linear_solution(profile: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,36 +203,25 @@ def _jacobian(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
 def _project(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """The nearest parameters inside the box that keeps the model finite; commutes with D4's signed permutations."""
     half, step = problem.grid.half_extent, problem.grid.pixel_scale
-    log_bounds = {0: (2 * step, 2 * half), _LENS: (0.2 * step, 2 * half), _LENS + 1: _N_RANGE}
-    columns = list(u.unbind(dim=1))
-    for index, (low, high) in log_bounds.items():
+    columns = clamp_lens(list(u.unbind(dim=1)), problem.grid)
+    for index, (low, high) in {_LENS: (0.2 * step, 2 * half), _LENS + 1: _N_RANGE}.items():
         columns[index] = columns[index].clamp(math.log(low), math.log(high))
     if problem.kernel is None:  # the PSF width: D4-invariant
         columns[-1] = columns[-1].clamp(*problem.log_fwhm_bounds)
-    for first, limit in ((1, _MAX_E), (5, _MAX_GAMMA), (_LENS + 2, _MAX_E)):  # spin-2 pairs: radial clamp
-        a, b = columns[first], columns[first + 1]
-        scale = (limit / torch.sqrt(a * a + b * b).clamp_min(limit)).clamp_max(1)
-        columns[first], columns[first + 1] = a * scale, b * scale
-    for index in (3, 4, _LENS + 4, _LENS + 5):  # centres: a square box is mapped to itself by D4
+    columns[_LENS + 2], columns[_LENS + 3] = _radial_clamp(columns[_LENS + 2], columns[_LENS + 3], _MAX_E)
+    for index in (_LENS + 4, _LENS + 5):  # the source centre: a square box is mapped to itself by D4
         columns[index] = columns[index].clamp(-half, half)
     return torch.stack(columns, dim=1)
 
 
 def _levenberg_marquardt_step(u, residual, chi2, damping, problem):
     """One damped Gauss-Newton step per image, kept where chi^2 decreases; returns the four updated states."""
-    jacobian = _jacobian(u, problem).double()
-    normal = jacobian.transpose(1, 2) @ jacobian  # (B, P, P), P = 13 or 14 parameters
-    gradient = (jacobian.transpose(1, 2) @ residual.double().unsqueeze(-1)).squeeze(-1)  # carries the graph
-    diagonal = normal.diagonal(dim1=1, dim2=2)
-    floor = 1e-12 * diagonal.amax(dim=1, keepdim=True).clamp_min(1e-300)
-    damped = normal + torch.diag_embed(damping[:, None] * diagonal.clamp_min(floor) + floor)
-    delta = -torch.linalg.solve(damped, gradient)
+    delta = damped_step(_jacobian(u, problem), residual, damping)
     trial = _project(u + delta.to(u.dtype), problem)
     trial_residual = _residual(trial, problem)
     trial_chi2 = (trial_residual * trial_residual).sum(dim=1)
     better = torch.isfinite(trial_chi2) & (trial_chi2 < chi2) & torch.isfinite(delta).all(dim=1)
-    low, high = _LAMBDA_RANGE
-    damping = torch.where(better, damping * _LAMBDA_DOWN, damping * _LAMBDA_UP).clamp(low, high)
+    damping = next_damping(better, damping)
     keep = better[:, None]
     return (
         torch.where(keep, trial, u),
