@@ -137,6 +137,11 @@ def damped_step(jacobian: torch.Tensor, residual: torch.Tensor, damping: torch.T
     return -torch.linalg.solve(damped, gradient)
 
 
+def start_damping(chi2: torch.Tensor) -> torch.Tensor:
+    """Marquardt's lambda at the start, one per image of ``chi2 (B,)``, float64."""
+    return torch.full_like(chi2, _LAMBDA_START, dtype=torch.float64)
+
+
 def next_damping(better: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
     """Marquardt's schedule per image: lambda / 3 after an accepted step, x 10 after a rejected one, within bounds."""
     low, high = _LAMBDA_RANGE
@@ -322,7 +327,7 @@ def _fit(images, init, widths, problem, steps, starts) -> LensFit:
     u = start
     residual = _residual(u, problem)
     chi2 = (residual * residual).sum(dim=1)
-    damping = torch.full_like(chi2, _LAMBDA_START, dtype=torch.float64)
+    damping = start_damping(chi2)
     for _ in range(steps):
         u, residual, chi2, damping = _levenberg_marquardt_step(u, residual, chi2, damping, problem)
 

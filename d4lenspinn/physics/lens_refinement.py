@@ -8,8 +8,10 @@ for each trial lens the best source is a linear solve (:func:`invert_source`), a
 
 Each step here is a damped Gauss-Newton step in the 7 lens parameters (packed as the fit's, :func:`pack_lens`) with
 the source held at its best for the current lens (variable projection with the source's own dependence on the lens
-dropped from the Jacobian, the usual approximation); the trial is kept, per image, only where P decreases, its
-source re-solved. The Jacobian of the residual ``r = (d - PSF * s(theta - alpha)) / sigma`` at fixed ``s`` is
+dropped from the Jacobian, the usual approximation). A source that moves with the lens makes that fixed-source
+curvature too large and the plain step too short, so each step tries the step, then 4x and 16x it from wherever the
+previous try left the lens (``_STEP_SCALES``); a try is kept, per image, only where P decreases, its source
+re-solved. The Jacobian of the residual ``r = (d - PSF * s(theta - alpha)) / sigma`` at fixed ``s`` is
 
     dr / du_k = PSF * (grad s(beta) . d alpha / d u_k) / sigma
 
@@ -35,7 +37,7 @@ from typing import NamedTuple
 import torch
 
 from .grid import PixelGrid, check_field
-from .lens_fit import clamp_lens, damped_step, next_damping, pack_lens, unpack_lens
+from .lens_fit import clamp_lens, damped_step, next_damping, pack_lens, start_damping, unpack_lens
 from .lens_mapping import ray_trace
 from .light import convolve_psf
 from .macro import MacroLens, check_macro, macro_deflection
@@ -43,7 +45,6 @@ from .source_inversion import DEFAULT_REGULARISATION, SourceInversion, invert_so
 
 __all__ = ["LensRefinement", "refine_lens"]
 
-_DAMPING_START = 1e-2
 _STEP_SCALES = (1.0, 4.0, 16.0)
 
 
@@ -87,7 +88,7 @@ def refine_lens(
 
         inversion, objective = solve(u)
         start_objective = objective
-        damping = torch.full_like(objective, _DAMPING_START, dtype=torch.float64)
+        damping = start_damping(objective)
         for _ in range(steps):
             jacobian = _jacobian(u, inversion.source, grid, source_grid, psf_kernel, weight)
             delta = damped_step(jacobian, inversion.normalised_residual.flatten(1), damping)
