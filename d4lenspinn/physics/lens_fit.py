@@ -9,11 +9,11 @@ The lens modeller's first step, batched and differentiable::
 
 Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`), with the
 amplitude and the constant background (min-max normalised images have an offset) solved linearly for every trial of
-the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973). Those are packed as
-``[log theta_e, e1, e2, center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]`` (and
-``log psf_fwhm`` when the PSF width is fitted too, ``fit_psf=True``); positivity by
-the logarithms, and after each step a projection onto a box that keeps the model finite (|e| <= 0.8, |gamma| <= 0.5,
-centres inside the field, theta_e, radius and n within wide bounds). The Jacobian of the residual is exact, by
+the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973). Those are packed as ``[log theta_e, e1, e2,
+center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]``, and ``log psf_fwhm`` when the PSF
+width is fitted too (``fit_psf=True``); positivity by the logarithms, and after each step a projection onto a box
+that keeps the model finite (|e| <= 0.8, |gamma| <= 0.5, centres inside the field, theta_e, radius and n within wide
+bounds, the PSF width within a factor ``PSF_RANGE`` of its start). The Jacobian of the residual is exact, by
 forward-mode autodiff (:func:`_jacobian`). Each step solves ``(J^T J + lambda diag(J^T J)) delta = -J^T r``
 (Marquardt 1963) and keeps the trial only where chi^2 decreases, per image (lambda / 3 on success, x 10 on failure).
 
