@@ -25,15 +25,13 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 import timm
 import torch
 from timm.models.cait import Cait
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..physics.light import convolve_psf, gaussian_psf_kernel
+from ..physics.light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel
 from .inputs import check_images
 from .maps import FeatureMaps
 from .output import ModelOutput
@@ -49,8 +47,6 @@ __all__ = [
     "cait_small",
     "residual_cnn",
 ]
-
-_FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 
 
 def vit_patch_size(image_size: int, tokens_per_side: int = 8) -> int:
@@ -103,7 +99,7 @@ class GaussianResidual(nn.Module):
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"GaussianResidual: sigma must be > 0 pixels, got {sigma}")
-        self.register_buffer("kernel", gaussian_psf_kernel(sigma * _FWHM_PER_SIGMA, 1.0), persistent=False)
+        self.register_buffer("kernel", gaussian_psf_kernel(sigma * FWHM_PER_SIGMA, 1.0), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat((images, images - convolve_psf(images, self.kernel)), dim=1)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 
 from .grid import PixelGrid, check_field
-from .light import convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels
+from .light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels, gaussian_taps
 from .macro import MacroLens, check_macro
 from .noise import estimate_noise
 from .smooth_lens import SersicSource, render_lensed_sersic
@@ -47,7 +47,6 @@ _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
 _N_RANGE = (0.3, 8.0)  # Sersic index
 PSF_RANGE = 2.0  # a fitted PSF width stays within this factor of the width it starts from
-_FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 _LAMBDA_START, _LAMBDA_DOWN, _LAMBDA_UP, _LAMBDA_RANGE = 1e-2, 1 / 3, 10.0, (1e-9, 1e9)
 
 
@@ -174,10 +173,7 @@ def _fitted_kernel(log_fwhm: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """Gaussian PSF kernels ``(B, 2 * reach + 1)`` of widths ``exp(log_fwhm) (B,)`` [arcsec], differentiable in the
     width: the support is fixed (the widest allowed width, truncated), so a narrower kernel keeps its far tail
     (``exp(-t^2 / 2)`` of the peak beyond a truncation of ``t`` sigma) where :func:`gaussian_psf_kernels` cuts."""
-    sigma = log_fwhm.exp() / _FWHM_PER_SIGMA / problem.grid.pixel_scale  # pixels
-    offsets = torch.arange(-problem.psf_reach, problem.psf_reach + 1, dtype=log_fwhm.dtype, device=log_fwhm.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
-    return kernel / kernel.sum(dim=1, keepdim=True)
+    return gaussian_taps(log_fwhm.exp() / FWHM_PER_SIGMA / problem.grid.pixel_scale, problem.psf_reach)
 
 
 def _profile(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
@@ -291,7 +287,7 @@ def _problem(images, sigma, grid, widths, truncation, fit_psf) -> _Problem:
     flat, inverse_sigma = images.flatten(1), 1 / sigma[:, None]
     if fit_psf:
         low, high = float(widths.min()) / PSF_RANGE, float(widths.max()) * PSF_RANGE
-        reach = max(1, round(truncation * high / _FWHM_PER_SIGMA / grid.pixel_scale))
+        reach = max(1, round(truncation * high / FWHM_PER_SIGMA / grid.pixel_scale))
         return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)))
     if widths.dim() == 0:
         kernel = gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, images.dtype)

@@ -85,27 +85,35 @@ def sersic_total_flux(amplitude: torch.Tensor, radius: torch.Tensor, n: torch.Te
     return amplitude * 2 * math.pi * n * radius**2 * torch.exp(b - 2 * n * torch.log(b) + torch.lgamma(2 * n))
 
 
+FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))  # a Gaussian's full width at half maximum over its sigma
+
+
+def gaussian_taps(sigma: torch.Tensor, reach: int) -> torch.Tensor:
+    """Normalised Gaussian taps ``(B, 2 * reach + 1)`` at pixel offsets ``-reach..reach`` for widths ``sigma (B,)``
+    [pixels]; differentiable in ``sigma``."""
+    offsets = torch.arange(-reach, reach + 1, dtype=sigma.dtype, device=sigma.device)
+    taps = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
+    return taps / taps.sum(dim=1, keepdim=True)
+
+
 def gaussian_psf_kernel(fwhm: float, pixel_scale: float, truncate: float = 4.0, dtype=torch.float32) -> torch.Tensor:
     """Normalised 1-D Gaussian kernel ``(K,)`` for a PSF of full width at half maximum ``fwhm`` [arcsec].
 
     Sampled at pixel centres out to ``round(truncate * sigma)`` pixels (at least 1), as lenstronomy's Gaussian PSF;
     ``K`` is odd, so the kernel is symmetric and the separable 2-D convolution commutes exactly with D4.
     """
-    sigma = fwhm / (2 * math.sqrt(2 * math.log(2))) / pixel_scale  # pixels
-    half = max(1, round(truncate * sigma))
-    offsets = torch.arange(-half, half + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return (kernel / kernel.sum()).to(dtype)
+    sigma = fwhm / FWHM_PER_SIGMA / pixel_scale  # pixels
+    return gaussian_taps(torch.tensor([sigma], dtype=torch.float64), max(1, round(truncate * sigma)))[0].to(dtype)
 
 
 def gaussian_psf_kernels(fwhm: torch.Tensor, pixel_scale: float, truncate: float = 4.0, dtype=torch.float32):
     """One :func:`gaussian_psf_kernel` per width ``fwhm (B,)`` [arcsec], as rows of ``(B, K)``: each kernel is cut at
     its own ``round(truncate * sigma)`` pixels and zero-padded to the widest, so ``K`` is odd and common."""
-    sigma = fwhm.detach().to(device="cpu", dtype=torch.float64) / (2 * math.sqrt(2 * math.log(2))) / pixel_scale
+    sigma = fwhm.detach().to(device="cpu", dtype=torch.float64) / FWHM_PER_SIGMA / pixel_scale
     half = torch.round(truncate * sigma).clamp_min(1)  # round half to even, as Python's round
     reach = int(half.max().item()) if len(sigma) else 1
     offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
-    kernels = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2) * (offsets.abs() <= half[:, None])
+    kernels = gaussian_taps(sigma, reach) * (offsets.abs() <= half[:, None])
     return (kernels / kernels.sum(dim=1, keepdim=True)).to(dtype)
 
 
