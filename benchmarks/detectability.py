@@ -1,6 +1,6 @@
 """How detectable is the substructure of a preset at all, and how much of it does a smooth-lens fit leave visible?
 
-    python benchmarks/detectability.py [--preset model_ii_broad] [--n 300] [--steps 5] [--seed 0]
+    python benchmarks/detectability.py [--preset model_ii_broad] [--n 300] [--steps 5] [--seed 0] [--shapelets 6]
 
 For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
 normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for seven
@@ -20,7 +20,9 @@ statistics, in bins of the peak signal-to-noise and, at SNR >= 30, by source (si
   through each image's fitted PSF): the broad prior's seeing varies +-30%, the fit with the nominal width cannot
   follow it;
 * chi^2 of the inversion through the true lens and PSF: what the pixelated source alone gives up (a flexible source
-  absorbs part of the substructure's signal even when the lens is right).
+  absorbs part of the substructure's signal even when the lens is right);
+* with ``--shapelets n_max``: chi^2 of the fit whose source is the Sersic profile plus shapelets of order
+  ``<= n_max`` (PSF width fitted): the lens modeller's remedy for clumpy sources, fitted jointly with the lens.
 
 The noise sigma of every statistic is estimated from the image (:func:`~d4lenspinn.physics.estimate_noise`).
 """
@@ -56,7 +58,7 @@ def inverted_chi2(image, background, lens: MacroLens, sigma, grid: PixelGrid, ke
 
 
 def statistics(
-    preset, count: int, steps: int, seed: int
+    preset, count: int, steps: int, seed: int, shapelets: int | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Per image: the seven statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
     clumpy."""
@@ -101,6 +103,13 @@ def statistics(
                     image, 0.0, MacroLens(*(value.float() for value in truth)), sigma, grid, true_kernels
                 ),
             }
+            if shapelets is not None:
+                flexible = fit_smooth_lens(
+                    image, init, grid, *psf, steps, sigma, False, fit_psf=True, shapelets=shapelets
+                )
+                rows[f"chi^2 of the Sersic + shapelets (order {shapelets}) fit, PSF width fitted"] = (
+                    flexible.reduced_chi2
+                )
             for name, value in rows.items():
                 values.setdefault(name, []).append(value.double())
             labels.append(torch.full((size,), label))
@@ -116,12 +125,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="lenses per class")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shapelets", type=int, help="also fit a source of Sersic + shapelets of this order")
     args = parser.parse_args()
     torch.set_num_threads(1)
     preset = get_preset(args.preset)
     print(describe_machine(torch.device("cpu")))
     print("command: python benchmarks/detectability.py " + " ".join(sys.argv[1:]))
-    stats, labels, snr, clumpy = statistics(preset, args.n, args.steps, args.seed)
+    stats, labels, snr, clumpy = statistics(preset, args.n, args.steps, args.seed, args.shapelets)
     snr = np.where(snr == 0, np.nan, snr)  # 0: the preset's own noise recipe (no peak SNR drawn)
     selections = {"all": np.ones_like(clumpy)}
     if np.isfinite(snr).any() or np.isinf(snr).any():

@@ -2,15 +2,17 @@
 
     python benchmarks/residual_learnability.py [--preset model_ii_broad] [--n-train 1000] [--n-test 300]
                                                [--epochs 6] [--steps 5] [--inputs image residual inversion] [--seed 0]
+                                               [--subsets 1000 3000]
 
 ``--n-train`` / ``--n-test`` lenses per class of ``--preset`` are simulated (min-max normalised, as the models see
 them); the smooth lens is fitted to each (:func:`~d4lenspinn.physics.fit_smooth_lens`, ``--steps``
 Levenberg-Marquardt steps from the true lens with a network's typical errors, benchmarks/fit.py), once with the
 preset's nominal PSF and once with the PSF width fitted too (``fit_psf=True``), and the pixelated source is inverted
 through each fitted lens and PSF (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source pixels of 0.05",
-regularisation 10). The fits are computed once, before any training, so the inputs differ and
-nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same seed on each input for ``--epochs``
-(batch 32, AdamW lr 1e-3 with one-cycle schedule, weight decay 1e-4, one thread) and tested on the held-out lenses:
+regularisation 10); only the fits the ``--inputs`` need are run. The fits are computed once, before any training,
+so the inputs differ and nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same seed on each
+input for ``--epochs`` (batch 32, AdamW lr 1e-3 with one-cycle schedule, weight decay 1e-4, one thread) and tested on
+the held-out lenses:
 
 * ``image``: the image alone (what every classifier of the package sees);
 * ``residual``: ``asinh((image - fitted smooth model) / sigma)``, the Sersic fit's residual in units of the noise;
@@ -19,8 +21,10 @@ nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same se
 * ``image+residual``: both channels;
 * ``residual-psf``, ``inversion-psf``: the same two residuals with the PSF width fitted.
 
-Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and paired against ``image``
-(the ``-psf`` inputs also against the same input with the nominal PSF).
+With ``--subsets`` each input is also trained on the first N training lenses per class (a learning curve: is the
+budget what limits it?). Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and
+paired against ``image`` (the ``-psf`` inputs also against the same input with the nominal PSF, every size against
+the smallest).
 """
 
 from __future__ import annotations
@@ -51,12 +55,12 @@ RESIDUALS = ("residual", "inversion", "residual-psf", "inversion-psf")
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, np.inf))
 
 
-def simulate(preset, per_class: int, seed: int, steps: int) -> dict[str, torch.Tensor]:
-    """Images, the fitted and inverted residuals in units of the noise (nominal and fitted PSF width), labels and
-    peak SNR (inf: noiseless)."""
+def simulate(preset, per_class: int, seed: int, steps: int, needed: set[str]) -> dict[str, torch.Tensor]:
+    """Images, labels, peak SNR (inf: noiseless) and the ``needed`` residuals (of :data:`RESIDUALS`) in units of the
+    noise."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     psf = (preset.psf_fwhm, preset.psf_truncation)
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("image", "labels", "snr", *RESIDUALS)}
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("image", "labels", "snr", *needed)}
     for label in range(len(CLASS_NAMES)):
         lenses = sample_lenses(preset, label, per_class, torch.Generator().manual_seed(seed + label))
         images = render_images(lenses, preset, torch.Generator().manual_seed(seed + 10 + label))
@@ -66,13 +70,17 @@ def simulate(preset, per_class: int, seed: int, steps: int) -> dict[str, torch.T
             guess = MacroLens(*(value[start : start + BATCH].float() for value in init))
             parts["image"].append(image)
             for suffix, fit_psf in (("", False), ("-psf", True)):
+                if not {"residual" + suffix, "inversion" + suffix} & needed:
+                    continue
                 fit = fit_smooth_lens(image, guess, grid, *psf, steps, gradients=False, fit_psf=fit_psf)
-                kernels = gaussian_psf_kernels(fit.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
-                data = image - fit.background.reshape(-1, 1, 1, 1)
-                alpha = macro_deflection(fit.macro, grid)
-                inversion = invert_source(data, alpha, grid, PixelGrid(64, 0.05), kernels, fit.sigma, 10.0, 80)
-                parts["residual" + suffix].append(torch.asinh(fit.normalised_residual))
-                parts["inversion" + suffix].append(torch.asinh(inversion.normalised_residual))
+                if "residual" + suffix in needed:
+                    parts["residual" + suffix].append(torch.asinh(fit.normalised_residual))
+                if "inversion" + suffix in needed:
+                    data = image - fit.background.reshape(-1, 1, 1, 1)
+                    alpha = macro_deflection(fit.macro, grid)
+                    kernels = gaussian_psf_kernels(fit.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
+                    inversion = invert_source(data, alpha, grid, PixelGrid(64, 0.05), kernels, fit.sigma, 10.0, 80)
+                    parts["inversion" + suffix].append(torch.asinh(inversion.normalised_residual))
         parts["labels"].append(torch.full((per_class,), label))
         parts["snr"].append(lenses.peak_snr.double())
     return {name: torch.cat(values) for name, values in parts.items()}
@@ -114,40 +122,51 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="Levenberg-Marquardt steps of each fit")
     parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--subsets", type=int, nargs="+", help="also train on the first N lenses per class (a learning curve)"
+    )
     args = parser.parse_args()
+    if args.subsets and not all(0 < n <= args.n_train for n in args.subsets):
+        parser.error(f"--subsets must lie in 1..--n-train ({args.n_train}), got {args.subsets}")
     torch.set_num_threads(1)
     print(describe_machine(torch.device("cpu")))
     print("command: python benchmarks/residual_learnability.py " + " ".join(sys.argv[1:]))
     preset = get_preset(args.preset)
+    needed = {name for inputs in args.inputs for name in inputs.split("+")} & set(RESIDUALS)
     start = time.time()
-    train = simulate(preset, args.n_train, args.seed, args.steps)
-    test = simulate(preset, args.n_test, args.seed + 1000, args.steps)
+    train = simulate(preset, args.n_train, args.seed, args.steps, needed)
+    test = simulate(preset, args.n_test, args.seed + 1000, args.steps, needed)
     print(f"simulated and fitted {3 * (args.n_train + args.n_test)} lenses in {time.time() - start:.0f} s")
     labels = test["labels"].numpy()
     snr = test["snr"].numpy()
+    sizes = sorted(set(args.subsets or [args.n_train]))
     probabilities = {}
-    for inputs in args.inputs:
-        start = time.time()
-        probabilities[inputs] = train_and_predict(
-            channels(train, inputs), train["labels"], channels(test, inputs), args.epochs, args.seed
-        )
-        print(f"{inputs}: trained in {time.time() - start:.0f} s")
+    for size in sizes:
+        subset = torch.cat([torch.arange(size) + label * args.n_train for label in range(len(CLASS_NAMES))])
+        for inputs in args.inputs:
+            start = time.time()
+            probabilities[inputs, size] = train_and_predict(
+                channels(train, inputs)[subset], train["labels"][subset], channels(test, inputs), args.epochs, args.seed
+            )
+            print(f"{inputs}, {size} per class: trained in {time.time() - start:.0f} s")
     bins = {f"SNR {low:g}-{high:g}": (snr >= low) & ((snr < high) | (high == np.inf)) for low, high in SNR_BINS}
-    header = ["input", "test macro AUC [95%]", *(f"{name} (n={int(sel.sum())})" for name, sel in bins.items())]
-    header.append("paired (vs the image; the -psf inputs also vs the same input with the nominal PSF)")
+    header = ["input", "training lenses per class", "test macro AUC [95%]"]
+    header += [f"{name} (n={int(sel.sum())})" for name, sel in bins.items()]
+    header.append("paired (vs the image; the -psf inputs also vs the nominal PSF; vs the smallest training set)")
     rows = []
-    for inputs, p in probabilities.items():
+    for (inputs, size), p in probabilities.items():
         interval = bootstrap_intervals(p, labels, CLASS_NAMES, 1000, seed=0)["macro_auc"]
         overall = (
             f"{classification_metrics(p, labels, CLASS_NAMES)['macro_auc']:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
         )
         per_bin = [f"{classification_metrics(p[s], labels[s], CLASS_NAMES)['macro_auc']:.3f}" for s in bins.values()]
         pairs = []
-        for reference in ("image", inputs.removesuffix("-psf")):
-            if reference != inputs and reference in probabilities:
+        for reference in (("image", size), (inputs.removesuffix("-psf"), size), (inputs, sizes[0])):
+            if reference != (inputs, size) and reference in probabilities:
                 gain = paired_difference(p, probabilities[reference], labels, CLASS_NAMES, 1000, seed=0)
-                pairs.append(f"{gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}] vs {reference}")
-        rows.append([inputs, overall, *per_bin, "; ".join(pairs)])
+                name = f"{reference[0]} at {reference[1]}" if len(sizes) > 1 else reference[0]
+                pairs.append(f"{gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}] vs {name}")
+        rows.append([inputs, str(size), overall, *per_bin, "; ".join(pairs)])
     print(
         f"preset {preset.name}: {args.n_train} training and {args.n_test} test lenses per class, {args.epochs} epochs"
     )

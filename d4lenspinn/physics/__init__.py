@@ -18,7 +18,8 @@ from .poisson import (
     potential_and_deflection,
     potential_from_kappa,
 )
-from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens
+from .shapelets import shapelet_basis, shapelet_count
+from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens, source_plane
 from .source_inversion import SourceInversion, invert_source
 from .source_moments import initial_source
 
@@ -55,6 +56,9 @@ __all__ = [
     "check_source",
     "render_lensed_sersic",
     "render_smooth_lens",
+    "source_plane",
+    "shapelet_basis",
+    "shapelet_count",
     "initial_source",
     "LensFit",
     "StartGrid",

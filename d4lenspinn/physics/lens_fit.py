@@ -9,7 +9,9 @@ The lens modeller's first step, batched and differentiable::
 
 Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`), with the
 amplitude and the constant background (min-max normalised images have an offset) solved linearly for every trial of
-the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973). Those are packed as ``[log theta_e, e1, e2,
+the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973); with ``shapelets=n_max`` the source gains
+the shapelets of order ``<= n_max`` about its centre (:mod:`~d4lenspinn.physics.shapelets`), whose coefficients are
+solved linearly too, as lens modellers add them for clumpy galaxies. Those are packed as ``[log theta_e, e1, e2,
 center_x, center_y, gamma1, gamma2, log radius, log n, source e1, e2, x, y]``, and ``log psf_fwhm`` when the PSF
 width is fitted too (``fit_psf=True``); positivity by the logarithms, and after each step a projection onto a box
 that keeps the model finite (|e| <= 0.8, |gamma| <= 0.5, centres inside the field, theta_e, radius and n within wide
@@ -19,8 +21,9 @@ forward-mode autodiff (:func:`_jacobian`). Each step solves ``(J^T J + lambda di
 
 Why it is D4-equivariant: D4 maps the packed parameters by a signed permutation (centres are vectors, ellipticity
 and shear spin-2, the rest invariant), chi^2 is invariant, the Marquardt diagonal and the box commute with signed
-permutations, and the start (:func:`initial_source`) is equivariant. So fitting ``g(image)`` from ``g(init)`` gives
-``g(fit)`` up to round-off (tests/physics/test_lens_fit.py, all 8 elements).
+permutations, the start (:func:`initial_source`) is equivariant, and the shapelets' span is mapped to itself. So
+fitting ``g(image)`` from ``g(init)`` gives ``g(fit)`` up to round-off (tests/physics/test_lens_fit.py, all 8
+elements).
 
 Gradients: with ``gradients=True`` the steps are unrolled in autograd with the Jacobian held constant (the standard
 approximation; the gradient flows through every residual, linear solve and update); ``gradients=False`` runs the fit
@@ -35,10 +38,18 @@ from typing import NamedTuple
 import torch
 
 from .grid import PixelGrid, check_field
-from .light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels, gaussian_taps
+from .light import (
+    FWHM_PER_SIGMA,
+    convolve_psf,
+    gaussian_psf_kernel,
+    gaussian_psf_kernels,
+    gaussian_taps,
+    sersic_ellipticity_brightness,
+)
 from .macro import MacroLens, check_macro
 from .noise import estimate_noise
-from .smooth_lens import SersicSource, render_lensed_sersic
+from .shapelets import shapelet_basis
+from .smooth_lens import SersicSource, source_plane
 from .source_moments import initial_source
 
 __all__ = ["LensFit", "StartGrid", "fit_smooth_lens"]
@@ -59,9 +70,10 @@ class LensFit(NamedTuple):
     model: torch.Tensor  # (B, 1, n, n) the smooth-lens image, background included
     sigma: torch.Tensor  # (B,) noise level used, image units
     psf_fwhm: torch.Tensor  # (B,) PSF width used [arcsec]: the one given, or the fitted one
-    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - parameters), 15 or 16 parameters
+    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - parameters), all parameters
     failed: torch.Tensor  # (B,) bool: no finite model was found; the entries hold the init and a flat model
     normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / sigma: what the smooth lens cannot explain
+    shapelets: torch.Tensor  # (B, K) coefficients of the source's shapelets (image units); K = 0 without them
 
 
 class StartGrid(NamedTuple):
@@ -93,6 +105,7 @@ class _Problem(NamedTuple):
     kernel: torch.Tensor | None  # (K,) PSF, or (B, K): one per image; None: the width is the last parameter
     psf_reach: int  # taps each side of a fitted PSF kernel (its widest allowed width, truncated)
     log_fwhm_bounds: tuple[float, float]  # box of a fitted log PSF width [log arcsec]
+    shapelet_order: int | None  # n_max of the source's shapelets, None: the Sersic profile alone
 
 
 def pack_lens(macro: MacroLens) -> torch.Tensor:
@@ -159,14 +172,20 @@ def _pack(macro: MacroLens, source: SersicSource) -> torch.Tensor:
     return torch.cat((pack_lens(macro), shape), dim=1)
 
 
-def _linear_solution(profile: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares ``amplitude, background`` ``(B, 1)`` of ``images ~ amplitude * profile + background``."""
-    profile_mean, image_mean = profile.mean(dim=1, keepdim=True), images.mean(dim=1, keepdim=True)
-    centred = profile - profile_mean
-    variance = (centred * centred).mean(dim=1, keepdim=True)
-    tiny = torch.finfo(profile.dtype).tiny
-    amplitude = (centred * (images - image_mean)).mean(dim=1, keepdim=True) / variance.clamp_min(tiny)
-    return amplitude, image_mean - amplitude * profile_mean
+def _linear_solution(components: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``coefficients (B, M)`` and ``background (B, 1)`` of ``images (B, N) ~ coefficients @
+    components (B, M, N) + background``, in the images' dtype: the components are centred (which solves the
+    background), scaled to unit norm and the normal equations solved in float64 with a ridge of 1e-10 of their
+    diagonal (the Sersic profile and the lowest shapelet are nearly parallel)."""
+    component_mean, image_mean = components.mean(dim=2, keepdim=True), images.mean(dim=1, keepdim=True)
+    centred = (components - component_mean).double()
+    norm = centred.norm(dim=2).clamp_min(torch.finfo(torch.float64).tiny)  # (B, M)
+    scaled = centred / norm[..., None]
+    normal = scaled @ scaled.transpose(1, 2) + 1e-10 * torch.eye(scaled.shape[1], dtype=torch.float64)
+    projection = scaled @ (images - image_mean).double()[..., None]  # (B, M, 1)
+    coefficients = (torch.linalg.solve(normal, projection)[..., 0] / norm).to(images.dtype)
+    background = image_mean - (coefficients[..., None] * component_mean).sum(dim=1)
+    return coefficients, background
 
 
 def _fitted_kernel(log_fwhm: torch.Tensor, problem: _Problem) -> torch.Tensor:
@@ -176,24 +195,35 @@ def _fitted_kernel(log_fwhm: torch.Tensor, problem: _Problem) -> torch.Tensor:
     return gaussian_taps(log_fwhm.exp() / FWHM_PER_SIGMA / problem.grid.pixel_scale, problem.psf_reach)
 
 
-def _profile(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
-    """Unit-amplitude smooth-lens image ``(B, N)`` of the packed parameters."""
+def _components(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
+    """The source's light components seen through the lens and the PSF, ``(B, M, N)``: the unit-amplitude Sersic
+    profile of the packed parameters, then (``shapelet_order``) the shapelets about its centre, of its radius."""
     lens, source = _unpack(u)
+    beta_x, beta_y = source_plane(lens, problem.grid)
+    m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
+    s = source
+    light = sersic_ellipticity_brightness(beta_x, beta_y, 1.0, m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y))
+    if problem.shapelet_order is not None:
+        shapelets = shapelet_basis(beta_x - m(s.x), beta_y - m(s.y), m(s.radius), problem.shapelet_order)
+        light = torch.cat((light, shapelets), dim=1)
     kernel = problem.kernel if problem.kernel is not None else _fitted_kernel(u[:, -1], problem)
-    return convolve_psf(render_lensed_sersic(lens, source, problem.grid), kernel).flatten(1)
+    return convolve_psf(light, kernel).flatten(2)
 
 
 def _residual(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
-    """Noise-normalised residual ``(B, N)`` with the amplitude and background solved linearly."""
-    profile = _profile(u, problem)
-    amplitude, background = _linear_solution(profile, problem.images)
-    return (problem.images - amplitude * profile - background) * problem.inverse_sigma
+    """Noise-normalised residual ``(B, N)`` with the source's linear coefficients and the background solved."""
+    components = _components(u, problem)
+    coefficients, background = _linear_solution(components, problem.images)
+    model = (coefficients[..., None] * components).sum(dim=1) + background
+    return (problem.images - model) * problem.inverse_sigma
 
 
 def _jacobian(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """``d residual / d u`` ``(B, N, P)`` by forward-mode autodiff (``torch.func.jvp``, the P = 13 or 14 directions
     vectorised by ``vmap``); exact, and no graph. Central differences (26 renders in one batch) were no faster in the
-    whole fit (64 px, float32, one CPU thread) and stalled on some images in float32."""
+    whole fit (64 px, float32, one CPU thread) and stalled on some images in float32. With shapelets every component
+    carries its own tangent (order 4: 15x the Sersic fit's time); Kaufman's approximation (coefficients held) was 9x
+    faster but stalled where the Sersic radius, which sets the shapelets' scale, shrank (the clumpy-source test)."""
     u = u.detach()
     directions = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)[:, None, :].expand(-1, u.shape[0], -1)
     with torch.no_grad():
@@ -243,12 +273,16 @@ def fit_smooth_lens(
     gradients: bool = True,
     starts: StartGrid | None = None,
     fit_psf: bool = False,
+    shapelets: int | None = None,
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
     ``grid`` is the images' pixel grid; ``psf_fwhm`` [arcsec] (one width, or one per image ``(B,)``) and
     ``psf_truncation`` the Gaussian PSF as in :func:`render_smooth_lens`; with ``fit_psf`` the width is fitted too
     (a 14th, D4-invariant parameter), starting from ``psf_fwhm`` and kept within a factor ``PSF_RANGE`` of it.
+    With ``shapelets = n_max`` the source is the Sersic profile plus the shapelets of order ``<= n_max`` about its
+    centre, of its half-light radius (:func:`~d4lenspinn.physics.shapelets.shapelet_basis`), their coefficients
+    solved linearly with its amplitude: a clumpy source is then fitted by the source, not by a wrong lens.
     ``sigma (B,)`` is the noise in image units (default :func:`estimate_noise`). The fit runs in the images' dtype
     and device (the normal equations in float64). The source starts from :func:`initial_source` under the projected
     init; with ``starts`` (:class:`StartGrid`) the start of each image is the candidate of lowest chi^2 among the
@@ -268,6 +302,8 @@ def fit_smooth_lens(
         raise ValueError(f"psf_fwhm must be a number or a ({batch},) tensor, got shape {tuple(widths.shape)}")
     if not bool((widths > 0).all() and torch.isfinite(widths).all()) or psf_truncation <= 0:
         raise ValueError(f"psf_fwhm and psf_truncation must be finite and > 0, got {psf_fwhm}, {psf_truncation}")
+    if shapelets is not None and (isinstance(shapelets, bool) or not isinstance(shapelets, int) or shapelets < 0):
+        raise ValueError(f"shapelets must be None or an order n_max >= 0, got {shapelets!r}")
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images)).flatten(1).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad} hold non-finite pixels")
@@ -276,7 +312,7 @@ def fit_smooth_lens(
     elif sigma.shape != (batch,) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
         raise ValueError(f"sigma must be a ({batch},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
-    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf)
+    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf)._replace(shapelet_order=shapelets)
     widths = widths.expand(batch).to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
         return _fit(images, init, widths, problem, steps, starts or StartGrid())
@@ -288,12 +324,12 @@ def _problem(images, sigma, grid, widths, truncation, fit_psf) -> _Problem:
     if fit_psf:
         low, high = float(widths.min()) / PSF_RANGE, float(widths.max()) * PSF_RANGE
         reach = max(1, round(truncation * high / FWHM_PER_SIGMA / grid.pixel_scale))
-        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)))
+        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)), None)
     if widths.dim() == 0:
         kernel = gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, images.dtype)
     else:
         kernel = gaussian_psf_kernels(widths, grid.pixel_scale, truncation, images.dtype)
-    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0))
+    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0), None)
 
 
 def _best_start(images, lens, widths, sigma, problem, starts) -> torch.Tensor:
@@ -329,24 +365,25 @@ def _fit(images, init, widths, problem, steps, starts) -> LensFit:
 
     failed = ~torch.isfinite(chi2)
     u = torch.where(failed[:, None], start.detach(), u)
-    profile = _profile(u, problem)
-    amplitude, background = _linear_solution(profile, problem.images)
-    model = amplitude * profile + background
+    components = _components(u, problem)
+    coefficients, background = _linear_solution(components, problem.images)
+    model = (coefficients[..., None] * components).sum(dim=1) + background
     flat = problem.images.mean(dim=1, keepdim=True).expand_as(model)
     model = torch.where(failed[:, None] | ~torch.isfinite(model), flat, model)
-    amplitude = torch.where(failed[:, None], torch.zeros_like(amplitude), amplitude)
+    coefficients = torch.where(failed[:, None], torch.zeros_like(coefficients), coefficients)
     background = torch.where(failed[:, None], flat[:, :1], background)
-    pixels = model.shape[1]
+    pixels, linear = model.shape[1], coefficients.shape[1] + 1
     chi2 = (((problem.images - model) * problem.inverse_sigma) ** 2).sum(dim=1)
     macro, source = _unpack(u)
     return LensFit(
         macro=macro,
-        source=source._replace(amplitude=amplitude[:, 0]),
+        source=source._replace(amplitude=coefficients[:, 0]),
         background=background[:, 0],
         model=model.reshape(images.shape),
         sigma=sigma,
         psf_fwhm=u[:, -1].exp() if problem.kernel is None else widths,
-        reduced_chi2=chi2 / (pixels - u.shape[1] - 2),
+        reduced_chi2=chi2 / (pixels - u.shape[1] - linear),
         failed=failed,
         normalised_residual=((problem.images - model) * problem.inverse_sigma).reshape(images.shape),
+        shapelets=coefficients[:, 1:],
     )

@@ -22,7 +22,7 @@ from .light import convolve_psf, gaussian_psf_kernel, sersic_ellipticity_brightn
 from .macro import MacroLens, check_macro, macro_deflection
 from .parameters import broadcast_fields, unpack_columns
 
-__all__ = ["SersicSource", "check_source", "render_smooth_lens", "render_lensed_sersic"]
+__all__ = ["SersicSource", "check_source", "render_smooth_lens", "render_lensed_sersic", "source_plane"]
 
 
 class SersicSource(NamedTuple):
@@ -80,15 +80,21 @@ def check_source(source: SersicSource, where: str = "source") -> None:
             raise ValueError(f"{where}: {name} of image {i} is {value.item():.6g}; expected {expected}")
 
 
+def source_plane(macro: MacroLens, grid: PixelGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of ``grid`` lands in the source plane, ``beta = theta - alpha(theta)``: ``(B, n, n)`` each
+    [arcsec], in the lens's dtype and device."""
+    x, y = grid.coordinates(macro.theta_e.dtype, macro.theta_e.device)
+    alpha = macro_deflection(macro, grid)
+    return x - alpha[:, 0], y - alpha[:, 1]
+
+
 def render_lensed_sersic(macro: MacroLens, source: SersicSource, grid: PixelGrid) -> torch.Tensor:
     """The source's brightness ``S(theta - alpha(theta))`` on ``grid`` before the PSF, ``(B, 1, n, n)``, in the
     parameters' dtype and device. No input checks: the fit calls it inside ``torch.func`` transforms."""
-    x, y = grid.coordinates(macro.theta_e.dtype, macro.theta_e.device)
-    alpha = macro_deflection(macro, grid)
     m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
     s = source
     return sersic_ellipticity_brightness(
-        x - alpha[:, 0], y - alpha[:, 1], m(s.amplitude), m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y)
+        *source_plane(macro, grid), m(s.amplitude), m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y)
     )
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from .grid import PixelGrid
-from .macro import MacroLens, macro_deflection
-from .smooth_lens import SersicSource
+from .macro import MacroLens
+from .smooth_lens import SersicSource, source_plane
 
 __all__ = ["initial_source"]
 
@@ -30,9 +30,7 @@ def initial_source(
     """A Sersic source ``(B,)`` (index 1, amplitude 1: the fit solves it) from ``images (B, 1, n, n)`` under
     ``macro``, with the noise ``sigma (B,)`` in image units. An image without a pixel above the threshold gets a
     source at the origin of radius a tenth of the field."""
-    x, y = grid.coordinates(images.dtype, images.device)
-    alpha = macro_deflection(MacroLens(*(v.to(images.dtype) for v in macro)), grid)
-    beta_x, beta_y = x - alpha[:, 0], y - alpha[:, 1]  # (B, n, n)
+    beta_x, beta_y = source_plane(MacroLens(*(v.to(images.dtype) for v in macro)), grid)  # (B, n, n)
     step = grid.pixel_scale
     (dbx_dy, dbx_dx), (dby_dy, dby_dx) = (torch.gradient(b, spacing=step, dim=(-2, -1)) for b in (beta_x, beta_y))
     area = (dbx_dx * dby_dy - dbx_dy * dby_dx).abs()

@@ -6,12 +6,14 @@ import torch
 
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.physics import MacroLens, PixelGrid, StartGrid, fit_smooth_lens
+from d4lenspinn.physics import MacroLens, PixelGrid, StartGrid, fit_smooth_lens, shapelet_basis, source_plane
+from d4lenspinn.physics.light import convolve_psf, gaussian_psf_kernel
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar, transform_source
 
 PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
 GRID = PixelGrid(PRESET.n_pixels, PRESET.pixel_scale)
 PSF = dict(psf_fwhm=PRESET.psf_fwhm, psf_truncation=PRESET.psf_truncation)
+KERNEL = gaussian_psf_kernel(PRESET.psf_fwhm, PRESET.pixel_scale, PRESET.psf_truncation, torch.float64)
 
 
 def _simulated(count, seed=0):
@@ -144,6 +146,52 @@ def test_a_fitted_psf_width_finds_each_images_seeing_and_stays_equivariant():
         torch.testing.assert_close(moved.macro.as_tensor(), expected, rtol=0, atol=1e-10, msg=str(g))
 
 
+def _with_knots(images, truth, seed):
+    """``images`` plus lensed, PSF-convolved light of random shapelets (order <= 4, scale 0.15") about a point near
+    each source's centre, at a tenth of the peak (a clumpy source), and Gaussian noise at peak SNR 30; the noise."""
+    generator = torch.Generator().manual_seed(seed)
+    beta_x, beta_y = source_plane(truth, GRID)
+    shift = 0.05 * torch.randn(2, len(images), 1, 1, generator=generator, dtype=torch.float64)
+    basis = shapelet_basis(beta_x - shift[0], beta_y - shift[1], 0.15, 4)  # (B, 15, n, n)
+    weights = torch.randn(len(images), basis.shape[1], 1, 1, generator=generator, dtype=torch.float64)
+    knots = convolve_psf((weights * basis).sum(dim=1, keepdim=True), KERNEL)
+    knots = 0.1 * knots / knots.abs().amax(dim=(1, 2, 3), keepdim=True)
+    sigma = torch.full((len(images),), 1 / 30, dtype=torch.float64)
+    noise = torch.randn(images.shape, generator=generator, dtype=torch.float64)
+    return images + knots + noise / 30, sigma
+
+
+def test_shapelets_fit_a_clumpy_source_that_the_sersic_profile_cannot():
+    """Sersic sources with shapelet knots (a tenth of the peak) at SNR 30: the Sersic profile alone leaves a reduced
+    chi^2 of 1.10-1.16 (the noise alone: 1 +- 0.022), with the shapelets of order 6 the fit reaches the noise
+    (measured 0.99-1.02, 28 more linear parameters counted)."""
+    images, truth, init = _simulated(3, seed=6)
+    noisy, sigma = _with_knots(images, truth, seed=7)
+    alone = fit_smooth_lens(noisy, init, GRID, **PSF, steps=10, sigma=sigma, gradients=False)
+    shapelets = fit_smooth_lens(noisy, init, GRID, **PSF, steps=10, sigma=sigma, gradients=False, shapelets=6)
+    assert (alone.reduced_chi2 > 1.08).all(), alone.reduced_chi2
+    assert ((shapelets.reduced_chi2 - 1).abs() < 0.05).all(), shapelets.reduced_chi2
+    assert shapelets.shapelets.shape == (3, 28) and alone.shapelets.shape == (3, 0)
+    theta_error = (shapelets.macro.theta_e - truth.theta_e).abs() / truth.theta_e
+    assert (theta_error < 0.01).all(), theta_error  # measured 0.0006-0.0049
+
+
+def test_a_fit_with_shapelets_is_d4_equivariant():
+    """The shapelets' span is mapped to itself by D4 (tests/physics/test_shapelets.py), so fitting g(image) from
+    g(init) gives g(fit), the model moved with the image, for all 8 elements."""
+    images, truth, init = _simulated(2, seed=8)
+    noisy, sigma = _with_knots(images, truth, seed=9)
+    reference = fit_smooth_lens(noisy, init, GRID, **PSF, steps=4, sigma=sigma, gradients=False, shapelets=4)
+    for g in D4_ELEMENTS[1:]:
+        fit = fit_smooth_lens(
+            transform_scalar(noisy, g), transform_macro(init, g), GRID, **PSF, steps=4, sigma=sigma, shapelets=4
+        )
+        expected_macro = transform_macro(reference.macro, g).as_tensor()
+        torch.testing.assert_close(fit.macro.as_tensor(), expected_macro, rtol=0, atol=1e-9, msg=str(g))
+        torch.testing.assert_close(fit.reduced_chi2, reference.reduced_chi2, rtol=1e-9, atol=0, msg=str(g))
+        torch.testing.assert_close(fit.model, transform_scalar(reference.model, g), rtol=0, atol=1e-9, msg=str(g))
+
+
 def test_gradients_reach_the_init_and_can_be_stopped():
     images, _, init = _simulated(2, seed=3)
     packed = init.as_tensor().requires_grad_(True)
@@ -185,6 +233,8 @@ def test_bad_input_is_named():
         fit_smooth_lens(images, init, PixelGrid(32, 0.2), **PSF)
     with pytest.raises(ValueError, match="steps must be"):
         fit_smooth_lens(images, init, GRID, **PSF, steps=-1)
+    with pytest.raises(ValueError, match="shapelets must be None or an order"):
+        fit_smooth_lens(images, init, GRID, **PSF, shapelets=-2)
     with pytest.raises(ValueError, match="sigma must be"):
         fit_smooth_lens(images, init, GRID, **PSF, sigma=torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="theta_e of image 0"):
