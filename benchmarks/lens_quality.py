@@ -1,13 +1,15 @@
 """How right is a trained model's lens? Macro-parameter errors and the substructure map, on held-out simulations.
 
-    python benchmarks/lens_quality.py --checkpoint runs/macro/best.pt [--n 100] [--seed 4242]
+    python benchmarks/lens_quality.py --checkpoint runs/macro/best.pt [--n 100] [--seed 4242] [--prior-starts]
 
 For a checkpoint of a model with a macro lens (``capabilities.macro_lens``), fresh lenses of every class are
 simulated from ``--preset``, by default the broad variant of the checkpoint's preset (the faithful presets fix the
 lens, so a constant would score perfectly there), with a seed the training never used. Printed: median and 90th
 percentile of the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma| (for a
 model that fits the lens to each image, of the network's estimate and of the fitted lens, on the no-substructure
-images whose true lens is the smooth one, and on all); and, per
+images whose true lens is the smooth one, and on all; with ``--prior-starts`` also of the same fit started from a
+grid over the prior instead of the network: theta_E 0.62" x 1.23^k, k = 0..5, centre on a 3 x 3 grid of +-2 px,
+round and unsheared); and, per
 substructure class, the mean Pearson r between the predicted ``delta_kappa`` and the true substructure convergence,
 both smoothed to the PSF scale (the training target), with the same r against another lens's truth as the control,
 and an oracle: the true map kept only near the arcs, which bounds what any map read from the image can reach.
@@ -27,7 +29,7 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import LensSample, psf_kernel, render_images, sample_lenses, true_macro_lens
 from d4lenspinn.data.truth import TruthTable
 from d4lenspinn.models import capabilities_of
-from d4lenspinn.physics import MacroLens
+from d4lenspinn.physics import MacroLens, StartGrid, fit_smooth_lens
 from d4lenspinn.physics.light import convolve_psf
 from d4lenspinn.report import markdown_table
 
@@ -43,6 +45,22 @@ NEAR_ARCS_PIXELS = 4
 
 
 QUANTILES = torch.tensor([0.5, 0.9])
+PRIOR_STARTS = StartGrid(tuple(0.62 * 1.23**k for k in range(6)), (-2.0, 0.0, 2.0))  # theta_E 0.62-1.75" (x 1.0)
+
+
+def fitted_from_prior(model, images: torch.Tensor) -> MacroLens:
+    """The model's fit (its PSF, steps and ``fit_psf``) from :data:`PRIOR_STARTS` about a round, unsheared, centred
+    lens of 1", without the network's estimate."""
+    lenses = []
+    for chunk in images.split(32):
+        zero = torch.zeros(len(chunk))
+        flat = MacroLens(torch.ones(len(chunk)), *([zero] * 6))
+        fit = fit_smooth_lens(
+            chunk, flat, model.grid, model.psf_fwhm, model.psf_truncation, model.fit_steps,
+            gradients=False, starts=PRIOR_STARTS, fit_psf=model.fit_psf,
+        )  # fmt: skip
+        lenses.append(fit.macro)
+    return MacroLens(*(torch.cat(p) for p in zip(*lenses, strict=True)))
 
 
 def near_light(images: torch.Tensor) -> torch.Tensor:
@@ -57,6 +75,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="lenses per class")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--preset", default=None, help="default: the broad variant of the checkpoint's preset")
+    parser.add_argument("--prior-starts", action="store_true", help="also fit from a grid over the prior (no network)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, config, card = load_trained_model(args.checkpoint)
@@ -78,10 +97,18 @@ def main() -> None:
     lenses_of = lenses_of or {"estimate: ": "macro_estimate", "fitted: ": "macro"}
     smooth = lenses.label == 0
     print()
+    found = {
+        prefix: MacroLens(*(torch.cat(p) for p in zip(*(getattr(o, field) for o in outputs), strict=True)))
+        for prefix, field in lenses_of.items()
+    }
+    if args.prior_starts:
+        if "fitted: " not in found:
+            raise SystemExit(f"--prior-starts: model {card.model} fits no lens")
+        with torch.no_grad():
+            found["fitted from the prior grid, no network: "] = fitted_from_prior(model, images)
     quantiles = []
-    for prefix, field in lenses_of.items():
-        parts = zip(*(getattr(o, field) for o in outputs), strict=True)
-        errors = lens_errors(MacroLens(*(torch.cat(p) for p in parts)), true, preset.pixel_scale)
+    for prefix, lens in found.items():
+        errors = lens_errors(lens, true, preset.pixel_scale)
         for name, values in errors.items():
             cells = [f"{q:.4f}" for subset in (values[smooth], values) for q in torch.quantile(subset, QUANTILES)]
             quantiles.append([prefix + name, *cells])
