@@ -38,18 +38,11 @@ from typing import NamedTuple
 import torch
 
 from .grid import PixelGrid, check_field
-from .light import (
-    FWHM_PER_SIGMA,
-    convolve_psf,
-    gaussian_psf_kernel,
-    gaussian_psf_kernels,
-    gaussian_taps,
-    sersic_ellipticity_brightness,
-)
+from .light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels, gaussian_taps
 from .macro import MacroLens, check_macro
 from .noise import estimate_noise
 from .shapelets import shapelet_basis
-from .smooth_lens import SersicSource, source_plane
+from .smooth_lens import SersicSource, sersic_at, source_plane
 from .source_moments import initial_source
 
 __all__ = ["LensFit", "StartGrid", "fit_smooth_lens"]
@@ -200,11 +193,10 @@ def _components(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     profile of the packed parameters, then (``shapelet_order``) the shapelets about its centre, of its radius."""
     lens, source = _unpack(u)
     beta_x, beta_y = source_plane(lens, problem.grid)
-    m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
-    s = source
-    light = sersic_ellipticity_brightness(beta_x, beta_y, 1.0, m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y))
+    light = sersic_at(beta_x, beta_y, source)
     if problem.shapelet_order is not None:
-        shapelets = shapelet_basis(beta_x - m(s.x), beta_y - m(s.y), m(s.radius), problem.shapelet_order)
+        m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
+        shapelets = shapelet_basis(beta_x - m(source.x), beta_y - m(source.y), m(source.radius), problem.shapelet_order)
         light = torch.cat((light, shapelets), dim=1)
     kernel = problem.kernel if problem.kernel is not None else _fitted_kernel(u[:, -1], problem)
     return convolve_psf(light, kernel).flatten(2)
@@ -312,24 +304,24 @@ def fit_smooth_lens(
     elif sigma.shape != (batch,) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
         raise ValueError(f"sigma must be a ({batch},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
-    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf)._replace(shapelet_order=shapelets)
+    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf, shapelets)
     widths = widths.expand(batch).to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
         return _fit(images, init, widths, problem, steps, starts or StartGrid())
 
 
-def _problem(images, sigma, grid, widths, truncation, fit_psf) -> _Problem:
+def _problem(images, sigma, grid, widths, truncation, fit_psf, shapelets) -> _Problem:
     """The fit's fixed data; a fixed PSF kernel, or (``fit_psf``) the support and box of a fitted width."""
     flat, inverse_sigma = images.flatten(1), 1 / sigma[:, None]
     if fit_psf:
         low, high = float(widths.min()) / PSF_RANGE, float(widths.max()) * PSF_RANGE
         reach = max(1, round(truncation * high / FWHM_PER_SIGMA / grid.pixel_scale))
-        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)), None)
+        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)), shapelets)
     if widths.dim() == 0:
         kernel = gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, images.dtype)
     else:
         kernel = gaussian_psf_kernels(widths, grid.pixel_scale, truncation, images.dtype)
-    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0), None)
+    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0), shapelets)
 
 
 def _best_start(images, lens, widths, sigma, problem, starts) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .light import convolve_psf, gaussian_psf_kernel, sersic_ellipticity_brightn
 from .macro import MacroLens, check_macro, macro_deflection
 from .parameters import broadcast_fields, unpack_columns
 
-__all__ = ["SersicSource", "check_source", "render_smooth_lens", "render_lensed_sersic", "source_plane"]
+__all__ = ["SersicSource", "check_source", "render_smooth_lens", "render_lensed_sersic", "source_plane", "sersic_at"]
 
 
 class SersicSource(NamedTuple):
@@ -88,14 +88,19 @@ def source_plane(macro: MacroLens, grid: PixelGrid) -> tuple[torch.Tensor, torch
     return x - alpha[:, 0], y - alpha[:, 1]
 
 
-def render_lensed_sersic(macro: MacroLens, source: SersicSource, grid: PixelGrid) -> torch.Tensor:
-    """The source's brightness ``S(theta - alpha(theta))`` on ``grid`` before the PSF, ``(B, 1, n, n)``, in the
-    parameters' dtype and device. No input checks: the fit calls it inside ``torch.func`` transforms."""
+def sersic_at(beta_x: torch.Tensor, beta_y: torch.Tensor, source: SersicSource) -> torch.Tensor:
+    """The source's brightness at the source-plane points ``(B, n, n)`` each [arcsec], ``(B, 1, n, n)``."""
     m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
     s = source
     return sersic_ellipticity_brightness(
-        *source_plane(macro, grid), m(s.amplitude), m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y)
+        beta_x, beta_y, m(s.amplitude), m(s.radius), m(s.n), m(s.e1), m(s.e2), m(s.x), m(s.y)
     )
+
+
+def render_lensed_sersic(macro: MacroLens, source: SersicSource, grid: PixelGrid) -> torch.Tensor:
+    """The source's brightness ``S(theta - alpha(theta))`` on ``grid`` before the PSF, ``(B, 1, n, n)``, in the
+    parameters' dtype and device. No input checks: the fit calls it inside ``torch.func`` transforms."""
+    return sersic_at(*source_plane(macro, grid), source)
 
 
 def render_smooth_lens(
