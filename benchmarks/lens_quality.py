@@ -7,9 +7,9 @@ simulated from ``--preset``, by default the broad variant of the checkpoint's pr
 lens, so a constant would score perfectly there), with a seed the training never used. Printed: median and 90th
 percentile of the theta_E error relative to theta_E, the centre error in pixels, |delta e| and |delta gamma| (for a
 model that fits the lens to each image, of the network's estimate and of the fitted lens, on the no-substructure
-images whose true lens is the smooth one, and on all; with ``--prior-starts`` also of the same fit started from a
-grid over the prior instead of the network: theta_E 0.62" x 1.23^k, k = 0..5, centre on a 3 x 3 grid of +-2 px,
-round and unsheared); and, per
+images whose true lens is the smooth one, and on all; with ``--prior-starts`` also of the same fit started from
+``StartGrid.over_prior`` of the broad prior's Einstein radii instead of the network, as ``lens_start="prior"``
+does); and, per
 substructure class, the mean Pearson r between the predicted ``delta_kappa`` and the true substructure convergence,
 both smoothed to the PSF scale (the training target), with the same r against another lens's truth as the control,
 and an oracle: the true map kept only near the arcs, which bounds what any map read from the image can reach.
@@ -25,11 +25,11 @@ from macro_estimator import errors as lens_errors
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import CLASS_NAMES, SUBSTRUCTURE_LABELS
-from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.presets import BROAD_RANGES, get_preset
 from d4lenspinn.data.simulator import LensSample, psf_kernel, render_images, sample_lenses, true_macro_lens
 from d4lenspinn.data.truth import TruthTable
 from d4lenspinn.models import capabilities_of
-from d4lenspinn.physics import MacroLens, StartGrid, fit_smooth_lens
+from d4lenspinn.physics import MacroLens, StartGrid, centred_lens, fit_smooth_lens
 from d4lenspinn.physics.light import convolve_psf
 from d4lenspinn.report import markdown_table
 
@@ -45,18 +45,16 @@ NEAR_ARCS_PIXELS = 4
 
 
 QUANTILES = torch.tensor([0.5, 0.9])
-PRIOR_STARTS = StartGrid(tuple(0.62 * 1.23**k for k in range(6)), (-2.0, 0.0, 2.0))  # theta_E 0.62-1.75" (x 1.0)
+PRIOR_STARTS = StartGrid.over_prior(BROAD_RANGES["theta_e"])  # 6 radii 0.6-1.6", centre +-2 px
 
 
 def fitted_from_prior(model, images: torch.Tensor) -> MacroLens:
-    """The model's fit (its PSF, steps and ``fit_psf``) from :data:`PRIOR_STARTS` about a round, unsheared, centred
-    lens of 1", without the network's estimate."""
+    """The model's fit (its PSF, steps and ``fit_psf``) from :data:`PRIOR_STARTS` about the centred round lens,
+    without the network's estimate."""
     lenses = []
     for chunk in images.split(32):
-        zero = torch.zeros(len(chunk))
-        flat = MacroLens(torch.ones(len(chunk)), *([zero] * 6))
         fit = fit_smooth_lens(
-            chunk, flat, model.grid, model.psf_fwhm, model.psf_truncation, model.fit_steps,
+            chunk, centred_lens(len(chunk)), model.grid, model.psf_fwhm, model.psf_truncation, model.fit_steps,
             gradients=False, starts=PRIOR_STARTS, fit_psf=model.fit_psf,
         )  # fmt: skip
         lenses.append(fit.macro)

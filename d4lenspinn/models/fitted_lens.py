@@ -5,7 +5,7 @@ steps through the package's own lens and light models refine it, and the classif
       image (B, 1, n, n) -> Preprocessing                                                       features (B, 5, n, n)
       -> MacroEstimator: SIE + shear estimate (trained by loss.macro)                            macro_estimate
       -> fit_smooth_lens from the best of 45 starts around it: SIE + shear + Sersic source, PSF, sky; noise sigma per
-         image                                                                                   macro, (I - M) / sigma
+         image (lens_start="prior": from a grid over the prior instead, no estimator)           macro, (I - M) / sigma
       -> UNet on [features, asinh(residual / sigma)]: signed delta_kappa on top of the fitted lens (zero at the start)
       -> LensingEngine with the fitted lens + delta_kappa: S, R                                  FittedLensMaps
       -> head channels [I, asinh(residual / sigma), delta_kappa, 4 preprocessed], standardised   (B, 7, n, n)
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..physics import LensingEngine, MacroLens, StartGrid, fit_smooth_lens, macro_convergence
+from ..physics import LensingEngine, MacroLens, StartGrid, centred_lens, fit_smooth_lens, macro_convergence
 from .heads import INVARIANT_HEAD
 from .inputs import check_images
 from .macro_estimator import MacroEstimator
@@ -33,13 +33,17 @@ from .physics_informed import KAPPA_DISPLAY_CAP, D4LensPINN
 from .registry import register_model
 from .unet import UNet
 
-__all__ = ["FittedPINN", "DEFAULT_PSF_PIXELS", "DEFAULT_STARTS"]
+__all__ = ["FittedPINN", "DEFAULT_PSF_PIXELS", "DEFAULT_STARTS", "LENS_STARTS"]
 
 DEFAULT_PSF_PIXELS = 1.6  # PSF FWHM in pixels when none is given: DeepLenseSim's Model I-III are 1.6-1.7 pixels
 # the fit starts from the best of 45 candidates around the estimate (theta_E x 5 scales, centre on a 3 x 3 grid of
 # +-3 px): from a trained estimator 16% / 2.8 px off, the fitted lens goes from 1.9% / 0.88 px to 1.1% / 0.44 px
 # (medians, docs/RESULTS.md) for about 40% more fit time
 DEFAULT_STARTS = StartGrid((0.7, 0.85, 1.0, 1.2, 1.4), (-3.0, 0.0, 3.0))
+# where the fit starts: around the estimator's lens, or (no estimator, no lens truth needed) from StartGrid.over_prior
+# about a centred round lens: on model_ii_broad the same median lens and half the centre's 90th percentile
+# (docs/RESULTS.md, "Does the fit need the network's estimate at all?")
+LENS_STARTS = ("estimate", "prior")
 
 
 class FittedPINN(D4LensPINN):
@@ -47,7 +51,9 @@ class FittedPINN(D4LensPINN):
     :data:`DEFAULT_PSF_PIXELS` pixels, truncated at ``psf_truncation`` sigma, its width fitted per image from there
     with ``fit_psf``, from the best start of the estimate's theta_E times ``fit_theta_e_scales`` and centre shifted
     by ``fit_centre_shifts`` pixels per axis, :data:`DEFAULT_STARTS`), then ``delta_kappa`` and the head on the
-    noise-normalised residual; see the module doc."""
+    noise-normalised residual; see the module doc. With ``lens_start="prior"`` there is no estimator: the fit starts
+    from :meth:`~d4lenspinn.physics.StartGrid.over_prior` of ``prior_theta_e`` [arcsec] and ``fit_centre_shifts``
+    (default then +-2 px), so training needs no lens truth (set ``loss.macro`` to 0)."""
 
     def __init__(
         self,
@@ -66,8 +72,10 @@ class FittedPINN(D4LensPINN):
         psf_truncation: float = 4.0,
         fit_steps: int = 5,
         fit_theta_e_scales: tuple[float, ...] = DEFAULT_STARTS.theta_e_scales,
-        fit_centre_shifts: tuple[float, ...] = DEFAULT_STARTS.centre_shifts,
+        fit_centre_shifts: tuple[float, ...] | None = None,
         fit_psf: bool = False,
+        lens_start: str = "estimate",
+        prior_theta_e: tuple[float, float] = (0.6, 1.6),
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
         psf_fwhm = DEFAULT_PSF_PIXELS * pixel_scale if psf_fwhm is None else psf_fwhm
@@ -81,15 +89,24 @@ class FittedPINN(D4LensPINN):
             raise ValueError(f"{name}: fit_psf must be true or false, got {fit_psf!r}")
         self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
         self.fit_psf = fit_psf
+        if lens_start not in LENS_STARTS:
+            raise ValueError(f"{name}: lens_start must be one of {LENS_STARTS}, got {lens_start!r}")
+        self.lens_start = lens_start
+        if fit_centre_shifts is None:
+            fit_centre_shifts = DEFAULT_STARTS.centre_shifts if lens_start == "estimate" else (-2.0, 0.0, 2.0)
         scales, shifts = tuple(map(float, fit_theta_e_scales)), tuple(map(float, fit_centre_shifts))
         if not scales or min(scales) <= 0 or not shifts or sorted(shifts) != sorted(-x for x in shifts):
             raise ValueError(
                 f"{name}: fit_theta_e_scales must be factors > 0 and fit_centre_shifts [pixels] symmetric about 0 (so "
                 f"D4 maps the starts to themselves), got {fit_theta_e_scales}, {fit_centre_shifts}"
             )
-        self.fit_starts = StartGrid(scales, shifts)
         channels = len(self.feature_names)
-        self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
+        if lens_start == "prior":
+            self.fit_starts = StartGrid.over_prior(tuple(map(float, prior_theta_e)), shifts)
+            self.macro_estimator = None
+        else:
+            self.fit_starts = StartGrid(scales, shifts)
+            self.macro_estimator = MacroEstimator(image_size, pixel_scale, channels, tuple(macro_widths), equivariant)
         self.unet = UNet(channels + 1, image_size, tuple(widths), equivariant=equivariant, non_negative=False)
         for parameter in self.unet.blocks["head"].parameters():  # delta_kappa = 0 at the start
             nn.init.zeros_(parameter)
@@ -101,11 +118,15 @@ class FittedPINN(D4LensPINN):
     def forward_features(self, images: torch.Tensor) -> FittedLensMaps:
         check_images(images, self.in_chans, self.image_size, self.name)
         features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
-        estimate = self.macro_estimator(features)
+        if self.macro_estimator is None:
+            estimate, init = None, centred_lens(len(images), device=images.device)
+        else:
+            estimate = self.macro_estimator(features)
+            init = MacroLens(*(value.detach().float() for value in estimate))
         with torch.autocast(images.device.type, enabled=False):  # the fit needs float32 at least (CUDA AMP: bf16)
             fit = fit_smooth_lens(
                 images.float(),
-                MacroLens(*(value.detach().float() for value in estimate)),
+                init,
                 self.grid,
                 self.psf_fwhm,
                 self.psf_truncation,
@@ -149,8 +170,9 @@ def d4lenspinn_fit(
     image_size: int, pixel_scale: float, in_chans: int = 1, num_classes: int = 3, **kwargs
 ) -> FittedPINN:
     """D4LensPINN fitting the smooth lens to each image (:class:`FittedPINN`: estimate, 5 Levenberg-Marquardt steps,
-    the head on the noise-normalised residual, invariant head); D4-invariant. Train it with ``loss.macro > 0``; set
-    ``psf_fwhm`` [arcsec] to the instrument's PSF."""
+    the head on the noise-normalised residual, invariant head); D4-invariant. Train it with ``loss.macro > 0``, or
+    with ``lens_start="prior"`` (no estimator, no lens truth) and ``loss.macro`` 0; set ``psf_fwhm`` [arcsec] to the
+    instrument's PSF."""
     return FittedPINN("d4lenspinn_fit", image_size, pixel_scale, in_chans, num_classes, **kwargs)
 
 

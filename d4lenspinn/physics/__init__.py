@@ -4,7 +4,7 @@ from . import profiles
 from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
-from .lens_fit import LensFit, StartGrid, fit_smooth_lens
+from .lens_fit import LensFit, StartGrid, centred_lens, fit_smooth_lens
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
 from .lens_refinement import LensRefinement, refine_lens
 from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
@@ -62,6 +62,7 @@ __all__ = [
     "initial_source",
     "LensFit",
     "StartGrid",
+    "centred_lens",
     "fit_smooth_lens",
     "LensRefinement",
     "refine_lens",

@@ -45,7 +45,7 @@ from .shapelets import shapelet_basis
 from .smooth_lens import SersicSource, sersic_at, source_plane
 from .source_moments import initial_source
 
-__all__ = ["LensFit", "StartGrid", "fit_smooth_lens"]
+__all__ = ["LensFit", "StartGrid", "centred_lens", "fit_smooth_lens"]
 
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
@@ -77,6 +77,24 @@ class StartGrid(NamedTuple):
     theta_e_scales: tuple[float, ...] = (1.0,)
     centre_shifts: tuple[float, ...] = (0.0,)
 
+    @classmethod
+    def over_prior(
+        cls,
+        theta_e_range: tuple[float, float],
+        centre_shifts: tuple[float, ...] = (-2.0, 0.0, 2.0),
+        ratio: float = 1.23,
+    ) -> StartGrid:
+        """Starts that need no estimate: used around :func:`centred_lens` (theta_E 1"), its scales are Einstein radii
+        [arcsec] spaced evenly in log from ``theta_e_range[0]`` to ``[1]`` at most ``ratio`` apart."""
+        low, high = theta_e_range
+        if not 0 < low <= high or ratio <= 1:
+            raise ValueError(
+                f"theta_e_range must be 0 < low <= high [arcsec] and ratio > 1, got {theta_e_range}, {ratio}"
+            )
+        count = 1 + math.ceil(math.log(high / low) / math.log(ratio) - 1e-9)
+        scales = (low,) if count == 1 else tuple(low * (high / low) ** (k / (count - 1)) for k in range(count))
+        return cls(scales, tuple(centre_shifts))
+
     def candidates(self, lens: MacroLens, pixel_scale: float):
         """The init first, then every other combination, as ``MacroLens`` of ``(B,)`` tensors."""
         combos = [(a, dx, dy) for a in self.theta_e_scales for dx in self.centre_shifts for dy in self.centre_shifts]
@@ -99,6 +117,13 @@ class _Problem(NamedTuple):
     psf_reach: int  # taps each side of a fitted PSF kernel (its widest allowed width, truncated)
     log_fwhm_bounds: tuple[float, float]  # box of a fitted log PSF width [log arcsec]
     shapelet_order: int | None  # n_max of the source's shapelets, None: the Sersic profile alone
+
+
+def centred_lens(batch: int, dtype: torch.dtype = torch.float32, device=None) -> MacroLens:
+    """A round, unsheared lens of theta_E 1" at the field's centre, ``(batch,)`` tensors: D4-invariant, the init of
+    :meth:`StartGrid.over_prior`."""
+    zero = torch.zeros(batch, dtype=dtype, device=device)
+    return MacroLens(torch.ones_like(zero), *([zero] * 6))
 
 
 def pack_lens(macro: MacroLens) -> torch.Tensor:

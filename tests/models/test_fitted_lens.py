@@ -11,7 +11,7 @@ from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_l
 from d4lenspinn.losses import Objective
 from d4lenspinn.models import create_model
 from d4lenspinn.models.fitted_lens import DEFAULT_PSF_PIXELS, DEFAULT_STARTS
-from d4lenspinn.physics import fit_smooth_lens
+from d4lenspinn.physics import StartGrid, centred_lens, fit_smooth_lens
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar
 
 PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0), noiseless_fraction=0.0)
@@ -113,6 +113,32 @@ def test_a_fitted_psf_width_is_the_fits_and_keeps_the_model_invariant():
             torch.testing.assert_close(moved.maps.psf_fwhm, out.maps.psf_fwhm, rtol=1e-4, atol=0, msg=str(g))
 
 
+def test_a_fit_from_the_prior_needs_no_estimator_and_keeps_the_model_invariant():
+    """``lens_start="prior"``: no estimator is built, the fit starts from ``StartGrid.over_prior`` about the centred
+    round lens (a D4-invariant init and candidate set), and the logits and the fitted lens move with the image."""
+    images, _ = _lenses(label=1)
+    model = _model(lens_start="prior", prior_theta_e=(0.7, 1.5))
+    assert model.macro_estimator is None
+    assert not any(name.startswith("macro_estimator") for name, _ in model.named_parameters())
+    with torch.no_grad():
+        out = model(images)
+        starts = StartGrid.over_prior((0.7, 1.5), (-2.0, 0.0, 2.0))
+        fit = fit_smooth_lens(
+            images, centred_lens(4), model.grid, PRESET.psf_fwhm, steps=3, gradients=False, starts=starts
+        )
+        assert out.maps.macro_estimate is None
+        torch.testing.assert_close(out.maps.macro.theta_e, fit.macro.theta_e)
+        torch.testing.assert_close(out.maps.normalised_residual, fit.normalised_residual)
+        for g in D4_ELEMENTS[1:]:
+            moved = model(transform_scalar(images, g))
+            assert _relative(moved.logits, out.logits) < 1e-4, str(g)
+            for got, expected in zip(moved.maps.macro, transform_macro(out.maps.macro, g), strict=True):
+                assert (got - expected).abs().max() < 1e-4 * 6.5, str(g)  # arcsec on a 6.5" field
+    cross_entropy = torch.nn.functional.cross_entropy(model.train()(images).logits, torch.ones(4, dtype=torch.long))
+    grads = torch.autograd.grad(cross_entropy, list(model.unet.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_the_macro_loss_trains_the_estimator_and_the_classification_the_rest():
     images, params = _lenses()
     model = _model().train()
@@ -153,5 +179,9 @@ def test_bad_settings_and_images_without_noise_give_clear_errors():
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, psf_fwhm=0.0)
     with pytest.raises(ValueError, match="fit_psf must be true or false"):
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, fit_psf="yes")
+    with pytest.raises(ValueError, match="lens_start must be one of"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, lens_start="truth")
+    with pytest.raises(ValueError, match="theta_e_range"):
+        create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, lens_start="prior", prior_theta_e=(1.6, 0.6))
     with pytest.raises(ValueError, match="noise"), torch.no_grad():
         model.eval()(torch.zeros(2, 1, 32, 32))

@@ -6,7 +6,15 @@ import torch
 
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.physics import MacroLens, PixelGrid, StartGrid, fit_smooth_lens, shapelet_basis, source_plane
+from d4lenspinn.physics import (
+    MacroLens,
+    PixelGrid,
+    StartGrid,
+    centred_lens,
+    fit_smooth_lens,
+    shapelet_basis,
+    source_plane,
+)
 from d4lenspinn.physics.light import convolve_psf, gaussian_psf_kernel
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_macro, transform_scalar, transform_source
 
@@ -103,6 +111,21 @@ def test_a_start_grid_keeps_a_far_init_out_of_the_wrong_minimum_and_stays_equiva
         )
         expected = transform_macro(searched.macro, g).as_tensor()
         torch.testing.assert_close(moved.macro.as_tensor(), expected, rtol=0, atol=1e-10, msg=str(g))
+
+
+def test_a_start_grid_over_the_prior_spans_its_range_in_even_log_steps():
+    grid = StartGrid.over_prior((0.6, 1.6))
+    scales = torch.tensor(grid.theta_e_scales, dtype=torch.float64)
+    assert scales[0] == 0.6 and scales[-1] == pytest.approx(1.6, rel=1e-12) and len(scales) == 6
+    ratios = scales[1:] / scales[:-1]
+    assert (ratios <= 1.23).all() and torch.allclose(ratios, ratios[0])
+    assert grid.centre_shifts == (-2.0, 0.0, 2.0) and StartGrid.over_prior((1.0, 1.0)).theta_e_scales == (1.0,)
+    lenses = list(grid.candidates(centred_lens(2, torch.float64), GRID.pixel_scale))
+    assert len(lenses) == 54 and {round(float(lens.theta_e[0]), 6) for lens in lenses} == set(
+        scales.round(decimals=6).tolist()
+    )
+    with pytest.raises(ValueError, match="theta_e_range"):
+        StartGrid.over_prior((1.6, 0.6))
 
 
 def test_per_image_psf_widths_fit_images_of_different_seeing():
