@@ -199,7 +199,8 @@ def _linear_solution(components: torch.Tensor, images: torch.Tensor) -> tuple[to
     centred = (components - component_mean).double()
     norm = centred.norm(dim=2).clamp_min(torch.finfo(torch.float64).tiny)  # (B, M)
     scaled = centred / norm[..., None]
-    normal = scaled @ scaled.transpose(1, 2) + 1e-10 * torch.eye(scaled.shape[1], dtype=torch.float64)
+    ridge = 1e-10 * torch.eye(scaled.shape[1], dtype=torch.float64, device=scaled.device)
+    normal = scaled @ scaled.transpose(1, 2) + ridge
     projection = scaled @ (images - image_mean).double()[..., None]  # (B, M, 1)
     coefficients = (torch.linalg.solve(normal, projection)[..., 0] / norm).to(images.dtype)
     background = image_mean - (coefficients[..., None] * component_mean).sum(dim=1)

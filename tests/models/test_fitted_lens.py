@@ -185,3 +185,15 @@ def test_bad_settings_and_images_without_noise_give_clear_errors():
         create_model("d4lenspinn_fit", image_size=32, pixel_scale=0.2, lens_start="prior", prior_theta_e=(1.6, 0.6))
     with pytest.raises(ValueError, match="noise"), torch.no_grad():
         model.eval()(torch.zeros(2, 1, 32, 32))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("lens_start", ["estimate", "prior"])
+def test_the_fitted_model_agrees_on_cuda(lens_start):
+    images, _ = _lenses(label=2)
+    model = _model(lens_start=lens_start)
+    with torch.no_grad():
+        reference = model(images)
+        moved = model.cuda()(images.cuda())
+    torch.testing.assert_close(moved.logits.cpu(), reference.logits, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(moved.maps.macro.theta_e.cpu(), reference.maps.macro.theta_e, rtol=1e-3, atol=1e-5)

@@ -270,3 +270,16 @@ def test_bad_input_is_named():
     nan_image[0, 0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match=r"images \[0\] hold non-finite pixels"):
         fit_smooth_lens(nan_image, init, GRID, **PSF)
+
+
+@pytest.mark.cuda
+def test_a_fit_with_shapelets_and_the_psf_width_agrees_on_cuda():
+    images, truth, init = _simulated(2, seed=10)
+    noisy, sigma = _with_knots(images, truth, seed=11)
+    settings = dict(**PSF, steps=4, sigma=sigma, gradients=False, fit_psf=True, shapelets=4)
+    reference = fit_smooth_lens(noisy, init, GRID, **settings)
+    moved = fit_smooth_lens(
+        noisy.cuda(), MacroLens(*(v.cuda() for v in init)), GRID, **{**settings, "sigma": sigma.cuda()}
+    )
+    torch.testing.assert_close(moved.macro.as_tensor().cpu(), reference.macro.as_tensor(), rtol=0, atol=1e-8)
+    torch.testing.assert_close(moved.reduced_chi2.cpu(), reference.reduced_chi2, rtol=1e-8, atol=0)
