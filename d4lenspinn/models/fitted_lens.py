@@ -53,7 +53,8 @@ class FittedPINN(D4LensPINN):
     by ``fit_centre_shifts`` pixels per axis, :data:`DEFAULT_STARTS`), then ``delta_kappa`` and the head on the
     noise-normalised residual; see the module doc. With ``lens_start="prior"`` there is no estimator: the fit starts
     from :meth:`~d4lenspinn.physics.StartGrid.over_prior` of ``prior_theta_e`` [arcsec] and ``fit_centre_shifts``
-    (default then +-2 px), so training needs no lens truth (set ``loss.macro`` to 0)."""
+    (default then +-2 px; ``fit_theta_e_scales`` and ``macro_widths`` are unused), so training needs no lens truth
+    (set ``loss.macro`` to 0)."""
 
     def __init__(
         self,
