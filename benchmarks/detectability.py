@@ -4,7 +4,8 @@
 
 For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
 normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for seven
-statistics, in bins of the peak signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
+statistics (eight with ``--shapelets``), in bins of the peak signal-to-noise and, at SNR >= 30, by source (single
+Sersic or clumpy):
 
 * likelihood ratio, both models known: ``|x - m0|^2 - |x - m1|^2`` over sigma^2, with ``m1`` the noiseless image and
   ``m0`` the same lens and source without substructure (the Neyman-Pearson optimum: an upper bound nothing reaches);
@@ -60,8 +61,8 @@ def inverted_chi2(image, background, lens: MacroLens, sigma, grid: PixelGrid, ke
 def statistics(
     preset, count: int, steps: int, seed: int, shapelets: int | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Per image: the seven statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
-    clumpy."""
+    """Per image: the seven (with ``shapelets``, eight) statistics by name, the labels, the peak SNR (inf:
+    noiseless) and whether the source is clumpy."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     kernel = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
     values: dict[str, list[torch.Tensor]] = {}
