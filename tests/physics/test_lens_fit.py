@@ -171,7 +171,8 @@ def test_a_fitted_psf_width_finds_each_images_seeing_and_stays_equivariant():
 
 def _with_knots(images, truth, seed):
     """``images`` plus lensed, PSF-convolved light of random shapelets (order <= 4, scale 0.15") about a point near
-    each source's centre, at a tenth of the peak (a clumpy source), and Gaussian noise at peak SNR 30; the noise."""
+    each source's centre, at a tenth of the peak (a clumpy source), and Gaussian noise at peak SNR 30; and that
+    noise's sigma ``(B,)``."""
     generator = torch.Generator().manual_seed(seed)
     beta_x, beta_y = source_plane(truth, GRID)
     shift = 0.05 * torch.randn(2, len(images), 1, 1, generator=generator, dtype=torch.float64)
