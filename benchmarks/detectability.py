@@ -1,11 +1,12 @@
 """How detectable is the substructure of a preset at all, and how much of it does a smooth-lens fit leave visible?
 
     python benchmarks/detectability.py [--preset model_ii_broad] [--n 300] [--steps 5] [--seed 0] [--shapelets 6]
+                                       [--scan-stride 2] [--no-inversions]
 
 For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
-normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for seven
-statistics (eight with ``--shapelets``), in bins of the peak signal-to-noise and, at SNR >= 30, by source (single
-Sersic or clumpy):
+normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for eight
+statistics (nine with ``--shapelets``, five without the inversions: ``--no-inversions``), in bins of the peak
+signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
 
 * likelihood ratio, both models known: ``|x - m0|^2 - |x - m1|^2`` over sigma^2, with ``m1`` the noiseless image and
   ``m0`` the same lens and source without substructure (the Neyman-Pearson optimum: an upper bound nothing reaches);
@@ -22,6 +23,9 @@ Sersic or clumpy):
   follow it;
 * chi^2 of the inversion through the true lens and PSF: what the pixelated source alone gives up (a flexible source
   absorbs part of the substructure's signal even when the lens is right);
+* the largest delta chi^2 of the subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`, a trial subhalo at the
+  centre of every ``--scan-stride`` block) through the PSF-fitted Sersic fit: a detector that asks where one
+  subhalo would explain the residual, not how large the residual is;
 * with ``--shapelets n_max``: chi^2 of the fit whose source is the Sersic profile plus shapelets of order
   ``<= n_max`` (PSF width fitted): the lens modeller's remedy for clumpy sources, fitted jointly with the lens.
 
@@ -40,7 +44,15 @@ from fit import auc, perturbed
 
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.physics import MacroLens, PixelGrid, estimate_noise, fit_smooth_lens, invert_source, macro_deflection
+from d4lenspinn.physics import (
+    MacroLens,
+    PixelGrid,
+    estimate_noise,
+    fit_smooth_lens,
+    invert_source,
+    macro_deflection,
+    subhalo_scan,
+)
 from d4lenspinn.physics.light import gaussian_psf_kernel, gaussian_psf_kernels
 from d4lenspinn.report import markdown_table
 
@@ -59,10 +71,10 @@ def inverted_chi2(image, background, lens: MacroLens, sigma, grid: PixelGrid, ke
 
 
 def statistics(
-    preset, count: int, steps: int, seed: int, shapelets: int | None
+    preset, count: int, steps: int, seed: int, shapelets: int | None, scan_stride: int, inversions: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Per image: the seven (with ``shapelets``, eight) statistics by name, the labels, the peak SNR (inf:
-    noiseless) and whether the source is clumpy."""
+    """Per image: the statistics by name, the labels, the peak SNR (inf: noiseless) and whether the source is
+    clumpy."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     kernel = gaussian_psf_kernel(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
     values: dict[str, list[torch.Tensor]] = {}
@@ -93,17 +105,23 @@ def statistics(
                 "chi^2 vs the true smooth image": ((image - smooth).square() * inverse_variance).sum(dim=(1, 2, 3))
                 / pixels,
                 f"chi^2 of the Sersic fit ({steps} steps)": fit.reduced_chi2,
-                "chi^2 of the pixelated-source inversion": inverted_chi2(
-                    image, fit.background, fit.macro, sigma, grid, kernel
-                ),
                 f"chi^2 of the Sersic fit, PSF width fitted ({steps} steps)": seeing.reduced_chi2,
-                "chi^2 of the inversion through that fit and PSF": inverted_chi2(
-                    image, seeing.background, seeing.macro, sigma, grid, seeing_kernels
-                ),
-                "chi^2 of the inversion through the true lens and PSF": inverted_chi2(
-                    image, 0.0, MacroLens(*(value.float() for value in truth)), sigma, grid, true_kernels
-                ),
+                f"subhalo scan through that fit: largest delta chi^2 (stride {scan_stride})": subhalo_scan(
+                    seeing, grid, preset.psf_truncation, stride=scan_stride
+                )
+                .delta_chi2.flatten(1)
+                .amax(dim=1),
             }
+            if inversions:
+                rows["chi^2 of the pixelated-source inversion"] = inverted_chi2(
+                    image, fit.background, fit.macro, sigma, grid, kernel
+                )
+                rows["chi^2 of the inversion through that fit and PSF"] = inverted_chi2(
+                    image, seeing.background, seeing.macro, sigma, grid, seeing_kernels
+                )
+                rows["chi^2 of the inversion through the true lens and PSF"] = inverted_chi2(
+                    image, 0.0, MacroLens(*(value.float() for value in truth)), sigma, grid, true_kernels
+                )
             if shapelets is not None:
                 flexible = fit_smooth_lens(
                     image, init, grid, *psf, steps, sigma, False, fit_psf=True, shapelets=shapelets
@@ -127,12 +145,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shapelets", type=int, help="also fit a source of Sersic + shapelets of this order")
+    parser.add_argument("--scan-stride", type=int, default=2, help="subhalo scan: one trial per block of this side")
+    parser.add_argument("--no-inversions", action="store_true", help="skip the pixelated-source rows (the slowest)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     preset = get_preset(args.preset)
     print(describe_machine(torch.device("cpu")))
     print("command: python benchmarks/detectability.py " + " ".join(sys.argv[1:]))
-    stats, labels, snr, clumpy = statistics(preset, args.n, args.steps, args.seed, args.shapelets)
+    stats, labels, snr, clumpy = statistics(
+        preset, args.n, args.steps, args.seed, args.shapelets, args.scan_stride, not args.no_inversions
+    )
     snr = np.where(snr == 0, np.nan, snr)  # 0: the preset's own noise recipe (no peak SNR drawn)
     selections = {"all": np.ones_like(clumpy)}
     if np.isfinite(snr).any() or np.isinf(snr).any():

@@ -3,7 +3,7 @@
     python benchmarks/shift.py --checkpoints demo=runs/demo/best.pt d4_cnn=runs/baseline/d4_cnn/best.pt
                                [--references d4_cnn] [--tta both] [--per-class 200] [--sensitivity-per-class 400]
                                [--cells reference snr_10 ...] [--data data/shift] [--out runs/shift]
-                               [--n-bootstrap 1000] [--seed 0] [--batch 64] [--device auto]
+                               [--n-bootstrap 1000] [--seed 0] [--batch 64] [--device auto] [--scan-stride 2]
 
 Test sets (benchmarks/shift_cells.py; parameters drawn in numpy, images rendered by lenstronomy with Euclid VIS
 settings, 64 x 64 at 0.101"/px, PSF FWHM 0.16"): a reference cell (theta_E 1.0", peak SNR 30, Sersic source, mild
@@ -18,7 +18,9 @@ Each checkpoint is scored on every cell without and/or with D4 TTA (``--tta off|
 three classes and detection AUC (none vs substructure, score -log p(no)), each with stratified bootstrap 95%
 intervals; pooled over the in-prior cells and over the extrapolation cells; the drop from the model's own test split
 (``metrics.json`` beside the checkpoint, when present); paired differences against the ``--references`` rows on
-both pools. Other scorers (benchmarks/shift_scoring.py, ``Scorer``) plug in through :func:`run_benchmark`.
+both pools. A model that fits the lens to each image also gives its physics-only detectors: the fit's chi^2, and
+with ``--scan-stride S`` the largest delta chi^2 of the subhalo scan at that stride. Other scorers
+(benchmarks/shift_scoring.py, ``Scorer``) plug in through :func:`run_benchmark`.
 Writes ``shift.json``, ``shift.md``, ``shift_auc.png`` and ``sensitivity.png`` under ``--out`` (atomically).
 Cells and predictions already on disk with the same settings are reused, so an interrupted run continues.
 """
@@ -41,6 +43,7 @@ from shift_cells import GRID, SENSITIVITY, Cell, Renderer, read_metadata, write_
 from shift_scoring import (
     FitChi2Scorer,
     NetworkScorer,
+    ScanScorer,
     Scorer,
     binned_detection,
     detection_scores,
@@ -282,9 +285,10 @@ def _own_test_auc(checkpoint: Path, tta: bool) -> float | None:
         return None
 
 
-def network_scorers(checkpoints: list[str], tta: str, device: torch.device) -> dict:
+def network_scorers(checkpoints: list[str], tta: str, device: torch.device, scan_stride: int = 0) -> dict:
     """Row name -> (scorer, cache key, own test AUC) for ``name=path`` arguments and the TTA setting; a model that
-    fits the lens to each image also gives the row ``<name> fit chi^2`` (:class:`FitChi2Scorer`)."""
+    fits the lens to each image also gives the row ``<name> fit chi^2`` (:class:`FitChi2Scorer`) and, with
+    ``scan_stride > 0``, ``<name> subhalo scan`` (:class:`ScanScorer`)."""
     scorers = {}
     for spec in checkpoints:
         name, sep, path = spec.partition("=")
@@ -299,6 +303,9 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device) -> d
         if isinstance(getattr(model, "fit_steps", None), int):  # a model that fits the lens: its chi^2 detector too
             row = f"{name} fit chi^2"
             scorers[row] = (FitChi2Scorer(row, model), f"{Path(path).resolve()}|{stat.st_mtime_ns}|chi2", None)
+            if scan_stride:
+                row, key = f"{name} subhalo scan", f"{Path(path).resolve()}|{stat.st_mtime_ns}|scan{scan_stride}"
+                scorers[row] = (ScanScorer(row, model, scan_stride), key, None)
     return scorers
 
 
@@ -316,6 +323,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--scan-stride", type=int, default=0, help="models that fit the lens: also the subhalo scan at this stride"
+    )
     args = parser.parse_args()
     known = {c.name: c for c in GRID}
     unknown = sorted(set(args.cells or []) - set(known))
@@ -328,7 +338,7 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
     print(f"command: {command}\nmachine: {describe_machine(device)}")
 
-    scorers = network_scorers(args.checkpoints, args.tta, device)
+    scorers = network_scorers(args.checkpoints, args.tta, device, args.scan_stride)
     names = [spec.partition("=")[0] for spec in args.checkpoints]
     if set(args.references) - set(names):
         parser.error(f"--references {args.references} must name --checkpoints entries {names}")

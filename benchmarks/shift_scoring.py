@@ -28,6 +28,7 @@ from torch import nn
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.data import batch_loader, prepare_test_data
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
+from d4lenspinn.physics import LensFit, subhalo_scan
 from d4lenspinn.tta import predict
 
 DETECTION_CLASSES = ("none", "substructure")
@@ -66,6 +67,36 @@ class FitChi2Scorer:
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             return self.model.forward_features(images.to(self.device)).reduced_chi2.double().cpu().numpy()
+
+
+class ScanScorer:
+    """The subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`, a trial subhalo at the centre of every ``stride x
+    stride`` block) through the lens fit of a model that fits the lens to each image, as a detector that needs no
+    classifier: the largest delta chi^2 per image (+inf where the fit failed: nothing smooth explains the image)."""
+
+    output = "binary"
+
+    def __init__(self, name: str, model: nn.Module, stride: int) -> None:
+        self.name, self.model, self.stride = name, model, stride
+        self.device = next(model.parameters()).device
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        model = self.model
+        with torch.no_grad():
+            images = images.to(self.device)
+            fit, _ = model.fit_lens(images, model.preprocessing(images))
+        scores = np.full(len(images), np.inf)
+        kept = (~fit.failed).nonzero().flatten()
+        if len(kept):
+            fit = select_fit(fit, kept)
+            scan = subhalo_scan(fit, model.grid, model.psf_truncation, model.fit_psf, self.stride)
+            scores[kept.cpu().numpy()] = scan.delta_chi2.flatten(1).amax(dim=1).double().cpu().numpy()
+        return scores
+
+
+def select_fit(fit: LensFit, index: torch.Tensor) -> LensFit:
+    """The images ``index`` of a batched :class:`LensFit`."""
+    return LensFit(*(type(part)(*(v[index] for v in part)) if isinstance(part, tuple) else part[index] for part in fit))
 
 
 def score_folder(scorer: Scorer, folder: Path, expected_labels: np.ndarray, batch_size: int = 64) -> np.ndarray:

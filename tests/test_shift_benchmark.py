@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from d4lenspinn.classes import NO_SUBSTRUCTURE, SUBHALOS, VORTEX
-from d4lenspinn.data import prepare_test_data
+from d4lenspinn.data import batch_loader, prepare_test_data
 from d4lenspinn.models import create_model
+from d4lenspinn.physics import subhalo_scan
 
 pytest.importorskip("lenstronomy")
 
@@ -177,3 +178,23 @@ def test_scorer_with_the_wrong_output_shape_is_a_clear_error(bench, cells):
     labels = bench["shift_cells"].read_metadata(root / "reference")["label"]
     with pytest.raises(ValueError, match="scorer 'wrong'.*shape"):
         scoring.score_folder(Wrong(), root / "reference", labels)
+
+
+def test_a_fitted_models_physics_only_scorers(bench, cells):
+    """The fit's chi^2 and the subhalo scan's largest delta chi^2 of a model that fits the lens: one finite score per
+    image of a cell, the scan's equal to scanning the model's own fit; ``select_fit`` takes images of a fit."""
+    scoring = bench["shift_scoring"]
+    root, _ = cells
+    model = create_model(
+        "d4lenspinn_fit", image_size=64, pixel_scale=0.101, widths=(1, 2), lens_start="prior", fit_steps=2
+    ).eval()
+    images = next(iter(batch_loader(prepare_test_data(root / "reference").test, 3))).images
+    chi2 = scoring.FitChi2Scorer("chi2", model)(images)
+    scan = scoring.ScanScorer("scan", model, stride=4)(images)
+    assert chi2.shape == scan.shape == (3,) and np.isfinite(scan).all() and (scan >= 0).all()
+    fit, _ = model.fit_lens(images, model.preprocessing(images))
+    one = scoring.select_fit(fit, torch.tensor([1]))
+    torch.testing.assert_close(one.macro.theta_e, fit.macro.theta_e[1:2])
+    torch.testing.assert_close(one.normalised_residual, fit.normalised_residual[1:2])
+    expected = subhalo_scan(one, model.grid, model.psf_truncation, model.fit_psf, stride=4).delta_chi2.max()
+    assert scan[1] == pytest.approx(float(expected), rel=1e-6)

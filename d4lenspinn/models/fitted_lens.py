@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..physics import LensingEngine, MacroLens, StartGrid, centred_lens, fit_smooth_lens, macro_convergence
+from ..physics import LensFit, LensingEngine, MacroLens, StartGrid, centred_lens, fit_smooth_lens, macro_convergence
 from .heads import INVARIANT_HEAD
 from .inputs import check_images
 from .macro_estimator import MacroEstimator
@@ -116,9 +116,9 @@ class FittedPINN(D4LensPINN):
         self.head_norm = nn.BatchNorm2d(len(self.head_channel_names), affine=False)  # per channel: commutes with D4
         self._finish(head, num_classes, head_drop_rate, equivariant, macro_lens=True)
 
-    def forward_features(self, images: torch.Tensor) -> FittedLensMaps:
-        check_images(images, self.in_chans, self.image_size, self.name)
-        features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
+    def fit_lens(self, images: torch.Tensor, features: torch.Tensor) -> tuple[LensFit, MacroLens | None]:
+        """The smooth lens fitted to ``images (B, 1, n, n)`` from the estimate on ``features`` (the preprocessed
+        images) or the prior's starts, without a graph; and the estimate (None with ``lens_start="prior"``)."""
         if self.macro_estimator is None:
             estimate, init = None, centred_lens(len(images), device=images.device)
         else:
@@ -136,6 +136,12 @@ class FittedPINN(D4LensPINN):
                 starts=self.fit_starts,
                 fit_psf=self.fit_psf,
             )
+        return fit, estimate
+
+    def forward_features(self, images: torch.Tensor) -> FittedLensMaps:
+        check_images(images, self.in_chans, self.image_size, self.name)
+        features = self.preprocessing(images)  # (B, 5, n, n), or the image (B, 1, n, n) without preprocessing
+        fit, estimate = self.fit_lens(images, features)
         residual = torch.asinh(fit.normalised_residual)
         delta_kappa = self.unet(torch.cat((features, residual), dim=1))  # (B, 1, n, n), signed
         physics = self.engine(delta_kappa, images, fit.macro)

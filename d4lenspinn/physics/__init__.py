@@ -4,7 +4,7 @@ from . import profiles
 from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
 from .grid import PixelGrid, check_field
-from .lens_fit import LensFit, StartGrid, centred_lens, fit_smooth_lens
+from .lens_fit import LensFit, StartGrid, centred_lens, fit_smooth_lens, tangent_basis
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
 from .lens_refinement import LensRefinement, refine_lens
 from .macro import MacroLens, check_macro, macro_convergence, macro_deflection, macro_potential
@@ -18,10 +18,11 @@ from .poisson import (
     potential_and_deflection,
     potential_from_kappa,
 )
-from .shapelets import shapelet_basis, shapelet_count
+from .shapelets import shapelet_basis, shapelet_count, shapelet_order
 from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens, source_plane
 from .source_inversion import SourceInversion, invert_source
 from .source_moments import initial_source
+from .unexplained import SubhaloScan, subhalo_scan, unexplained_signal
 
 __all__ = [
     "SourceInversion",
@@ -59,12 +60,17 @@ __all__ = [
     "source_plane",
     "shapelet_basis",
     "shapelet_count",
+    "shapelet_order",
     "initial_source",
     "LensFit",
     "StartGrid",
     "centred_lens",
     "fit_smooth_lens",
+    "tangent_basis",
     "LensRefinement",
     "refine_lens",
+    "unexplained_signal",
+    "SubhaloScan",
+    "subhalo_scan",
     "profiles",
 ]

@@ -41,11 +41,11 @@ from .grid import PixelGrid, check_field
 from .light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels, gaussian_taps
 from .macro import MacroLens, check_macro
 from .noise import estimate_noise
-from .shapelets import shapelet_basis
+from .shapelets import shapelet_basis, shapelet_order
 from .smooth_lens import SersicSource, sersic_at, source_plane
 from .source_moments import initial_source
 
-__all__ = ["LensFit", "StartGrid", "centred_lens", "fit_smooth_lens"]
+__all__ = ["LensFit", "StartGrid", "centred_lens", "fit_smooth_lens", "tangent_basis"]
 
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
@@ -405,3 +405,29 @@ def _fit(images, init, widths, problem, steps, starts) -> LensFit:
         normalised_residual=((problem.images - model) * problem.inverse_sigma).reshape(images.shape),
         shapelets=coefficients[:, 1:],
     )
+
+
+def tangent_basis(fit: LensFit, grid: PixelGrid, psf_truncation: float = 4.0, fit_psf: bool = True) -> torch.Tensor:
+    """Orthonormal basis ``(B, N, P)`` (float64, N = n^2 pixels, P <= 16 + shapelets) of the directions in which the
+    smooth model of ``fit`` can change, in units of the fit's noise sigma: the derivatives of the lensed,
+    PSF-convolved source in the 7 lens and 6 source-shape parameters (and the log PSF width with ``fit_psf``), the
+    source's linear components and the background. ``fit`` must come from :func:`fit_smooth_lens` with this
+    ``grid``, ``psf_truncation`` and ``fit_psf`` (the shapelet order is read from ``fit.shapelets``). Directions the
+    others span to 1e-9 are dropped (their columns are zero). Raises ``ValueError`` for a failed fit."""
+    if fit.failed.any():
+        raise ValueError(f"fits {fit.failed.nonzero().flatten().tolist()} failed: no tangent space to project onto")
+    order = shapelet_order(fit.shapelets.shape[1])
+    model = fit.model.double()
+    problem = _problem(model, fit.sigma.to(model), grid, fit.psf_fwhm.double(), psf_truncation, fit_psf, order)
+    u = _pack(fit.macro, fit.source).to(model)
+    if fit_psf:
+        u = torch.cat((u, fit.psf_fwhm.log().to(model)[:, None]), dim=1)
+    # At the fit's own model the residual is zero, so the variable-projection Jacobian is the tangent of the full
+    # model projected off the linear components; those components and the constant complete the basis.
+    components = _components(u, problem)
+    constant = torch.ones_like(components[:, :1])
+    basis = torch.cat((components, constant), dim=1).transpose(1, 2) * problem.inverse_sigma[..., None]
+    basis = torch.cat((basis, _jacobian(u, problem)), dim=2)
+    basis = basis / basis.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    left, singular, _ = torch.linalg.svd(basis, full_matrices=False)
+    return left * (singular > 1e-9 * singular[:, :1])[:, None, :]

@@ -18,12 +18,23 @@ import math
 
 import torch
 
-__all__ = ["shapelet_basis", "shapelet_count"]
+__all__ = ["shapelet_basis", "shapelet_count", "shapelet_order"]
 
 
 def shapelet_count(n_max: int) -> int:
     """Number of shapelets of order ``a + b <= n_max``."""
     return (n_max + 1) * (n_max + 2) // 2
+
+
+def shapelet_order(count: int) -> int | None:
+    """The order ``n_max`` of ``count`` shapelets (the inverse of :func:`shapelet_count`); None for 0 shapelets.
+    Raises ``ValueError`` for a count no order gives."""
+    if count == 0:
+        return None
+    order = round((math.sqrt(8 * count + 1) - 3) / 2)
+    if order < 0 or shapelet_count(order) != count:
+        raise ValueError(f"{count} is not a number of shapelets of order <= n_max (1, 3, 6, 10, ...)")
+    return order
 
 
 def _hermite_functions(u: torch.Tensor, n_max: int) -> list[torch.Tensor]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from d4lenspinn.physics.shapelets import shapelet_basis, shapelet_count
+from d4lenspinn.physics.shapelets import shapelet_basis, shapelet_count, shapelet_order
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
 N_MAX = 6
@@ -68,3 +68,10 @@ def test_a_negative_or_non_integer_order_is_refused():
     for bad in (-1, 2.0, True):
         with pytest.raises(ValueError, match="n_max"):
             shapelet_basis(x, y, 1.0, bad)
+
+
+def test_the_order_of_a_shapelet_count_inverts_it():
+    assert shapelet_order(0) is None
+    assert [shapelet_order(shapelet_count(n)) for n in range(12)] == list(range(12))
+    with pytest.raises(ValueError, match="4 is not a number of shapelets"):
+        shapelet_order(4)
