@@ -6,14 +6,14 @@ first order about the fit, where the smooth model is linear in its parameters (i
 
 * how much of a given signal (a substructure's image) would survive a refit of the smooth model
   (:func:`unexplained_signal`): the signal projected off the tangent space;
-* is there a subhalo anywhere (:func:`subhalo_scan`, "gravitational imaging" by a grid of trial subhalos, as
-  Vegetti & Koopmans 2009 and Despali et al. 2022 scan for them): at every trial position ``p`` a small mass adds
-  the deflection ``b^2 (theta - p) / (|theta - p|^2 + core^2)`` and changes the image by ``-PSF * (grad S . delta
-  alpha)``, with ``S`` the fitted source at ``beta(theta)``; the chi^2 gained by fitting that template's strength
-  ``b^2`` together with the smooth model is ``delta chi^2 = <r, t>^2 / |t|^2`` for ``t`` the template projected off
-  the tangent space and ``r`` the residual projected likewise (positive masses only). Without a subhalo each
-  position's ``delta chi^2`` is a chi^2 of one degree of freedom; the map's maximum is a detector that needs no
-  training, and the map says where.
+* is there a subhalo anywhere (:func:`subhalo_scan`: a trial subhalo at every position, as the sensitivity maps
+  of gravitational imaging place one at every pixel, Despali et al. 2022): at every trial position ``p`` a small
+  mass adds the deflection ``b^2 (theta - p) / (|theta - p|^2 + core^2)`` and changes the image by ``-PSF * (grad S
+  . delta alpha)``, with ``S`` the fitted source at ``beta(theta)``; the chi^2 gained by fitting that template's
+  strength ``b^2`` together with the smooth model is ``delta chi^2 = <r, t>^2 / |t|^2`` for ``t`` the template
+  projected off the tangent space and ``r`` the residual projected likewise (positive masses only). Without a
+  subhalo each position's ``delta chi^2`` is a chi^2 of one degree of freedom; the map's maximum is a detector that
+  needs no training, and the map says where.
 """
 
 from __future__ import annotations
