@@ -50,9 +50,9 @@ CLASSES = {1: "subhalos", 2: "vortex"}
 
 
 def measure(preset, label: int, count: int, steps: int, seed: int, shapelets: int | None) -> dict[str, np.ndarray]:
-    """Per Sersic-source lens of class ``label``: peak SNR, d_full, d, d_A, the refitted chi^2 of its noisy image and
-    the largest delta chi^2 of its subhalo scan, and
-    whether the fit of its smooth image converged (reduced chi^2 < 0.01)."""
+    """Per Sersic-source lens of class ``label``: peak SNR, d_full, d, d_A, the refitted chi^2 of its noisy image, the
+    largest delta chi^2 of its subhalo scan, and whether the fit of its smooth image converged (reduced chi^2 <
+    0.01)."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     values: dict[str, list[torch.Tensor]] = {}
     drawn = kept = 0

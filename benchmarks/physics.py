@@ -1,21 +1,26 @@
 """Time the lensing physics engine: forward and forward+backward for a batch of images.
 
-    python benchmarks/physics.py [--batch 64] [--repeats 20] [--device cpu|cuda]
+    python benchmarks/physics.py [--batch 64] [--repeats 20] [--device cpu|cuda] [--scan]
 
 Prints the median wall time per batch (and the interquartile range) for the Poisson solve alone (psi and
 alpha), the whole engine forward (+ source reconstruction and re-lensing) and forward+backward, at the
-DeepLense Model I grid (150 x 150, 0.05"/pixel) and a Model II-like grid (64 x 64, 0.101"/pixel).
+DeepLense Model I grid (150 x 150, 0.05"/pixel) and a Model II-like grid (64 x 64, 0.101"/pixel). With ``--scan``,
+also the subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`) of 4 fitted ``model_ii_broad`` images, seconds per
+image at strides 2 and 1, in float32 and float64.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 
 import torch
 from _machine import describe_machine, wall_times
 
-from d4lenspinn.physics import LensingEngine, PixelGrid, fft_size
+from d4lenspinn.data.presets import get_preset
+from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
+from d4lenspinn.physics import LensingEngine, PixelGrid, fft_size, fit_smooth_lens, subhalo_scan
 from d4lenspinn.physics import profiles as P
 
 GRIDS = {"64x64": PixelGrid(64, 0.101), "150x150": PixelGrid(150, 0.05)}
@@ -52,11 +57,30 @@ def _time_grid(grid: PixelGrid, batch: int, device: torch.device, repeats: int) 
     return [poisson, forward, _median_ms(train_step, device, repeats)]
 
 
+def _time_scan(device: torch.device, repeats: int) -> None:
+    """Seconds per image of the subhalo scan of 4 fitted model_ii_broad images (PSF width fitted, 5 steps)."""
+    preset = get_preset("model_ii_broad")
+    grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
+    lenses = sample_lenses(preset, 1, 4, torch.Generator().manual_seed(0))
+    images = render_images(lenses, preset, torch.Generator().manual_seed(1))
+    print("subhalo scan of 4 fitted 64x64 images, median of runs, seconds per image")
+    for dtype in (torch.float32, torch.float64):
+        fit = fit_smooth_lens(
+            images.to(device, dtype), true_macro_lens(lenses), grid, preset.psf_fwhm, preset.psf_truncation, 5,
+            gradients=False, fit_psf=True,
+        )  # fmt: skip
+        for stride in (2, 1):
+            scan = functools.partial(subhalo_scan, fit, grid, preset.psf_truncation, stride=stride)
+            times = wall_times(scan, device, repeats)
+            print(f"  {str(dtype).removeprefix('torch.')}, stride {stride}: {statistics.median(times) / 4:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scan", action="store_true", help="also time the subhalo scan")
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -67,6 +91,8 @@ def main() -> None:
         cells = [f"{m:7.1f} [{lo:5.1f}-{hi:5.1f}]" for m, lo, hi in _time_grid(grid, args.batch, device, args.repeats)]
         size = fft_size(2 * grid.n - 1)
         print(f"{name:>8} {f'{size}x{size}':>8} " + " ".join(f"{c:>22}" for c in cells))
+    if args.scan:
+        _time_scan(device, max(1, args.repeats // 10))
 
 
 if __name__ == "__main__":

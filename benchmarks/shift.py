@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import describe_machine
-from shift_cells import GRID, SENSITIVITY, Cell, Renderer, read_metadata, write_cell
+from shift_cells import GRID, N_PIXELS, SENSITIVITY, Cell, Renderer, read_metadata, write_cell
 from shift_scoring import (
     FitChi2Scorer,
     NetworkScorer,
@@ -332,6 +332,10 @@ def main() -> None:
     if unknown or args.per_class < 1 or args.sensitivity_per_class < 0:
         parser.error(
             f"unknown cells {unknown} (valid: {list(known)}), or --per-class < 1 / --sensitivity-per-class < 0"
+        )
+    if args.scan_stride < 0 or (args.scan_stride and N_PIXELS % args.scan_stride):
+        parser.error(
+            f"--scan-stride must be 0 (no scan) or divide the cells' {N_PIXELS} pixels, got {args.scan_stride}"
         )
     cells = [known[n] for n in args.cells] if args.cells else list(GRID)
     data, out, device = Path(args.data), Path(args.out), resolve_device(args.device)
