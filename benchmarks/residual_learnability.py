@@ -7,19 +7,22 @@
 ``--n-train`` / ``--n-test`` lenses per class of ``--preset`` are simulated (min-max normalised, as the models see
 them); the smooth lens is fitted to each (:func:`~d4lenspinn.physics.fit_smooth_lens`, ``--steps``
 Levenberg-Marquardt steps from the true lens with a network's typical errors, benchmarks/fit.py), once with the
-preset's nominal PSF and once with the PSF width fitted too (``fit_psf=True``), and the pixelated source is inverted
-through each fitted lens and PSF (:func:`~d4lenspinn.physics.invert_source`, 64 x 64 source pixels of 0.05",
-regularisation 10); only the fits the ``--inputs`` need are run. The fits are computed once, before any training,
-so the inputs differ and nothing else does: ``d4_cnn`` (the D4-invariant CNN) is trained from the same seed on each
-input for ``--epochs`` (batch 32, AdamW lr 1e-3 with one-cycle schedule, weight decay 1e-4, one thread) and tested on
-the held-out lenses:
+preset's nominal PSF and once with the PSF width fitted too (``fit_psf=True``), each fit is scanned for a subhalo,
+and the pixelated source is inverted through each fitted lens and PSF (:func:`~d4lenspinn.physics.invert_source`,
+64 x 64 source pixels of 0.05", regularisation 10); only the fits and maps the ``--inputs`` need are computed. They
+are computed once, before any training, so the inputs differ and nothing else does: ``d4_cnn`` (the D4-invariant
+CNN) is trained from the same seed on each input for ``--epochs`` (batch 32, AdamW lr 1e-3 with one-cycle schedule,
+weight decay 1e-4, one thread) and tested on the held-out lenses:
 
 * ``image``: the image alone (what every classifier of the package sees);
 * ``residual``: ``asinh((image - fitted smooth model) / sigma)``, the Sersic fit's residual in units of the noise;
 * ``inversion``: ``asinh(residual of the pixelated-source inversion / sigma)``: any source structure the fitted
   lens maps consistently is absorbed;
 * ``image+residual``: both channels;
-* ``residual-psf``, ``inversion-psf``: the same two residuals with the PSF width fitted.
+* ``residual-psf``, ``inversion-psf``: the same two residuals with the PSF width fitted;
+* ``scan``, ``scan-psf``: the subhalo scan of either fit (:func:`~d4lenspinn.physics.subhalo_scan`, stride 2), as
+  ``asinh(sqrt(delta chi^2))`` (the significance of a subhalo at each 2 x 2 block, repeated onto its 4 pixels):
+  where one subhalo would explain the residual; ``residual-psf+scan-psf`` both channels.
 
 With ``--subsets`` each input is also trained on the first N training lenses per class (a learning curve: is the
 budget what limits it?). Printed: test macro AUC with a stratified bootstrap 95% interval, per peak-SNR bin, and
@@ -44,20 +47,20 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
 from d4lenspinn.models import create_model
-from d4lenspinn.physics import MacroLens, PixelGrid, fit_smooth_lens, invert_source, macro_deflection
+from d4lenspinn.physics import MacroLens, PixelGrid, fit_smooth_lens, invert_source, macro_deflection, subhalo_scan
 from d4lenspinn.physics.light import gaussian_psf_kernels
 from d4lenspinn.progress import progress_bar
 from d4lenspinn.report import markdown_table
 
 BATCH = 64
 INPUTS = ("image", "residual", "inversion", "image+residual", "residual-psf", "inversion-psf")
-RESIDUALS = ("residual", "inversion", "residual-psf", "inversion-psf")
+INPUTS += ("scan", "scan-psf", "residual-psf+scan-psf")
+FITTED = tuple(f"{kind}{suffix}" for suffix in ("", "-psf") for kind in ("residual", "inversion", "scan"))
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, np.inf))
 
 
 def simulate(preset, per_class: int, seed: int, steps: int, needed: set[str]) -> dict[str, torch.Tensor]:
-    """Images, labels, peak SNR (inf: noiseless) and the ``needed`` residuals (of :data:`RESIDUALS`) in units of the
-    noise."""
+    """Images, labels, peak SNR (inf: noiseless) and the ``needed`` maps of the fits (of :data:`FITTED`)."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     psf = (preset.psf_fwhm, preset.psf_truncation)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("image", "labels", "snr", *needed)}
@@ -70,7 +73,7 @@ def simulate(preset, per_class: int, seed: int, steps: int, needed: set[str]) ->
             guess = MacroLens(*(value[start : start + BATCH].float() for value in init))
             parts["image"].append(image)
             for suffix, fit_psf in (("", False), ("-psf", True)):
-                if not {"residual" + suffix, "inversion" + suffix} & needed:
+                if not {f"{kind}{suffix}" for kind in ("residual", "inversion", "scan")} & needed:
                     continue
                 fit = fit_smooth_lens(image, guess, grid, *psf, steps, gradients=False, fit_psf=fit_psf)
                 if "residual" + suffix in needed:
@@ -81,9 +84,22 @@ def simulate(preset, per_class: int, seed: int, steps: int, needed: set[str]) ->
                     kernels = gaussian_psf_kernels(fit.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
                     inversion = invert_source(data, alpha, grid, PixelGrid(64, 0.05), kernels, fit.sigma, 10.0, 80)
                     parts["inversion" + suffix].append(torch.asinh(inversion.normalised_residual))
+                if "scan" + suffix in needed:
+                    parts["scan" + suffix].append(scan_map(fit, grid, preset.psf_truncation, fit_psf))
         parts["labels"].append(torch.full((per_class,), label))
         parts["snr"].append(lenses.peak_snr.double())
     return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def scan_map(fit, grid: PixelGrid, psf_truncation: float, fit_psf: bool) -> torch.Tensor:
+    """``asinh(sqrt(delta chi^2))`` of the subhalo scan at stride 2, each block's value on its 4 pixels, ``(B, 1, n,
+    n)``; 0 where the fit failed."""
+    values = torch.zeros_like(fit.model)
+    kept = (~fit.failed).nonzero().flatten()
+    if len(kept):
+        scan = subhalo_scan(fit.select(kept), grid, psf_truncation, fit_psf, stride=2).delta_chi2
+        values[kept] = torch.asinh(scan.sqrt()).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    return values
 
 
 def channels(data: dict[str, torch.Tensor], inputs: str) -> torch.Tensor:
@@ -132,7 +148,7 @@ def main() -> None:
     print(describe_machine(torch.device("cpu")))
     print("command: python benchmarks/residual_learnability.py " + " ".join(sys.argv[1:]))
     preset = get_preset(args.preset)
-    needed = {name for inputs in args.inputs for name in inputs.split("+")} & set(RESIDUALS)
+    needed = {name for inputs in args.inputs for name in inputs.split("+")} & set(FITTED)
     start = time.time()
     train = simulate(preset, args.n_train, args.seed, args.steps, needed)
     test = simulate(preset, args.n_test, args.seed + 1000, args.steps, needed)
@@ -152,7 +168,7 @@ def main() -> None:
     bins = {f"SNR {low:g}-{high:g}": (snr >= low) & ((snr < high) | (high == np.inf)) for low, high in SNR_BINS}
     header = ["input", "training lenses per class", "test macro AUC [95%]"]
     header += [f"{name} (n={int(sel.sum())})" for name, sel in bins.items()]
-    header.append("paired (vs the image; the -psf inputs also vs the nominal PSF; vs the smallest training set)")
+    header.append("paired (vs the image, the PSF-fitted residual, the nominal PSF for -psf inputs, the smallest set)")
     rows = []
     for (inputs, size), p in probabilities.items():
         interval = bootstrap_intervals(p, labels, CLASS_NAMES, 1000, seed=0)["macro_auc"]
@@ -161,7 +177,12 @@ def main() -> None:
         )
         per_bin = [f"{classification_metrics(p[s], labels[s], CLASS_NAMES)['macro_auc']:.3f}" for s in bins.values()]
         pairs = []
-        for reference in (("image", size), (inputs.removesuffix("-psf"), size), (inputs, sizes[0])):
+        for reference in (
+            ("image", size),
+            (inputs.removesuffix("-psf"), size),
+            ("residual-psf", size),
+            (inputs, sizes[0]),
+        ):
             if reference != (inputs, size) and reference in probabilities:
                 gain = paired_difference(p, probabilities[reference], labels, CLASS_NAMES, 1000, seed=0)
                 name = f"{reference[0]} at {reference[1]}" if len(sizes) > 1 else reference[0]

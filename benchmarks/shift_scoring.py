@@ -28,7 +28,7 @@ from torch import nn
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.data import batch_loader, prepare_test_data
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
-from d4lenspinn.physics import LensFit, subhalo_scan
+from d4lenspinn.physics import subhalo_scan
 from d4lenspinn.tta import predict
 
 DETECTION_CLASSES = ("none", "substructure")
@@ -88,15 +88,10 @@ class ScanScorer:
         scores = np.full(len(images), np.inf)
         kept = (~fit.failed).nonzero().flatten()
         if len(kept):
-            fit = select_fit(fit, kept)
+            fit = fit.select(kept)
             scan = subhalo_scan(fit, model.grid, model.psf_truncation, model.fit_psf, self.stride)
             scores[kept.cpu().numpy()] = scan.delta_chi2.flatten(1).amax(dim=1).double().cpu().numpy()
         return scores
-
-
-def select_fit(fit: LensFit, index: torch.Tensor) -> LensFit:
-    """The images ``index`` of a batched :class:`LensFit`."""
-    return LensFit(*(type(part)(*(v[index] for v in part)) if isinstance(part, tuple) else part[index] for part in fit))
 
 
 def score_folder(scorer: Scorer, folder: Path, expected_labels: np.ndarray, batch_size: int = 64) -> np.ndarray:

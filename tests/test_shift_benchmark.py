@@ -182,7 +182,7 @@ def test_scorer_with_the_wrong_output_shape_is_a_clear_error(bench, cells):
 
 def test_a_fitted_models_physics_only_scorers(bench, cells):
     """The fit's chi^2 and the subhalo scan's largest delta chi^2 of a model that fits the lens: one finite score per
-    image of a cell, the scan's equal to scanning the model's own fit; ``select_fit`` takes images of a fit."""
+    image of a cell, the scan's equal to scanning the model's own fit; ``LensFit.select`` takes images of a fit."""
     scoring = bench["shift_scoring"]
     root, _ = cells
     model = create_model(
@@ -193,7 +193,7 @@ def test_a_fitted_models_physics_only_scorers(bench, cells):
     scan = scoring.ScanScorer("scan", model, stride=4)(images)
     assert chi2.shape == scan.shape == (3,) and np.isfinite(scan).all() and (scan >= 0).all()
     fit, _ = model.fit_lens(images, model.preprocessing(images))
-    one = scoring.select_fit(fit, torch.tensor([1]))
+    one = fit.select(torch.tensor([1]))
     torch.testing.assert_close(one.macro.theta_e, fit.macro.theta_e[1:2])
     torch.testing.assert_close(one.normalised_residual, fit.normalised_residual[1:2])
     expected = subhalo_scan(one, model.grid, model.psf_truncation, model.fit_psf, stride=4).delta_chi2.max()

@@ -68,6 +68,10 @@ class LensFit(NamedTuple):
     normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / sigma: what the smooth lens cannot explain
     shapelets: torch.Tensor  # (B, K) coefficients of the source's shapelets (image units); K = 0 without them
 
+    def select(self, index: torch.Tensor) -> LensFit:
+        """The fits of the images ``index`` (indices or a boolean mask over the batch)."""
+        return LensFit(*(type(p)(*(v[index] for v in p)) if isinstance(p, tuple) else p[index] for p in self))
+
 
 class StartGrid(NamedTuple):
     """Candidate starts around an init lens: ``theta_e_scales`` multiply theta_E, ``centre_shifts`` [pixels] move the
