@@ -50,9 +50,9 @@ CLASSES = {1: "subhalos", 2: "vortex"}
 
 
 def measure(preset, label: int, count: int, steps: int, seed: int, shapelets: int | None) -> dict[str, np.ndarray]:
-    """Per Sersic-source lens of class ``label``: peak SNR, d_full, d, d_A, the refitted chi^2 of its noisy image, the
-    largest delta chi^2 of its subhalo scan, and whether the fit of its smooth image converged (reduced chi^2 <
-    0.01)."""
+    """Per Sersic-source lens of class ``label``: peak SNR, the refitted chi^2 of its noisy image and the largest
+    delta chi^2 of its subhalo scan; for the substructure classes also d_full, d, d_A and whether the fit of its
+    smooth image converged (reduced chi^2 < 0.01)."""
     grid = PixelGrid(preset.n_pixels, preset.pixel_scale)
     values: dict[str, list[torch.Tensor]] = {}
     drawn = kept = 0
@@ -72,29 +72,29 @@ def measure(preset, label: int, count: int, steps: int, seed: int, shapelets: in
         truth = true_macro_lens(lenses)
         widths = lenses.psf_fwhm.nan_to_num(preset.psf_fwhm).double()
         psf = dict(psf_truncation=preset.psf_truncation, sigma=sigma, gradients=False, fit_psf=True)
-        exact = fit_smooth_lens(smooth, truth, grid, widths, steps=steps + 5, shapelets=shapelets, **psf)
-        converged = exact.reduced_chi2 < 0.01
-        signal = with_sub - smooth
-        left = unexplained_signal(signal, exact, grid, preset.psf_truncation)
-        asimov = fit_smooth_lens(with_sub, truth, grid, widths, steps=steps + 5, shapelets=shapelets, **psf)
         refit = fit_smooth_lens(noisy, truth, grid, widths, steps=steps, shapelets=shapelets, **psf)
-        scaled = signal / sigma.reshape(-1, 1, 1, 1)
         rows = {
             "snr": lenses.peak_snr.double(),
-            "d_full": scaled.flatten(1).norm(dim=1),
-            "d": left.flatten(1).norm(dim=1),
-            "d_A": asimov.normalised_residual.flatten(1).norm(dim=1),
             "refit_chi2": refit.normalised_residual.square().flatten(1).sum(dim=1),
             "scan": subhalo_scan(refit, grid, preset.psf_truncation, stride=2).delta_chi2.flatten(1).amax(dim=1),
-            "converged": converged,
         }
+        if label:  # the signal's share: substructure classes only (the no-substructure lenses are the null)
+            exact = fit_smooth_lens(smooth, truth, grid, widths, steps=steps + 5, shapelets=shapelets, **psf)
+            signal = with_sub - smooth
+            left = unexplained_signal(signal, exact, grid, preset.psf_truncation)
+            asimov = fit_smooth_lens(with_sub, truth, grid, widths, steps=steps + 5, shapelets=shapelets, **psf)
+            rows["d_full"] = (signal / sigma.reshape(-1, 1, 1, 1)).flatten(1).norm(dim=1)
+            rows["d"] = left.flatten(1).norm(dim=1)
+            rows["d_A"] = asimov.normalised_residual.flatten(1).norm(dim=1)
+            rows["converged"] = exact.reduced_chi2 < 0.01
         for name, value in rows.items():
             values.setdefault(name, []).append(value)
     return {name: torch.cat(value)[:count].numpy() for name, value in values.items()}
 
 
 def phi(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    """The standard normal CDF."""
+    return torch.special.ndtr(torch.from_numpy(x)).numpy()
 
 
 def main() -> None:
@@ -143,7 +143,7 @@ def main() -> None:
                     f"{scanned:.3f}",
                 ]
             )
-    unconverged = sum(int((~data[label]["converged"]).sum()) for label in range(3))
+    unconverged = sum(int((~data[label]["converged"]).sum()) for label in CLASSES)
     source = "Sersic source" if args.shapelets is None else f"Sersic + shapelets of order <= {args.shapelets}"
     print(f"preset {preset.name}, {args.n} single-Sersic lenses per class, smooth model with a {source}; ")
     print(f"{unconverged} lenses whose smooth image the fit did not reproduce (reduced chi^2 >= 0.01) left out")
