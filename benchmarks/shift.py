@@ -1,18 +1,21 @@
-"""How do trained models hold up on lenses our simulator did not make? A lenstronomy grid of shifts, Model II geometry.
+"""How do trained models hold up on lenses our simulator did not make? A lenstronomy grid of shifts.
 
     python benchmarks/shift.py --checkpoints demo=runs/demo/best.pt d4_cnn=runs/baseline/d4_cnn/best.pt
-                               [--references d4_cnn] [--tta both] [--per-class 200] [--sensitivity-per-class 400]
-                               [--cells reference snr_10 ...] [--data data/shift] [--out runs/shift]
-                               [--n-bootstrap 1000] [--seed 0] [--batch 64] [--device auto] [--scan-stride 2]
+                               [--instrument model_ii] [--references d4_cnn] [--tta both] [--per-class 200]
+                               [--sensitivity-per-class 400] [--cells reference snr_10 ...] [--data data/shift]
+                               [--out runs/shift] [--n-bootstrap 1000] [--seed 0] [--batch 64] [--device auto]
+                               [--scan-stride 2]
 
-Test sets (benchmarks/shift_cells.py; parameters drawn in numpy, images rendered by lenstronomy with Euclid VIS
-settings, 64 x 64 at 0.101"/px, PSF FWHM 0.16"): a reference cell (theta_E 1.0", peak SNR 30, Sersic source, mild
-lens) and cells moving one axis at a time (theta_E 0.7/1.3/1.6", SNR 10/100/noiseless, clumpy source, strong
-ellipticity and shear), all inside the broad training prior, plus extrapolation cells just outside it (theta_E
-0.45" and 1.9", SNR 5, |e| 0.3 with |gamma| 0.15); ``--per-class`` images per class in each; and a control cell
-with the model_ii preset's own fixed lens and source at SNR 300 (in neither pool). A sensitivity set at
-the reference lens (``--sensitivity-per-class``, 0 skips it) with wider substructure masses gives detection AUC in
-bins of the largest and total subhalo mass, the vortex mass and the vortex half-length.
+Test sets (benchmarks/shift_cells.py; parameters drawn in numpy, images rendered by lenstronomy on the grid of
+``--instrument``: ``model_ii``, Euclid VIS settings, 64 x 64 at 0.101"/px, PSF FWHM 0.16"; or ``model_i``, Common
+Test I's 150 x 150 at 0.05"/px, PSF FWHM 0.087"; data and output default to ``data/shift``, ``runs/shift`` for
+Model II and ``data/shift_model_i``, ``runs/shift_model_i`` for Model I): a reference cell (theta_E 1.0", peak SNR
+30, Sersic source, mild lens) and cells moving one axis at a time (theta_E 0.7/1.3/1.6", SNR 10/100/noiseless,
+clumpy source, strong ellipticity and shear), all inside the broad training prior, plus extrapolation cells just
+outside it (theta_E 0.45" and 1.9", SNR 5, |e| 0.3 with |gamma| 0.15); ``--per-class`` images per class in each;
+and a control cell with the faithful preset's own fixed lens and source at its SNR (in neither pool). A sensitivity
+set at the reference lens (``--sensitivity-per-class``, 0 skips it) with wider substructure masses gives detection
+AUC in bins of the largest and total subhalo mass, the vortex mass and the vortex half-length.
 
 Each checkpoint is scored on every cell without and/or with D4 TTA (``--tta off|on|both``): macro AUC over the
 three classes and detection AUC (none vs substructure, score -log p(no)), each with stratified bootstrap 95%
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import describe_machine
-from shift_cells import GRID, N_PIXELS, SENSITIVITY, Cell, Renderer, read_metadata, write_cell
+from shift_cells import TEMPLATE_SNR, Cell, Renderer, grid, instrument, read_metadata, sensitivity_cell, write_cell
 from shift_scoring import (
     FitChi2Scorer,
     NetworkScorer,
@@ -314,11 +317,12 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", required=True, metavar="NAME=PATH")
     parser.add_argument("--references", nargs="*", default=[], help="checkpoint names to pair every row against")
     parser.add_argument("--tta", choices=("off", "on", "both"), default="both")
-    parser.add_argument("--cells", nargs="*", default=None, help=f"subset of {[c.name for c in GRID]}")
+    parser.add_argument("--instrument", choices=sorted(TEMPLATE_SNR), default="model_ii")
+    parser.add_argument("--cells", nargs="*", default=None, help=f"subset of {[c.name for c in grid()]}")
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--sensitivity-per-class", type=int, default=400)
-    parser.add_argument("--data", default="data/shift")
-    parser.add_argument("--out", default="runs/shift")
+    parser.add_argument("--data", default=None, help="default data/shift (Model II), data/shift_model_i (Model I)")
+    parser.add_argument("--out", default=None, help="default runs/shift (Model II), runs/shift_model_i (Model I)")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
@@ -327,18 +331,20 @@ def main() -> None:
         "--scan-stride", type=int, default=0, help="models that fit the lens: also the subhalo scan at this stride"
     )
     args = parser.parse_args()
-    known = {c.name: c for c in GRID}
+    setup, suffix = instrument(args.instrument), "" if args.instrument == "model_ii" else f"_{args.instrument}"
+    known = {c.name: c for c in grid(args.instrument)}
     unknown = sorted(set(args.cells or []) - set(known))
     if unknown or args.per_class < 1 or args.sensitivity_per_class < 0:
         parser.error(
             f"unknown cells {unknown} (valid: {list(known)}), or --per-class < 1 / --sensitivity-per-class < 0"
         )
-    if args.scan_stride < 0 or (args.scan_stride and N_PIXELS % args.scan_stride):
+    if args.scan_stride < 0 or (args.scan_stride and setup.n_pixels % args.scan_stride):
         parser.error(
-            f"--scan-stride must be 0 (no scan) or divide the cells' {N_PIXELS} pixels, got {args.scan_stride}"
+            f"--scan-stride must be 0 (no scan) or divide the cells' {setup.n_pixels} pixels, got {args.scan_stride}"
         )
-    cells = [known[n] for n in args.cells] if args.cells else list(GRID)
-    data, out, device = Path(args.data), Path(args.out), resolve_device(args.device)
+    cells = [known[n] for n in args.cells] if args.cells else list(known.values())
+    data, out = Path(args.data or f"data/shift{suffix}"), Path(args.out or f"runs/shift{suffix}")
+    device = resolve_device(args.device)
     command = "python " + shlex.join(sys.argv)
     print(f"command: {command}\nmachine: {describe_machine(device)}")
 
@@ -349,17 +355,19 @@ def main() -> None:
     suffixes = {"off": [""], "on": [" +TTA"], "both": ["", " +TTA"]}[args.tta]
     pairs = [(n, r) for r in args.references for n in names if n != r]
     pairs = [(f"{n}{s}", f"{r}{s}") for i, (n, r) in enumerate(pairs) if (r, n) not in pairs[:i] for s in suffixes]
-    renderer = Renderer()
+    renderer, sensitivity_set = Renderer(setup), sensitivity_cell(args.instrument)
     start = datetime.datetime.now()
     for cell in cells:
         write_cell(data, cell, args.per_class, args.seed, renderer)
     if args.sensitivity_per_class:
-        write_cell(data, SENSITIVITY, args.sensitivity_per_class, args.seed, renderer)
+        write_cell(data, sensitivity_set, args.sensitivity_per_class, args.seed, renderer)
     rendered = datetime.datetime.now()
     results = run_benchmark(scorers, cells, data, out, pairs, args.n_bootstrap, args.seed, args.batch)
     sensitivity = None
     if args.sensitivity_per_class:
-        sensitivity = run_sensitivity(scorers, data / SENSITIVITY.name, out, args.n_bootstrap, args.seed, args.batch)
+        sensitivity = run_sensitivity(
+            scorers, data / sensitivity_set.name, out, args.n_bootstrap, args.seed, args.batch
+        )
     finished = datetime.datetime.now()
     results |= {
         "command": command,

@@ -75,14 +75,60 @@ def test_noise_has_the_requested_peak_snr(bench, renderer):
     assert np.var(noisy[bright] - electrons[bright]) > sigma**2
 
 
-def test_control_cell_draws_the_model_ii_lens_and_source(bench):
+def test_instrument_model_ii_is_lenstronomys_euclid_vis(bench):
+    """The Model II grid is Euclid VIS as lenstronomy's ObservationConfig defines it (pixel, seeing, background)."""
+    from lenstronomy.SimulationAPI.observation_api import SingleBand
+    from lenstronomy.SimulationAPI.ObservationConfig.Euclid import Euclid
+
+    band = Euclid(band="VIS", psf_type="GAUSSIAN", coadd_years=6).kwargs_single_band()
+    observation = SingleBand(**band)
+    setup = bench["shift_cells"].instrument("model_ii")
+    assert (setup.n_pixels, setup.pixel_scale, setup.psf_fwhm) == (64, band["pixel_scale"], band["seeing"])
+    assert setup.background_sigma == pytest.approx(observation.background_noise * observation.exposure_time, rel=1e-9)
+    with pytest.raises(ValueError, match="unknown instrument 'euclid'"):
+        bench["shift_cells"].instrument("euclid")
+
+
+@pytest.mark.parametrize(
+    ("name", "theta_e", "gamma1", "main_halo_mass"),
+    [("model_ii", 0.812132, 0.0316869, 0.633738e12), ("model_i", 1.28149, 0.05, 1e12)],
+)
+def test_control_cell_draws_the_presets_lens_and_source(bench, name, theta_e, gamma1, main_halo_mass):
+    """Each instrument's control cell is DeepLenseSim's fixed lens and source; a subhalo of mass m gets theta_E^2 =
+    theta_E^2 m / M_main with the preset's main-halo mass, as the broad training prior has it."""
     sc = bench["shift_cells"]
-    (control,) = [c for c in sc.GRID if c.control]
+    (control,) = [c for c in sc.grid(name) if c.control]
+    assert control.name == f"{name}_template" and control.peak_snr == sc.TEMPLATE_SNR[name]
     draw = sc.draw_lens(control, SUBHALOS, np.random.default_rng(0))
-    assert draw["lens"][0] == dict(theta_E=0.812, e1=0.1, e2=0.0, center_x=0.0, center_y=0.0)
-    assert draw["lens"][1]["gamma1"] == pytest.approx(0.0316869) and draw["lens"][1]["gamma2"] == 0.0
+    main, shear, *subhalos = draw["lens"]
+    assert main["theta_E"] == pytest.approx(theta_e, rel=1e-5) and (main["e1"], main["e2"]) == (0.1, 0.0)
+    assert (main["center_x"], main["center_y"]) == (0.0, 0.0)
+    assert shear["gamma1"] == pytest.approx(gamma1, rel=1e-5) and shear["gamma2"] == 0.0
+    largest = max(s["theta_E"] for s in subhalos) ** 2
+    assert largest == pytest.approx(main["theta_E"] ** 2 * draw["meta"]["largest_subhalo_mass"] / main_halo_mass)
     (source,) = draw["source"]
     assert (source["R_sersic"], source["n_sersic"], source["e1"], source["e2"]) == (0.25, 1.0, -0.1, 0.1)
+
+
+def test_a_model_i_cell_is_150_pixels_at_its_snr_and_needs_its_own_renderer(bench, renderer, tmp_path):
+    """Model I's grid: 150 x 150 of 0.05", the noiseless peak at peak_snr background sigmas (17.8 e-, Model I's
+    rms 0.01 times 10^3.25 s); a renderer of another instrument is refused before anything is written."""
+    sc = bench["shift_cells"]
+    setup = sc.instrument("model_i")
+    assert (setup.n_pixels, setup.pixel_scale, setup.psf_fwhm, setup.psf_truncation) == (150, 0.05, 0.087, 3.0)
+    assert setup.background_sigma == pytest.approx(0.01 * 10**3.25)
+    cell = sc.grid("model_i")[0]
+    with pytest.raises(ValueError, match="renderer of the cell's instrument 'model_i'.*got 'model_ii'"):
+        sc.write_cell(tmp_path, cell, 1, seed=0, renderer=renderer)
+    assert not (tmp_path / cell.name).exists()
+    model_i = sc.Renderer(setup)
+    image = model_i.noiseless(sc.draw_lens(cell, VORTEX, np.random.default_rng(0)))
+    noisy, sigma = model_i.observe(image, 30.0, np.random.default_rng(1))
+    assert image.shape == (150, 150) and sigma == setup.background_sigma
+    dark = image < 1e-3 * image.max()
+    assert np.std(noisy[dark] - image[dark] * 30.0 * sigma / image.max()) == pytest.approx(sigma, rel=0.03)
+    folder = sc.write_cell(tmp_path, cell, 1, seed=0, renderer=model_i)
+    assert np.load(folder / "vort" / "img00000.npy").shape == (150, 150)
 
 
 def test_written_cell_reads_through_the_loader_with_its_metadata(bench, cells):
