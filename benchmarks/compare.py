@@ -1,6 +1,7 @@
-"""Train D4LensPINN and the comparison models on the same data, budget, seeds and tuning grid; write docs/RESULTS.md.
+"""Train D4LensPINN and the comparison models on the same data, budget, seeds and tuning grid; tabulate the results.
 
     python benchmarks/compare.py                       # the CPU configuration (about an hour on 2 cores, 1 thread)
+    python benchmarks/compare.py --report-only --results docs/RESULTS.md --figure docs/figures/compare_auc.png
     python benchmarks/compare.py --n-per-class 5000 --epochs 30 --device cuda --threads 8   # the GPU configuration
 
 Each model of ``--models`` is a recipe, ``configs/recipes/<name>.yaml`` (the registered model, its settings and loss
@@ -13,7 +14,8 @@ paired bootstrap interval (both predictions resampled with the same stratified i
 
 Runs live in ``--out/<model>/lr<lr>/`` and are reused: a finished run (``timing.json``) is skipped, an interrupted
 one resumes from its ``last.pt``. ``--report-only`` rebuilds the results from the finished runs without training.
-Outputs: ``--out/results.json``, ``--results`` (markdown) and its figure ``docs/figures/compare_auc.png``. Text after
+Outputs: ``--out/results.json``, ``--results`` (markdown, default ``--out/RESULTS.md``) and its figure ``--figure``
+(default ``--out/compare_auc.png``); docs/RESULTS.md is rewritten only when named (second command above). Text after
 the line ``NOTES_MARKER`` in an existing ``--results`` file (the discussion of the numbers) is kept.
 """
 
@@ -351,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--root", default="data/compare", help="where the simulated data is written (and reused)")
     parser.add_argument("--out", default="runs/compare")
-    parser.add_argument("--results", default="docs/RESULTS.md")
-    parser.add_argument("--figure", default="docs/figures/compare_auc.png")
+    parser.add_argument("--results", help="markdown to (re)write; default --out/RESULTS.md")
+    parser.add_argument("--figure", help="figure of the test AUCs; default --out/compare_auc.png")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared CPU)")
     parser.add_argument("--report-only", action="store_true", help="only collect the finished runs and write results")
@@ -394,9 +396,10 @@ def main() -> None:
         Path(args.out) / "results.json",
         json.dumps({"machine": machine, "command": args.command, "results": results}, indent=2),
     )
-    figure = plot_auc(results, Path(args.figure))
-    write_markdown(results, args, machine, figure, Path(args.results))
-    print(f"wrote {args.results} and {figure}", flush=True)
+    markdown = Path(args.results or Path(args.out) / "RESULTS.md")
+    figure = plot_auc(results, Path(args.figure or Path(args.out) / "compare_auc.png"))
+    write_markdown(results, args, machine, figure, markdown)
+    print(f"wrote {markdown} and {figure}", flush=True)
 
 
 if __name__ == "__main__":
