@@ -21,9 +21,9 @@ Each checkpoint is scored on every cell without and/or with D4 TTA (``--tta off|
 three classes and detection AUC (none vs substructure, score -log p(no)), each with stratified bootstrap 95%
 intervals; pooled over the in-prior cells and over the extrapolation cells; the drop from the model's own test split
 (``metrics.json`` beside the checkpoint, when present); paired differences against the ``--references`` rows on
-both pools. A model that fits the lens to each image also gives its physics-only detectors: the fit's chi^2, and
-with ``--scan-stride S`` the largest delta chi^2 of the subhalo scan at that stride. Other scorers
-(benchmarks/shift_scoring.py, ``Scorer``) plug in through :func:`run_benchmark`.
+both pools and on the control cell. A model that fits the lens to each image also gives its physics-only
+detectors: the fit's chi^2, and with ``--scan-stride S`` the largest delta chi^2 of the subhalo scan at that stride.
+Other scorers (benchmarks/shift_scoring.py, ``Scorer``) plug in through :func:`run_benchmark`.
 Writes ``shift.json``, ``shift.md``, ``shift_auc.png`` and ``sensitivity.png`` under ``--out`` (atomically).
 Cells and predictions already on disk with the same settings are reused, so an interrupted run continues.
 """
@@ -104,6 +104,7 @@ def run_benchmark(
     pools = {
         "in_prior": [c for c in cells if c.in_prior and not c.control],
         "extrapolation": [c for c in cells if not (c.in_prior or c.control)],
+        "control": [c for c in cells if c.control],  # pooled and paired on its own, never with the grid
     }
     outputs, rows = {}, {}
     for row, (scorer, key, own) in scorers.items():

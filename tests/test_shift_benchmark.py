@@ -201,6 +201,9 @@ def test_end_to_end_evaluation_writes_json_table_and_figures(bench, cells, tmp_p
     assert net["drop_from_own_test"] == pytest.approx(0.9 - net["pooled"]["in_prior"]["macro"]["auc"])
     assert "macro" not in mean["cells"]["reference"] and 0 <= mean["cells"]["reference"]["detection"]["auc"] <= 1
     assert set(results["paired"]["net - mean"]["in_prior"]) == {"detection"}  # macro needs two class scorers
+    assert net["pooled"]["control"]["n"] == 3 * PER_CLASS  # the control cell is paired on its own
+    assert net["pooled"]["control"]["macro"] == net["cells"]["control"]["macro"]
+    assert set(results["paired"]["net - mean"]["control"]) == {"detection"}
     assert (tmp_path / "predictions" / "net" / "reference.npz").exists()  # reused by a rerun
     text = sh.tables(results)
     assert "pooled in-prior" in text and "| net | mean |" in text
