@@ -319,7 +319,7 @@ def main() -> None:
     parser.add_argument("--references", nargs="*", default=[], help="checkpoint names to pair every row against")
     parser.add_argument("--tta", choices=("off", "on", "both"), default="both")
     parser.add_argument("--instrument", choices=sorted(TEMPLATE_SNR), default="model_ii")
-    parser.add_argument("--cells", nargs="*", default=None, help=f"subset of {[c.name for c in grid()]}")
+    parser.add_argument("--cells", nargs="*", default=None, help="cell names (default: the instrument's whole grid)")
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--sensitivity-per-class", type=int, default=400)
     parser.add_argument("--data", default=None, help="default data/shift (Model II), data/shift_model_i (Model I)")
