@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from _machine import describe_machine
 
+from d4lenspinn.checkpoint import load_checkpoint
 from d4lenspinn.config import load_config
 from d4lenspinn.train import train
 
@@ -47,7 +48,7 @@ def main() -> None:
         config = load_config(args.config, [*args.overrides, f"out={Path(args.out) / name}"])
         run_dir = train(config, overwrite=True)
         rows = (run_dir / "metrics.jsonl").read_text().splitlines()
-        weights = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")["model"]
+        weights = load_checkpoint(run_dir / "last.pt").model_state
         runs[name] = (threads, weights, json.loads(rows[-1]).get("val_macro_auc"))
     first = runs["first"][1]
     for name, (threads, weights, auc) in runs.items():
