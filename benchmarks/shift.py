@@ -42,10 +42,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import describe_machine
-from shift_cells import TEMPLATE_SNR, Cell, Renderer, grid, instrument, read_metadata, sensitivity_cell, write_cell
+from shift_cells import (
+    TEMPLATE_SNR,
+    Cell,
+    Instrument,
+    Renderer,
+    grid,
+    instrument,
+    read_metadata,
+    sensitivity_cell,
+    write_cell,
+)
 from shift_scoring import (
     FitChi2Scorer,
+    ModelFit,
     NetworkScorer,
+    PriorFit,
     ScanScorer,
     Scorer,
     binned_detection,
@@ -60,6 +72,7 @@ from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import SUBHALOS, VORTEX
 from d4lenspinn.device import resolve_device
 from d4lenspinn.io import atomic_path, save_figure, write_text
+from d4lenspinn.physics import PixelGrid
 from d4lenspinn.report import markdown_table
 
 SENSITIVITY_BINS = {  # metadata field: (class, log10 bin edges)
@@ -305,18 +318,58 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device, scan
             key = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|tta={with_tta}"
             scorers[row] = (NetworkScorer(row, model, with_tta), key, _own_test_auc(Path(path), with_tta))
         if isinstance(getattr(model, "fit_steps", None), int):  # a model that fits the lens: its chi^2 detector too
-            row = f"{name} fit chi^2"
-            scorers[row] = (FitChi2Scorer(row, model), f"{Path(path).resolve()}|{stat.st_mtime_ns}|chi2", None)
+            row, fit = f"{name} fit chi^2", ModelFit(model)
+            scorers[row] = (FitChi2Scorer(row, fit), f"{Path(path).resolve()}|{stat.st_mtime_ns}|chi2", None)
             if scan_stride:
                 row, key = f"{name} subhalo scan", f"{Path(path).resolve()}|{stat.st_mtime_ns}|scan{scan_stride}"
-                scorers[row] = (ScanScorer(row, model, scan_stride), key, None)
+                scorers[row] = (ScanScorer(row, fit, scan_stride), key, None)
+    return scorers
+
+
+def _fit_settings(text: str) -> dict:
+    """``key=value,key=value`` -> keyword arguments of :class:`PriorFit` (integers, numbers, true/false)."""
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("steps", "fit_psf", "supersampling", "shot_noise"):
+            raise SystemExit(
+                f"--fits: expected steps=N, fit_psf=true|false, supersampling=S or shot_noise=true|false, got {item!r}"
+            )
+        settings[key] = value == "true" if key in ("fit_psf", "shot_noise") else int(value)
+    return settings
+
+
+def prior_fit_scorers(specs: list[str], setup: Instrument, device: torch.device, scan_stride: int) -> dict:
+    """Row name -> (scorer, cache key, None) for ``name:settings`` arguments (``settings`` as :func:`_fit_settings`,
+    may be empty): the physics-only detectors of a :class:`PriorFit`, its chi^2 and, with ``scan_stride``, its
+    subhalo scan. The cache key holds the settings, so a row is recomputed when they change."""
+    scorers, grid = {}, PixelGrid(setup.n_pixels, setup.pixel_scale)
+    for spec in specs:
+        name, _, text = spec.partition(":")
+        settings = _fit_settings(text)
+        fit = PriorFit(grid, setup.psf_fwhm, setup.psf_truncation, device, **settings)
+        key = f"prior-fit|{setup.name}|{sorted(settings.items())}"
+        scorers[f"{name} fit chi^2"] = (FitChi2Scorer(f"{name} fit chi^2", fit), f"{key}|chi2", None)
+        if scan_stride:
+            row = f"{name} subhalo scan"
+            scorers[row] = (ScanScorer(row, fit, scan_stride), f"{key}|scan{scan_stride}", None)
     return scorers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", nargs="+", required=True, metavar="NAME=PATH")
-    parser.add_argument("--references", nargs="*", default=[], help="checkpoint names to pair every row against")
+    parser.add_argument("--checkpoints", nargs="*", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--fits",
+        nargs="*",
+        default=[],
+        metavar="NAME:SETTINGS",
+        help="physics-only rows, no network: a smooth-lens fit from the prior's starts, its chi^2 and scan (e.g. "
+        "pixel: or integrated:supersampling=3,shot_noise=true; settings steps, fit_psf, supersampling, shot_noise)",
+    )
+    parser.add_argument(
+        "--references", nargs="*", default=[], help="checkpoint (or --fits) names to pair every row (or fit) against"
+    )
     parser.add_argument("--tta", choices=("off", "on", "both"), default="both")
     parser.add_argument("--instrument", choices=sorted(TEMPLATE_SNR), default="model_ii")
     parser.add_argument("--cells", nargs="*", default=None, help="cell names (default: the instrument's whole grid)")
@@ -349,13 +402,26 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
     print(f"command: {command}\nmachine: {describe_machine(device)}")
 
+    if not args.checkpoints and not args.fits:
+        parser.error("give --checkpoints, --fits or both")
     scorers = network_scorers(args.checkpoints, args.tta, device, args.scan_stride)
+    scorers |= prior_fit_scorers(args.fits, setup, device, args.scan_stride)
     names = [spec.partition("=")[0] for spec in args.checkpoints]
-    if set(args.references) - set(names):
-        parser.error(f"--references {args.references} must name --checkpoints entries {names}")
+    fit_names = [spec.partition(":")[0] for spec in args.fits]
+    if set(args.references) - set(names) - set(fit_names):
+        parser.error(f"--references {args.references} must name --checkpoints or --fits entries {names + fit_names}")
     suffixes = {"off": [""], "on": [" +TTA"], "both": ["", " +TTA"]}[args.tta]
     pairs = [(n, r) for r in args.references for n in names if n != r]
     pairs = [(f"{n}{s}", f"{r}{s}") for i, (n, r) in enumerate(pairs) if (r, n) not in pairs[:i] for s in suffixes]
+    detectors = [" fit chi^2"] + ([" subhalo scan"] if args.scan_stride else [])
+    pairs += [
+        (f"{n}{d}", f"{r}{d}")
+        for r in args.references
+        if r in fit_names
+        for n in fit_names
+        if n != r
+        for d in detectors
+    ]
     renderer, sensitivity_set = Renderer(setup), sensitivity_cell(args.instrument)
     start = datetime.datetime.now()
     for cell in cells:

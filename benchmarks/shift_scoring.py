@@ -28,7 +28,7 @@ from torch import nn
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.data import batch_loader, prepare_test_data
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
-from d4lenspinn.physics import subhalo_scan
+from d4lenspinn.physics import LensFit, PixelGrid, StartGrid, centred_lens, fit_smooth_lens, subhalo_scan
 from d4lenspinn.tta import predict
 
 DETECTION_CLASSES = ("none", "substructure")
@@ -54,42 +54,98 @@ class NetworkScorer:
         return predict(self.model, images.to(self.device), tta=self.tta).float().cpu().numpy()
 
 
+class ModelFit:
+    """The smooth-lens fit inside a model that fits the lens to each image (``d4lenspinn_fit``: its estimate or its
+    prior starts, then its Levenberg-Marquardt steps), with the settings a scan of it needs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.grid, self.psf_truncation = model, model.grid, model.psf_truncation
+        self.fit_psf, self.supersampling = model.fit_psf, model.supersampling
+        self.device = next(model.parameters()).device
+
+    def __call__(self, images: torch.Tensor) -> LensFit:
+        with torch.no_grad():
+            images = images.to(self.device)
+            return self.model.fit_lens(images, self.model.preprocessing(images))[0]
+
+
+class PriorFit:
+    """A smooth-lens fit that needs no network: from :meth:`StartGrid.over_prior` about a centred lens (theta_E
+    ``prior_theta_e`` [arcsec], centre +-2 px), ``steps`` Levenberg-Marquardt steps with the instrument's PSF (its
+    width fitted with ``fit_psf``), the light integrated over ``supersampling`` x ``supersampling`` sub-pixels and
+    (``shot_noise``) each pixel weighed by its own noise, in float32 (as ``d4lenspinn_fit`` with
+    ``lens_start="prior"`` fits)."""
+
+    def __init__(
+        self,
+        grid: PixelGrid,
+        psf_fwhm: float,
+        psf_truncation: float,
+        device: torch.device,
+        steps: int = 5,
+        fit_psf: bool = False,
+        supersampling: int = 1,
+        shot_noise: bool = False,
+        prior_theta_e: tuple[float, float] = (0.6, 1.6),
+    ) -> None:
+        self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device
+        self.steps, self.fit_psf, self.supersampling, self.shot_noise = steps, fit_psf, supersampling, shot_noise
+        self.starts = StartGrid.over_prior(prior_theta_e)
+
+    def __call__(self, images: torch.Tensor) -> LensFit:
+        images = images.to(self.device).float()
+        return fit_smooth_lens(
+            images,
+            centred_lens(len(images), device=self.device),
+            self.grid,
+            self.psf_fwhm,
+            self.psf_truncation,
+            self.steps,
+            gradients=False,
+            starts=self.starts,
+            fit_psf=self.fit_psf,
+            supersampling=self.supersampling,
+            shot_noise=self.shot_noise,
+        )
+
+
 class FitChi2Scorer:
-    """The smooth-lens fit of a model that fits the lens to each image (``d4lenspinn_fit``: its estimate, then its
-    Levenberg-Marquardt steps) as a detector that needs no classifier: the fit's reduced chi^2 per image."""
+    """A smooth-lens fit (:class:`ModelFit` or :class:`PriorFit`) as a detector that needs no classifier: the fit's
+    reduced chi^2 per image."""
 
     output = "binary"
 
-    def __init__(self, name: str, model: nn.Module) -> None:
-        self.name, self.model = name, model
-        self.device = next(model.parameters()).device
+    def __init__(self, name: str, fit: ModelFit | PriorFit) -> None:
+        self.name, self.fit = name, fit
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return self.model.forward_features(images.to(self.device)).reduced_chi2.double().cpu().numpy()
+        return self.fit(images).reduced_chi2.double().cpu().numpy()
 
 
 class ScanScorer:
     """The subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`, a trial subhalo at the centre of every ``stride x
-    stride`` block) through the lens fit of a model that fits the lens to each image, as a detector that needs no
+    stride`` block) through a smooth-lens fit (:class:`ModelFit` or :class:`PriorFit`), as a detector that needs no
     classifier: the largest delta chi^2 per image (+inf where the fit failed: nothing smooth explains the image)."""
 
     output = "binary"
 
-    def __init__(self, name: str, model: nn.Module, stride: int) -> None:
-        self.name, self.model, self.stride = name, model, stride
-        self.device = next(model.parameters()).device
+    def __init__(self, name: str, fit: ModelFit | PriorFit, stride: int) -> None:
+        self.name, self.fit, self.stride = name, fit, stride
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        model = self.model
-        with torch.no_grad():
-            images = images.to(self.device)
-            fit, _ = model.fit_lens(images, model.preprocessing(images))
+        fit = self.fit(images)
         scores = np.full(len(images), np.inf)
         kept = (~fit.failed).nonzero().flatten()
         if len(kept):
-            fit = fit.select(kept)
-            scan = subhalo_scan(fit, model.grid, model.psf_truncation, model.fit_psf, self.stride)
+            fit, settings = fit.select(kept), self.fit
+            scan = subhalo_scan(
+                fit,
+                settings.grid,
+                settings.psf_truncation,
+                settings.fit_psf,
+                self.stride,
+                supersampling=settings.supersampling,
+            )
             scores[kept.cpu().numpy()] = scan.delta_chi2.flatten(1).amax(dim=1).double().cpu().numpy()
         return scores
 

@@ -238,8 +238,8 @@ def test_a_fitted_models_physics_only_scorers(bench, cells):
         "d4lenspinn_fit", image_size=64, pixel_scale=0.101, widths=(1, 2), lens_start="prior", fit_steps=2
     ).eval()
     images = next(iter(batch_loader(prepare_test_data(root / "reference").test, 3))).images
-    chi2 = scoring.FitChi2Scorer("chi2", model)(images)
-    scan = scoring.ScanScorer("scan", model, stride=4)(images)
+    chi2 = scoring.FitChi2Scorer("chi2", scoring.ModelFit(model))(images)
+    scan = scoring.ScanScorer("scan", scoring.ModelFit(model), stride=4)(images)
     assert chi2.shape == scan.shape == (3,) and np.isfinite(scan).all() and (scan >= 0).all()
     fit, _ = model.fit_lens(images, model.preprocessing(images))
     one = fit.select(torch.tensor([1]))
@@ -247,3 +247,30 @@ def test_a_fitted_models_physics_only_scorers(bench, cells):
     torch.testing.assert_close(one.normalised_residual, fit.normalised_residual[1:2])
     expected = subhalo_scan(one, model.grid, model.psf_truncation, model.fit_psf, stride=4).delta_chi2.max()
     assert scan[1] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_physics_only_rows_need_no_network(bench, cells):
+    """``--fits name:settings`` rows: a fit from the prior's starts, its chi^2 equal to the untrained prior-started
+    model's (the same fit, no network involved); integrating the light over 3 x 3 sub-pixels is its own cached row;
+    bad settings are named."""
+    sh, scoring = bench["shift"], bench["shift_scoring"]
+    root, _ = cells
+    setup = bench["shift_cells"].instrument("model_ii")
+    rows = sh.prior_fit_scorers(["pixel:steps=2", "integrated:steps=2,supersampling=3"], setup, torch.device("cpu"), 4)
+    assert list(rows) == [
+        "pixel fit chi^2", "pixel subhalo scan", "integrated fit chi^2", "integrated subhalo scan"
+    ]  # fmt: skip
+    assert len({key for _, key, _ in rows.values()}) == 4
+    images = next(iter(batch_loader(prepare_test_data(root / "reference").test, 2))).images
+    model = create_model(
+        "d4lenspinn_fit", image_size=64, pixel_scale=0.101, widths=(1, 2), lens_start="prior", fit_steps=2,
+        psf_fwhm=setup.psf_fwhm, psf_truncation=setup.psf_truncation,
+    ).eval()  # fmt: skip
+    expected = scoring.FitChi2Scorer("model", scoring.ModelFit(model))(images)
+    np.testing.assert_allclose(rows["pixel fit chi^2"][0](images), expected, rtol=1e-6)
+    integrated = rows["integrated subhalo scan"][0](images)
+    assert integrated.shape == (2,) and np.isfinite(integrated).all()
+    with pytest.raises(
+        SystemExit, match="expected steps=N, fit_psf=true.false, supersampling=S or shot_noise=true.false, got 'psf=2'"
+    ):
+        sh.prior_fit_scorers(["bad:psf=2"], setup, torch.device("cpu"), 0)

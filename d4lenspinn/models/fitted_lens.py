@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..physics import LensFit, LensingEngine, MacroLens, StartGrid, centred_lens, fit_smooth_lens, macro_convergence
+from ..physics.grid import check_supersampling
 from .heads import INVARIANT_HEAD
 from .inputs import check_images
 from .macro_estimator import MacroEstimator
@@ -54,7 +55,9 @@ class FittedPINN(D4LensPINN):
     noise-normalised residual; see the module doc. With ``lens_start="prior"`` there is no estimator: the fit starts
     from :meth:`~d4lenspinn.physics.StartGrid.over_prior` of ``prior_theta_e`` [arcsec] and ``fit_centre_shifts``
     (default then +-2 px; ``fit_theta_e_scales`` and ``macro_widths`` are unused), so training needs no lens truth
-    (set ``loss.macro`` to 0)."""
+    (set ``loss.macro`` to 0). ``supersampling`` (sub-pixels per pixel and axis) integrates the fit's model over
+    each pixel: 1 for the package's simulator (it samples pixel centres), 3 for lenstronomy's images and the sky;
+    ``shot_noise`` weighs each pixel by its own noise, the source's shot noise included (fraction fitted per image)."""
 
     def __init__(
         self,
@@ -77,6 +80,8 @@ class FittedPINN(D4LensPINN):
         fit_psf: bool = False,
         lens_start: str = "estimate",
         prior_theta_e: tuple[float, float] = (0.6, 1.6),
+        supersampling: int = 1,
+        shot_noise: bool = False,
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
         psf_fwhm = DEFAULT_PSF_PIXELS * pixel_scale if psf_fwhm is None else psf_fwhm
@@ -86,10 +91,15 @@ class FittedPINN(D4LensPINN):
             )
         if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
             raise ValueError(f"{name}: fit_steps must be an integer >= 0, got {fit_steps!r}")
-        if not isinstance(fit_psf, bool):
-            raise ValueError(f"{name}: fit_psf must be true or false, got {fit_psf!r}")
+        if not isinstance(fit_psf, bool) or not isinstance(shot_noise, bool):
+            raise ValueError(f"{name}: fit_psf and shot_noise must be true or false, got {fit_psf!r}, {shot_noise!r}")
         self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
         self.fit_psf = fit_psf
+        try:
+            check_supersampling(supersampling)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        self.supersampling, self.shot_noise = supersampling, shot_noise
         if lens_start not in LENS_STARTS:
             raise ValueError(f"{name}: lens_start must be one of {LENS_STARTS}, got {lens_start!r}")
         self.lens_start = lens_start
@@ -135,6 +145,8 @@ class FittedPINN(D4LensPINN):
                 gradients=False,
                 starts=self.fit_starts,
                 fit_psf=self.fit_psf,
+                supersampling=self.supersampling,
+                shot_noise=self.shot_noise,
             )
         return fit, estimate
 

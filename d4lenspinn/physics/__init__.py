@@ -3,7 +3,7 @@
 from . import profiles
 from .engine import LensingEngine, LensingOutput, MacroResidual
 from .green import lattice_green_table
-from .grid import PixelGrid, check_field
+from .grid import PixelGrid, bin_pixels, check_field
 from .lens_fit import LensFit, StartGrid, centred_lens, fit_smooth_lens, tangent_basis
 from .lens_mapping import SourceReconstruction, covering_source_grid, inverse_lens, ray_trace, source_positions
 from .lens_refinement import LensRefinement, refine_lens
@@ -29,6 +29,7 @@ __all__ = [
     "invert_source",
     "PixelGrid",
     "check_field",
+    "bin_pixels",
     "lattice_green_table",
     "fft_size",
     "poisson_kernels",

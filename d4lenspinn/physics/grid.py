@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PixelGrid", "check_field"]
+__all__ = ["PixelGrid", "check_field", "check_supersampling", "bin_pixels"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,28 @@ class PixelGrid:
         """A grid ``factor`` times wider with the same pixel count (or ``n`` pixels); e.g. an enlarged source plane."""
         n = self.n if n is None else n
         return PixelGrid(n, self.field_of_view * factor / n)
+
+    def supersampled(self, factor: int) -> PixelGrid:
+        """The ``factor x factor`` sub-pixel centres of every pixel, ``n * factor`` pixels of ``pixel_scale /
+        factor`` (the same field; :func:`bin_pixels` averages a field on it back to this grid)."""
+        return PixelGrid(self.n * factor, self.pixel_scale / factor)
+
+
+def check_supersampling(factor: int) -> None:
+    """Raise ``ValueError`` unless ``factor`` is an integer >= 1 (sub-pixels per pixel along each axis)."""
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"supersampling must be an integer >= 1 (sub-pixels per pixel and axis), got {factor!r}")
+
+
+def bin_pixels(field: torch.Tensor, factor: int) -> torch.Tensor:
+    """The mean over each ``factor x factor`` block of ``field (..., n * factor, n * factor)``: what a detector
+    pixel records of light sampled at :meth:`PixelGrid.supersampled` centres (a no-op for ``factor`` 1). Commutes
+    with the D4 actions, since the blocks are mapped to blocks."""
+    if factor == 1:
+        return field
+    *lead, rows, columns = field.shape
+    blocks = field.reshape(*lead, rows // factor, factor, columns // factor, factor)
+    return blocks.mean(dim=(-3, -1))
 
 
 def check_field(tensor: torch.Tensor, name: str, channels: int | None, grid: PixelGrid | None = None) -> None:

@@ -7,7 +7,8 @@ The lens modeller's first step, batched and differentiable::
     fit.normalised_residual          # (images - fit.model) / sigma, (B, 1, n, n): what the smooth lens cannot explain
     fit.reduced_chi2, fit.failed     # (B,), (B,) bool
 
-Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`), with the
+Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`; with
+``supersampling=s`` the lensed light is averaged over ``s x s`` points per pixel before the PSF), with the
 amplitude and the constant background (min-max normalised images have an offset) solved linearly for every trial of
 the 13 nonlinear parameters (variable projection, Golub & Pereyra 1973); with ``shapelets=n_max`` the source gains
 the shapelets of order ``<= n_max`` about its centre (:mod:`~d4lenspinn.physics.shapelets`), whose coefficients are
@@ -37,10 +38,10 @@ from typing import NamedTuple
 
 import torch
 
-from .grid import PixelGrid, check_field
+from .grid import PixelGrid, bin_pixels, check_field, check_supersampling
 from .light import FWHM_PER_SIGMA, convolve_psf, gaussian_psf_kernel, gaussian_psf_kernels, gaussian_taps
 from .macro import MacroLens, check_macro
-from .noise import estimate_noise
+from .noise import estimate_noise, shot_noise_fraction
 from .shapelets import shapelet_basis, shapelet_order
 from .smooth_lens import SersicSource, sersic_at, source_plane
 from .source_moments import initial_source
@@ -61,12 +62,14 @@ class LensFit(NamedTuple):
     source: SersicSource  # fitted source (amplitude in image units)
     background: torch.Tensor  # (B,) constant sky level, image units
     model: torch.Tensor  # (B, 1, n, n) the smooth-lens image, background included
-    sigma: torch.Tensor  # (B,) noise level used, image units
+    sigma: torch.Tensor  # (B,) background noise level, image units
     psf_fwhm: torch.Tensor  # (B,) PSF width used [arcsec]: the one given, or the fitted one
-    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / sigma)^2) / (pixels - parameters), all parameters
+    reduced_chi2: torch.Tensor  # (B,) sum(((image - model) / pixel_sigma)^2) / (pixels - parameters), all of them
     failed: torch.Tensor  # (B,) bool: no finite model was found; the entries hold the init and a flat model
-    normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / sigma: what the smooth lens cannot explain
+    normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / pixel_sigma: what the fit cannot explain
     shapelets: torch.Tensor  # (B, K) coefficients of the source's shapelets (image units); K = 0 without them
+    pixel_sigma: torch.Tensor  # (B, 1, n, n) noise per pixel: sigma, or (shot_noise) sigma sqrt(1 + f light / peak)
+    shot_fraction: torch.Tensor  # (B,) f, the source's shot-noise variance at its peak / sigma^2; 0 without shot_noise
 
     def select(self, index: torch.Tensor) -> LensFit:
         """The fits of the images ``index`` (indices or a boolean mask over the batch)."""
@@ -115,12 +118,13 @@ class _Problem(NamedTuple):
     """What the residual depends on besides the parameters."""
 
     images: torch.Tensor  # (B, N) flattened
-    inverse_sigma: torch.Tensor  # (B, 1)
+    inverse_sigma: torch.Tensor  # (B, 1), or (B, N) per pixel
     grid: PixelGrid
     kernel: torch.Tensor | None  # (K,) PSF, or (B, K): one per image; None: the width is the last parameter
     psf_reach: int  # taps each side of a fitted PSF kernel (its widest allowed width, truncated)
     log_fwhm_bounds: tuple[float, float]  # box of a fitted log PSF width [log arcsec]
     shapelet_order: int | None  # n_max of the source's shapelets, None: the Sersic profile alone
+    supersampling: int  # sub-pixels per pixel and axis at which the light is sampled, then averaged per pixel
 
 
 def centred_lens(batch: int, dtype: torch.dtype = torch.float32, device=None) -> MacroLens:
@@ -220,14 +224,16 @@ def _fitted_kernel(log_fwhm: torch.Tensor, problem: _Problem) -> torch.Tensor:
 
 def _components(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """The source's light components seen through the lens and the PSF, ``(B, M, N)``: the unit-amplitude Sersic
-    profile of the packed parameters, then (``shapelet_order``) the shapelets about its centre, of its radius."""
+    profile of the packed parameters, then (``shapelet_order``) the shapelets about its centre, of its radius; each
+    sampled at the sub-pixel centres and averaged per pixel before the PSF."""
     lens, source = _unpack(u)
-    beta_x, beta_y = source_plane(lens, problem.grid)
+    beta_x, beta_y = source_plane(lens, problem.grid.supersampled(problem.supersampling))
     light = sersic_at(beta_x, beta_y, source)
     if problem.shapelet_order is not None:
         m = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
         shapelets = shapelet_basis(beta_x - m(source.x), beta_y - m(source.y), m(source.radius), problem.shapelet_order)
         light = torch.cat((light, shapelets), dim=1)
+    light = bin_pixels(light, problem.supersampling)
     kernel = problem.kernel if problem.kernel is not None else _fitted_kernel(u[:, -1], problem)
     return convolve_psf(light, kernel).flatten(2)
 
@@ -296,6 +302,8 @@ def fit_smooth_lens(
     starts: StartGrid | None = None,
     fit_psf: bool = False,
     shapelets: int | None = None,
+    supersampling: int = 1,
+    shot_noise: bool = False,
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
@@ -305,6 +313,12 @@ def fit_smooth_lens(
     With ``shapelets = n_max`` the source is the Sersic profile plus the shapelets of order ``<= n_max`` about its
     centre, of its half-light radius (:func:`~d4lenspinn.physics.shapelets.shapelet_basis`), their coefficients
     solved linearly with its amplitude: a clumpy source is then fitted by the source, not by a wrong lens.
+    ``supersampling = s`` samples the lensed light at ``s x s`` points per pixel and averages them, as a detector
+    pixel integrates the light (lenstronomy's ``supersampling_factor``); 1 samples pixel centres, as the package's
+    simulator renders; costs about ``s^2`` times the render. With ``shot_noise`` each pixel's noise is
+    ``sigma sqrt(1 + f light / max(light))``, the background's plus the source's own (Poisson) shot noise, with the
+    fraction ``f`` found per image from the residual (:func:`~d4lenspinn.physics.noise.shot_noise_fraction`) after
+    the first half of the steps, to weigh the second half, and again after the last, for the result.
     ``sigma (B,)`` is the noise in image units (default :func:`estimate_noise`). The fit runs in the images' dtype
     and device (the normal equations in float64). The source starts from :func:`initial_source` under the projected
     init; with ``starts`` (:class:`StartGrid`) the start of each image is the candidate of lowest chi^2 among the
@@ -326,6 +340,7 @@ def fit_smooth_lens(
         raise ValueError(f"psf_fwhm and psf_truncation must be finite and > 0, got {psf_fwhm}, {psf_truncation}")
     if shapelets is not None and (isinstance(shapelets, bool) or not isinstance(shapelets, int) or shapelets < 0):
         raise ValueError(f"shapelets must be None or an order n_max >= 0, got {shapelets!r}")
+    check_supersampling(supersampling)
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images)).flatten(1).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad} hold non-finite pixels")
@@ -334,24 +349,26 @@ def fit_smooth_lens(
     elif sigma.shape != (batch,) or not bool((sigma > 0).all() and torch.isfinite(sigma).all()):
         raise ValueError(f"sigma must be a ({batch},) tensor of finite values > 0, got {sigma}")
     sigma = sigma.to(device=images.device, dtype=images.dtype)
-    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf, shapelets)
+    problem = _problem(images, sigma, grid, widths, psf_truncation, fit_psf, shapelets, supersampling)
     widths = widths.expand(batch).to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
-        return _fit(images, init, widths, problem, steps, starts or StartGrid())
+        return _fit(images, init, widths, sigma, problem, steps, starts or StartGrid(), shot_noise)
 
 
-def _problem(images, sigma, grid, widths, truncation, fit_psf, shapelets) -> _Problem:
-    """The fit's fixed data; a fixed PSF kernel, or (``fit_psf``) the support and box of a fitted width."""
-    flat, inverse_sigma = images.flatten(1), 1 / sigma[:, None]
+def _problem(images, sigma, grid, widths, truncation, fit_psf, shapelets, supersampling) -> _Problem:
+    """The fit's fixed data (``sigma``: ``(B,)`` per image or ``(B, N)`` per pixel); a fixed PSF kernel, or
+    (``fit_psf``) the support and box of a fitted width."""
+    flat, inverse_sigma = images.flatten(1), 1 / (sigma[:, None] if sigma.dim() == 1 else sigma)
     if fit_psf:
         low, high = float(widths.min()) / PSF_RANGE, float(widths.max()) * PSF_RANGE
         reach = max(1, round(truncation * high / FWHM_PER_SIGMA / grid.pixel_scale))
-        return _Problem(flat, inverse_sigma, grid, None, reach, (math.log(low), math.log(high)), shapelets)
+        bounds = (math.log(low), math.log(high))
+        return _Problem(flat, inverse_sigma, grid, None, reach, bounds, shapelets, supersampling)
     if widths.dim() == 0:
         kernel = gaussian_psf_kernel(float(widths), grid.pixel_scale, truncation, images.dtype)
     else:
         kernel = gaussian_psf_kernels(widths, grid.pixel_scale, truncation, images.dtype)
-    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0), shapelets)
+    return _Problem(flat, inverse_sigma, grid, kernel.to(images.device), 0, (0.0, 0.0), shapelets, supersampling)
 
 
 def _best_start(images, lens, widths, sigma, problem, starts) -> torch.Tensor:
@@ -373,29 +390,44 @@ def _best_start(images, lens, widths, sigma, problem, starts) -> torch.Tensor:
     return best
 
 
-def _fit(images, init, widths, problem, steps, starts) -> LensFit:
+def _model(u: torch.Tensor, problem: _Problem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The smooth model ``(B, N)`` of the packed parameters, its linear coefficients ``(B, M)`` and background
+    ``(B, 1)``."""
+    components = _components(u, problem)
+    coefficients, background = _linear_solution(components, problem.images)
+    return (coefficients[..., None] * components).sum(dim=1) + background, coefficients, background
+
+
+def _fit(images, init, widths, sigma, problem, steps, starts, shot_noise) -> LensFit:
     dtype = images.dtype
     lens = MacroLens(*(value.to(device=images.device, dtype=dtype) for value in init))
-    sigma = 1 / problem.inverse_sigma[:, 0]
     start = _best_start(images, lens, widths, sigma, problem, starts)
     u = start
     residual = _residual(u, problem)
     chi2 = (residual * residual).sum(dim=1)
     damping = start_damping(chi2)
-    for _ in range(steps):
+    fraction = torch.zeros_like(sigma)
+    for step in range(steps):
+        if shot_noise and step == max(1, steps // 2):  # weigh the second half of the steps by each pixel's noise
+            fraction, problem = _with_shot_noise(u, sigma, problem)
+            residual = _residual(u, problem)
+            chi2 = (residual * residual).sum(dim=1)
         u, residual, chi2, damping = _levenberg_marquardt_step(u, residual, chi2, damping, problem)
+    if shot_noise:  # and the result by the noise about the final model
+        fraction, problem = _with_shot_noise(u, sigma, problem)
+        chi2 = _residual(u, problem).square().sum(dim=1)
 
     failed = ~torch.isfinite(chi2)
     u = torch.where(failed[:, None], start.detach(), u)
-    components = _components(u, problem)
-    coefficients, background = _linear_solution(components, problem.images)
-    model = (coefficients[..., None] * components).sum(dim=1) + background
+    model, coefficients, background = _model(u, problem)
     flat = problem.images.mean(dim=1, keepdim=True).expand_as(model)
     model = torch.where(failed[:, None] | ~torch.isfinite(model), flat, model)
     coefficients = torch.where(failed[:, None], torch.zeros_like(coefficients), coefficients)
     background = torch.where(failed[:, None], flat[:, :1], background)
+    inverse_sigma = problem.inverse_sigma.expand_as(model)
+    inverse_sigma = torch.where(failed[:, None] | ~torch.isfinite(inverse_sigma), 1 / sigma[:, None], inverse_sigma)
     pixels, linear = model.shape[1], coefficients.shape[1] + 1
-    chi2 = (((problem.images - model) * problem.inverse_sigma) ** 2).sum(dim=1)
+    normalised = (problem.images - model) * inverse_sigma
     macro, source = _unpack(u)
     return LensFit(
         macro=macro,
@@ -404,25 +436,46 @@ def _fit(images, init, widths, problem, steps, starts) -> LensFit:
         model=model.reshape(images.shape),
         sigma=sigma,
         psf_fwhm=u[:, -1].exp() if problem.kernel is None else widths,
-        reduced_chi2=chi2 / (pixels - u.shape[1] - linear),
+        reduced_chi2=normalised.square().sum(dim=1) / (pixels - u.shape[1] - linear),
         failed=failed,
-        normalised_residual=((problem.images - model) * problem.inverse_sigma).reshape(images.shape),
+        normalised_residual=normalised.reshape(images.shape),
         shapelets=coefficients[:, 1:],
+        pixel_sigma=(1 / inverse_sigma).reshape(images.shape),
+        shot_fraction=torch.where(failed, torch.zeros_like(fraction), fraction),
     )
 
 
-def tangent_basis(fit: LensFit, grid: PixelGrid, psf_truncation: float = 4.0, fit_psf: bool = True) -> torch.Tensor:
+def _with_shot_noise(u: torch.Tensor, sigma: torch.Tensor, problem: _Problem):
+    """The shot-noise fraction ``(B,)`` of the images about the model of ``u`` (:func:`shot_noise_fraction`) and
+    the problem reweighted by it: each pixel's noise ``sigma sqrt(1 + f light / max(light))``, held fixed from
+    here (images without a finite model keep ``sigma``)."""
+    model, _, background = _model(u, problem)
+    light = model - background
+    fraction = shot_noise_fraction(problem.images - model, light, sigma)
+    fraction = torch.where(torch.isfinite(light).all(dim=1), fraction, torch.zeros_like(fraction))
+    relative = light.clamp_min(0) / light.amax(dim=1, keepdim=True).clamp_min(torch.finfo(light.dtype).tiny)
+    variance = sigma[:, None] ** 2 * (1 + fraction[:, None] * torch.nan_to_num(relative))
+    return fraction, problem._replace(inverse_sigma=variance.rsqrt())
+
+
+def tangent_basis(
+    fit: LensFit, grid: PixelGrid, psf_truncation: float = 4.0, fit_psf: bool = True, supersampling: int = 1
+) -> torch.Tensor:
     """Orthonormal basis ``(B, N, P)`` (float64, N = n^2 pixels, P <= 16 + shapelets) of the directions in which the
-    smooth model of ``fit`` can change, in units of the fit's noise sigma: the derivatives of the lensed,
+    smooth model of ``fit`` can change, in units of the fit's noise per pixel: the derivatives of the lensed,
     PSF-convolved source in the 7 lens and 6 source-shape parameters (and the log PSF width with ``fit_psf``), the
     source's linear components and the background. ``fit`` must come from :func:`fit_smooth_lens` with this
-    ``grid``, ``psf_truncation`` and ``fit_psf`` (the shapelet order is read from ``fit.shapelets``). Directions the
-    others span to 1e-9 are dropped (their columns are zero). Raises ``ValueError`` for a failed fit."""
+    ``grid``, ``psf_truncation``, ``fit_psf`` and ``supersampling`` (the shapelet order is read from
+    ``fit.shapelets``). Directions the others span to 1e-9 are dropped (their columns are zero). Raises
+    ``ValueError`` for a failed fit."""
     if fit.failed.any():
         raise ValueError(f"fits {fit.failed.nonzero().flatten().tolist()} failed: no tangent space to project onto")
     order = shapelet_order(fit.shapelets.shape[1])
     model = fit.model.double()
-    problem = _problem(model, fit.sigma.to(model), grid, fit.psf_fwhm.double(), psf_truncation, fit_psf, order)
+    check_supersampling(supersampling)
+    widths = fit.psf_fwhm.double()
+    sigma = fit.pixel_sigma.flatten(1).to(model)
+    problem = _problem(model, sigma, grid, widths, psf_truncation, fit_psf, order, supersampling)
     u = _pack(fit.macro, fit.source).to(model)
     if fit_psf:
         u = torch.cat((u, fit.psf_fwhm.log().to(model)[:, None]), dim=1)

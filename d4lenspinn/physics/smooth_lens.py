@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from .grid import PixelGrid
+from .grid import PixelGrid, bin_pixels, check_supersampling
 from .light import convolve_psf, gaussian_psf_kernel, sersic_ellipticity_brightness
 from .macro import MacroLens, check_macro, macro_deflection
 from .parameters import broadcast_fields, unpack_columns
@@ -104,16 +104,24 @@ def render_lensed_sersic(macro: MacroLens, source: SersicSource, grid: PixelGrid
 
 
 def render_smooth_lens(
-    macro: MacroLens, source: SersicSource, grid: PixelGrid, psf_fwhm: float, psf_truncation: float = 4.0
+    macro: MacroLens,
+    source: SersicSource,
+    grid: PixelGrid,
+    psf_fwhm: float,
+    psf_truncation: float = 4.0,
+    supersampling: int = 1,
 ) -> torch.Tensor:
     """Noiseless image ``(B, 1, n, n)`` of ``source`` lensed by ``macro`` on ``grid``, convolved with a Gaussian PSF
     of full width ``psf_fwhm`` [arcsec] (kernel radius ``round(psf_truncation * sigma)`` pixels, as the presets'
-    ``psf_truncation``). Differentiable in every parameter; dtype and device follow ``macro``."""
+    ``psf_truncation``); the lensed light sampled at ``supersampling x supersampling`` points per pixel and averaged
+    before the PSF (1: pixel centres). Differentiable in every parameter; dtype and device follow ``macro``."""
     check_macro(macro)
     check_source(source)
+    check_supersampling(supersampling)
     if source.amplitude.shape != macro.theta_e.shape:
         raise ValueError(
             f"macro and source batch sizes differ: {macro.theta_e.shape[0]} vs {source.amplitude.shape[0]}"
         )
     kernel = gaussian_psf_kernel(psf_fwhm, grid.pixel_scale, psf_truncation, macro.theta_e.dtype)
-    return convolve_psf(render_lensed_sersic(macro, source, grid), kernel)
+    light = bin_pixels(render_lensed_sersic(macro, source, grid.supersampled(supersampling)), supersampling)
+    return convolve_psf(light, kernel)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from .grid import PixelGrid, check_field
+from .grid import PixelGrid, bin_pixels, check_field, check_supersampling
 from .lens_fit import LensFit, tangent_basis
 from .light import convolve_psf, gaussian_psf_kernels
 from .macro import MacroLens
@@ -40,13 +40,19 @@ class SubhaloScan(NamedTuple):
 
 
 def unexplained_signal(
-    signal: torch.Tensor, fit: LensFit, grid: PixelGrid, psf_truncation: float = 4.0, fit_psf: bool = True
+    signal: torch.Tensor,
+    fit: LensFit,
+    grid: PixelGrid,
+    psf_truncation: float = 4.0,
+    fit_psf: bool = True,
+    supersampling: int = 1,
 ) -> torch.Tensor:
     """The part of ``signal (B, 1, n, n)`` [image units] that no small change of the smooth model ``fit`` can
-    absorb, in units of the fit's noise sigma, ``(B, 1, n, n)``.
+    absorb, in units of the fit's noise per pixel (``fit.pixel_sigma``), ``(B, 1, n, n)``.
 
     ``signal`` minus its least-squares projection onto :func:`tangent_basis` (``fit`` is the fit of the images the
-    signal is added to, with the same ``grid``, ``psf_truncation`` and ``fit_psf``). To first order in the signal,
+    signal is added to, with the same ``grid``, ``psf_truncation``, ``fit_psf`` and ``supersampling``). To first
+    order in the signal,
     refitting the smooth model to ``model + signal`` leaves exactly this residual, so its squared norm ``d^2`` is
     what a substructure adds to a refitted chi^2, and ``d`` the significance of a test that knows the substructure's
     pattern but must fit the smooth lens (the Fisher information left after profiling the smooth model out).
@@ -55,8 +61,8 @@ def unexplained_signal(
     check_field(signal, "signal", 1, grid)
     if signal.shape[0] != fit.model.shape[0]:
         raise ValueError(f"signal has {signal.shape[0]} images, the fit {fit.model.shape[0]}")
-    basis = tangent_basis(fit, grid, psf_truncation, fit_psf)
-    scaled = (signal.flatten(1) / fit.sigma[:, None]).double()[..., None]
+    basis = tangent_basis(fit, grid, psf_truncation, fit_psf, supersampling)
+    scaled = (signal.flatten(1) / fit.pixel_sigma.flatten(1)).double()[..., None]
     unexplained = scaled - basis @ (basis.transpose(1, 2) @ scaled)
     return unexplained.reshape(signal.shape).to(signal.dtype)
 
@@ -69,15 +75,17 @@ def subhalo_scan(
     stride: int = 1,
     core: float | None = None,
     chunk: int = 128,
+    supersampling: int = 1,
 ) -> SubhaloScan:
-    """Scan the residual of ``fit`` (from :func:`fit_smooth_lens` with this ``grid``, ``psf_truncation`` and
-    ``fit_psf``) for a subhalo at the centre of every ``stride x stride`` block of pixels (``stride`` must divide
-    the image size, so the positions are mapped to themselves by D4 and the maps are D4-equivariant).
+    """Scan the residual of ``fit`` (from :func:`fit_smooth_lens` with this ``grid``, ``psf_truncation``,
+    ``fit_psf`` and ``supersampling``, which the templates share) for a subhalo at the centre of every ``stride x
+    stride`` block of pixels (``stride`` must divide the image size, so the positions are mapped to themselves by D4
+    and the maps are D4-equivariant).
 
     ``core`` [arcsec, default one pixel] softens the trial mass (an unresolved subhalo). Runs in the fit's dtype
     (its tangent basis in float64), one image at a time, ``chunk`` positions per batch of templates (memory ``~ 10
-    * chunk * n^2`` numbers; 128 was the fastest on one CPU thread at 64 px). Raises
-    ``ValueError`` for a failed fit, a stride that does not divide the image or a core <= 0.
+    * chunk * (n s)^2`` numbers for supersampling ``s``; 128 was the fastest on one CPU thread at 64 px). Raises
+    ``ValueError`` for a failed fit, a stride that does not divide the image, a core <= 0 or a bad supersampling.
     """
     n = grid.n
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or n % stride:
@@ -85,13 +93,16 @@ def subhalo_scan(
     core = grid.pixel_scale if core is None else core
     if not core > 0:
         raise ValueError(f"core must be > 0 arcsec, got {core}")
+    check_supersampling(supersampling)
     dtype = fit.model.dtype
-    basis = tangent_basis(fit, grid, psf_truncation, fit_psf).to(dtype)  # (B, N, P)
+    basis = tangent_basis(fit, grid, psf_truncation, fit_psf, supersampling).to(dtype)  # (B, N, P)
     residual = fit.normalised_residual.flatten(1)[..., None]
+    pixel_sigma = fit.pixel_sigma.flatten(1)
     residual = (residual - basis @ (basis.transpose(1, 2) @ residual))[..., 0]  # the smooth model refitted with it
-    gradient = _source_gradient(fit, grid).to(dtype)  # (B, 2, n, n)
+    fine = grid.supersampled(supersampling)  # the templates' light is sampled there, then averaged per pixel
+    gradient = _source_gradient(fit, fine).to(dtype)  # (B, 2, n s, n s)
     kernels = gaussian_psf_kernels(fit.psf_fwhm, grid.pixel_scale, psf_truncation, dtype).to(residual.device)
-    x, y = grid.coordinates(dtype, residual.device)
+    x, y = fine.coordinates(dtype, residual.device)
     centres = grid.axis(dtype, residual.device).reshape(-1, stride).mean(dim=1)
     trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
     delta_chi2, strength = [], []
@@ -101,7 +112,8 @@ def subhalo_scan(
             dx = x - trial_x[start : start + chunk, None, None]
             dy = y - trial_y[start : start + chunk, None, None]
             lensed = -(gradient[image, 0] * dx + gradient[image, 1] * dy) / (dx * dx + dy * dy + core**2)
-            template = convolve_psf(lensed[None], kernels[image : image + 1])[0].flatten(1) / fit.sigma[image]
+            lensed = bin_pixels(lensed, supersampling)
+            template = convolve_psf(lensed[None], kernels[image : image + 1])[0].flatten(1) / pixel_sigma[image]
             template = template - (template @ basis[image]) @ basis[image].T  # (chunk, N)
             overlap = template @ residual[image]
             norm = (template * template).sum(dim=1).clamp_min(torch.finfo(dtype).tiny)

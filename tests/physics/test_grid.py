@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from d4lenspinn.physics import PixelGrid, check_field
+from d4lenspinn.physics import PixelGrid, bin_pixels, check_field
+from d4lenspinn.physics.grid import check_supersampling
 
 
 @pytest.mark.parametrize("n", [4, 5, 150])
@@ -57,3 +58,23 @@ def test_check_field_names_the_argument_and_expected_shape():
         check_field(torch.zeros(1, 1, 8, 8, dtype=torch.int64), "image", None, grid)
     with pytest.raises(ValueError, match="torch.Tensor"):
         check_field([[0.0]], "image", None, grid)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_binned_supersampled_coordinates_are_the_pixel_averages(factor):
+    """Sub-pixel centres averaged per pixel: x itself gives the pixel centres, x^2 the exact mean of the factor^2
+    sub-pixel values, x_c^2 + p^2 (factor^2 - 1) / (12 factor^2)."""
+    grid = PixelGrid(6, 0.2)
+    fine = grid.supersampled(factor)
+    assert fine.field_of_view == pytest.approx(grid.field_of_view) and fine.n == 6 * factor
+    x, _ = fine.coordinates(torch.float64)
+    centres, _ = grid.coordinates(torch.float64)
+    torch.testing.assert_close(bin_pixels(x, factor), centres, rtol=0, atol=1e-14)
+    spread = 0.2**2 * (factor**2 - 1) / (12 * factor**2)
+    torch.testing.assert_close(bin_pixels(x * x, factor), centres * centres + spread, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("factor", [0, -1, 1.5, True])
+def test_bad_supersampling_is_named(factor):
+    with pytest.raises(ValueError, match="supersampling must be an integer >= 1"):
+        check_supersampling(factor)

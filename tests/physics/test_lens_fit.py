@@ -1,6 +1,8 @@
 """The smooth-lens fit: recovers the true lens of noiseless simulated images from a perturbed init, reaches a reduced
 chi^2 of 1 on noisy ones, is D4-equivariant for all 8 elements, never returns NaN, and names bad input."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,9 +11,11 @@ from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_l
 from d4lenspinn.physics import (
     MacroLens,
     PixelGrid,
+    SersicSource,
     StartGrid,
     centred_lens,
     fit_smooth_lens,
+    render_smooth_lens,
     shapelet_basis,
     source_plane,
 )
@@ -70,21 +74,72 @@ def test_reduced_chi2_is_one_at_peak_snr_30():
     torch.testing.assert_close(residual, (noisy - estimated.model) / estimated.sigma.reshape(-1, 1, 1, 1))
 
 
-def test_the_fit_is_d4_equivariant():
+@pytest.mark.parametrize("options", [{}, {"supersampling": 2}, {"shot_noise": True}], ids=["centres", "2x2", "shot"])
+def test_the_fit_is_d4_equivariant(options):
     """Fitting g(image) from g(init) gives g(fit) for all 8 elements: theta_E, radius, n, amplitude invariant,
-    centres points, ellipticities and shear spin-2, chi^2 invariant (noisy images, a few unconverged steps)."""
+    centres points, ellipticities and shear spin-2, chi^2 and the shot-noise fraction invariant, the noise per pixel
+    a scalar map (noisy images, a few unconverged steps); with the light sampled at pixel centres or integrated over
+    2 x 2 sub-pixels, and with the noise weighed per pixel."""
     images, _, init = _simulated(2, seed=2)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     images = images + 0.03 * noise
-    reference = fit_smooth_lens(images, init, GRID, **PSF, steps=5, gradients=False)
+    options = dict(PSF, steps=5, **options)
+    reference = fit_smooth_lens(images, init, GRID, **options, gradients=False)
     for g in D4_ELEMENTS[1:]:
-        fit = fit_smooth_lens(transform_scalar(images, g), transform_macro(init, g), GRID, **PSF, steps=5)
+        fit = fit_smooth_lens(transform_scalar(images, g), transform_macro(init, g), GRID, **options)
         expected_macro = transform_macro(reference.macro, g).as_tensor()
         torch.testing.assert_close(fit.macro.as_tensor(), expected_macro, rtol=0, atol=1e-10, msg=str(g))
         expected_source = transform_source(reference.source, g).as_tensor()
         torch.testing.assert_close(fit.source.as_tensor(), expected_source, rtol=1e-10, atol=1e-10, msg=str(g))
         torch.testing.assert_close(fit.reduced_chi2, reference.reduced_chi2, rtol=1e-10, atol=0, msg=str(g))
+        torch.testing.assert_close(fit.shot_fraction, reference.shot_fraction, rtol=1e-10, atol=0, msg=str(g))
         torch.testing.assert_close(fit.model, transform_scalar(reference.model, g), rtol=0, atol=1e-10, msg=str(g))
+        expected_sigma = transform_scalar(reference.pixel_sigma, g)
+        torch.testing.assert_close(fit.pixel_sigma, expected_sigma, rtol=1e-10, atol=0, msg=str(g))
+
+
+def test_pixel_integrated_images_need_the_supersampled_model():
+    """Images whose pixels integrate the light (rendered at 3 x 3 sub-pixels, peak SNR 1000, noiseless): fitted
+    with ``supersampling=3`` the lens is recovered as the pixel-centre fit recovers it from pixel-centre images and
+    chi^2 is at its floor; the pixel-centre model leaves a misfit of many sigma at the arcs."""
+    _, truth, init = _simulated(2, seed=5)
+    source = SersicSource.from_values(2, amplitude=1.0, radius=0.25, n=1.5, e1=0.1, e2=-0.05, x=0.05, y=-0.03)
+    images = render_smooth_lens(truth, source, GRID, **PSF, supersampling=3)
+    sigma = images.amax(dim=(1, 2, 3)) / 1000
+    integrated, centred = (
+        fit_smooth_lens(images, init, GRID, **PSF, steps=12, sigma=sigma, gradients=False, supersampling=s)
+        for s in (3, 1)
+    )
+    theta_error = ((integrated.macro.theta_e - truth.theta_e).abs() / truth.theta_e).max()
+    centre_error = torch.hypot(integrated.macro.center_x - truth.center_x, integrated.macro.center_y - truth.center_y)
+    assert theta_error <= 0.005 and centre_error.max() <= 0.1 * GRID.pixel_scale
+    assert (integrated.reduced_chi2 < 1e-3).all() and (centred.reduced_chi2 > 1).all(), centred.reduced_chi2
+
+
+def test_shot_noise_is_weighed_per_pixel():
+    """Peak SNR 100 with the source's shot-noise variance at the peak 4x the background's (the simulator's noise
+    model): with ``shot_noise`` the squared normalised residual of the pixels above 0.3 of the peak averages 1 over
+    the 4 images (within 0.2; 0.93 here) and f = 4 is found within a factor 2 (the median; 1.2-3.1 per image, from a
+    few dozen bright pixels each); with the background sigma alone those pixels average 1.87: their shot noise reads
+    as misfit."""
+    preset = replace(PRESET, peak_snr=(100.0, 100.0), noiseless_fraction=0.0, shot_noise_fraction=(4.0, 4.0))
+    lenses = sample_lenses(preset, 0, 4, torch.Generator().manual_seed(6))
+    images = render_images(lenses, preset, torch.Generator().manual_seed(7)).double()
+    weighed, plain = (
+        fit_smooth_lens(images, true_macro_lens(lenses), GRID, **PSF, steps=8, gradients=False, shot_noise=shot)
+        for shot in (True, False)
+    )
+
+    def bright_chi2(fit):
+        light = fit.model - fit.background.reshape(-1, 1, 1, 1)
+        bright = light > 0.3 * light.amax(dim=(1, 2, 3), keepdim=True)
+        return (fit.normalised_residual.square() * bright).sum() / bright.sum()
+
+    assert abs(bright_chi2(weighed) - 1) < 0.2 and bright_chi2(plain) > 1.5, (bright_chi2(weighed), bright_chi2(plain))
+    assert (plain.shot_fraction == 0).all()
+    assert 2 < weighed.shot_fraction.median() < 8, weighed.shot_fraction
+    torch.testing.assert_close(weighed.normalised_residual * weighed.pixel_sigma, images - weighed.model)
+    assert (weighed.pixel_sigma >= weighed.sigma.reshape(-1, 1, 1, 1)).all()
 
 
 STARTS = StartGrid((0.7, 0.85, 1.0, 1.2, 1.4), (-3.0, 0.0, 3.0))

@@ -7,6 +7,7 @@ import torch
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses
 from d4lenspinn.physics import estimate_noise, frame_noise, high_pass_noise
+from d4lenspinn.physics.noise import shot_noise_fraction
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_scalar
 
 
@@ -57,3 +58,36 @@ def test_noiseless_images_get_the_floor():
     assert estimate_noise(flat_sky).item() == pytest.approx(1e-3)
     with pytest.raises(ValueError, match=r"images \[0\]"):
         estimate_noise(flat_sky, relative_floor=0.0)
+
+
+def _shot_noisy(fraction, count=4, seed=3):
+    """Residuals of noise ``sigma sqrt(1 + f light / peak)`` about the noiseless lensed light of simulated lenses
+    (min-max normalised, so the background is 0), sigma = 0.01: ``(residual, light, sigma)``, flattened."""
+    preset = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
+    lenses = sample_lenses(preset, 0, count, torch.Generator().manual_seed(seed))
+    light = render_images(lenses, preset, noise=False).double().flatten(1)
+    sigma = torch.full((count,), 0.01, dtype=torch.float64)
+    std = sigma[:, None] * torch.sqrt(1 + fraction * light / light.amax(dim=1, keepdim=True))
+    noise = torch.randn(light.shape, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64)
+    return std * noise, light, sigma
+
+
+@pytest.mark.parametrize("fraction", [1.0, 4.0, 40.0])
+def test_the_shot_noise_fraction_is_recovered(fraction):
+    """f of noise ``sigma^2 (1 + f light / peak)`` from each image's residual (32 images, a median of 42 pixels
+    above 0.3 of the peak): unbiased (the median within 15%), each within a factor 2 once the shot noise dominates
+    the peak (f >= 4), and exactly invariant under any permutation of the pixels."""
+    residual, light, sigma = _shot_noisy(fraction, count=32)
+    estimate = shot_noise_fraction(residual, light, sigma)
+    assert abs(estimate.median().item() / fraction - 1) < 0.15, estimate
+    assert fraction < 4 or ((estimate > fraction / 2) & (estimate < 2 * fraction)).all(), estimate
+    order = torch.randperm(residual.shape[1], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(shot_noise_fraction(residual[:, order], light[:, order], sigma), estimate)
+
+
+def test_background_noise_alone_gives_a_small_fraction():
+    """No shot noise: the median f over 32 images stays below 0.3, and an image without finite residuals gets 0."""
+    residual, light, sigma = _shot_noisy(0.0, count=32)
+    assert shot_noise_fraction(residual, light, sigma).median() < 0.3
+    residual[0] = float("nan")
+    assert shot_noise_fraction(residual, light, sigma)[0] == 0

@@ -1,6 +1,7 @@
 """The smooth-lens image (Sersic source through SIE + shear and the PSF): equal to the simulator's noiseless image for
 the same parameters, smooth in every parameter (finite differences, the round source included), D4-covariant."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,42 @@ def test_from_values_and_batch_mismatch():
     macro, _ = _lens_and_source(2)
     with pytest.raises(ValueError, match="batch sizes differ"):
         render_smooth_lens(macro, source, GRID, 0.16)
+
+
+def test_supersampled_it_is_lenstronomys_image():
+    """lenstronomy's ``ImageModel`` (SIE + SHEAR + SERSIC_ELLIPSE, supersampling 3, Gaussian PSF truncated at 5
+    sigma) and ours at supersampling 3 agree to 0.5% of the peak (lenstronomy's image is flux per pixel: ours times
+    the pixel area; the 0.3% left is the Sersic b_n, lenstronomy's 1.9992 n - 0.3271 against our Ciotti & Bertin
+    series); at pixel centres ours is several percent off where the arcs are steep."""
+    pytest.importorskip("lenstronomy")
+    from lenstronomy.Data.pixel_grid import PixelGrid as LenstronomyGrid
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    n, scale, fwhm = GRID.n, GRID.pixel_scale, 0.16
+    corner = -(n - 1) / 2 * scale
+    image_model = ImageModel(
+        LenstronomyGrid(n, n, np.diag([scale, scale]), corner, corner),
+        PSF(psf_type="GAUSSIAN", fwhm=fwhm, pixel_size=scale, truncation=5.0),
+        lens_model_class=LensModel(["SIE", "SHEAR"]),
+        source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+        kwargs_numerics={"supersampling_factor": 3, "supersampling_convolution": False},
+    )
+    macro, source = _lens_and_source()
+    for i in range(2):
+        m, s = ({k: float(v[i]) for k, v in p._asdict().items()} for p in (macro, source))
+        lens = [
+            dict(theta_E=m["theta_e"], e1=m["e1"], e2=m["e2"], center_x=m["center_x"], center_y=m["center_y"]),
+            dict(gamma1=m["gamma1"], gamma2=m["gamma2"], ra_0=0.0, dec_0=0.0),  # ours: shear about the origin
+        ]
+        light = dict(amp=s["amplitude"], R_sersic=s["radius"], n_sersic=s["n"], e1=s["e1"], e2=s["e2"])
+        expected = torch.from_numpy(image_model.image(lens, [light | dict(center_x=s["x"], center_y=s["y"])]))
+        one = MacroLens(*(v[i : i + 1] for v in macro)), SersicSource(*(v[i : i + 1] for v in source))
+        errors = [
+            (render_smooth_lens(*one, GRID, fwhm, 5.0, supersampling)[0, 0] * scale**2 - expected).abs().max()
+            / expected.max()
+            for supersampling in (3, 1)
+        ]
+        assert errors[0] < 5e-3 and errors[1] > 0.02, errors

@@ -4,6 +4,8 @@ The subhalo scan: each position's delta chi^2 equals a least-squares refit with 
 differences), is a chi^2 of one degree of freedom without a subhalo, finds a planted one where it is, is
 D4-equivariant like the unexplained signal. Bad input is named."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.physics import (
     PixelGrid,
+    bin_pixels,
     fit_smooth_lens,
     render_smooth_lens,
     shapelet_basis,
@@ -106,23 +109,25 @@ def test_bad_input_is_named():
         unexplained_signal(subhalos, failed, GRID, PRESET.psf_truncation)
 
 
-def _lensed_with_subhalo(macro, source, background, position, strength, core):
+def _lensed_with_subhalo(macro, source, background, position, strength, core, supersampling=1):
     """The smooth model's image with a trial subhalo's deflection ``strength (theta - p) / (|theta - p|^2 + core^2)``
-    added at ``position = (x, y)`` (numbers, or one per image), rendered in full (no linearisation), the preset's
-    PSF."""
-    beta_x, beta_y = source_plane(macro, GRID)
-    x, y = GRID.coordinates(torch.float64)
+    added at ``position = (x, y)`` (numbers, or one per image), rendered in full (no linearisation) at
+    ``supersampling`` x ``supersampling`` points per pixel, averaged, the preset's PSF."""
+    fine = GRID.supersampled(supersampling)
+    beta_x, beta_y = source_plane(macro, fine)
+    x, y = fine.coordinates(torch.float64)
     dx = x - torch.as_tensor(position[0], dtype=torch.float64).reshape(-1, 1, 1)
     dy = y - torch.as_tensor(position[1], dtype=torch.float64).reshape(-1, 1, 1)
     soft = dx * dx + dy * dy + core**2
-    light = sersic_at(beta_x - strength * dx / soft, beta_y - strength * dy / soft, source)
+    light = bin_pixels(sersic_at(beta_x - strength * dx / soft, beta_y - strength * dy / soft, source), supersampling)
     kernel = gaussian_psf_kernel(PRESET.psf_fwhm, PRESET.pixel_scale, PRESET.psf_truncation, torch.float64)
     return convolve_psf(light, kernel) + background.reshape(-1, 1, 1, 1)
 
 
-def _noisy_fit(count, seed, snr=30.0, planted=None):
+def _noisy_fit(count, seed, snr=30.0, planted=None, supersampling=1):
     """Single-Sersic lenses at peak SNR ``snr`` (optionally with a subhalo planted at ``planted = (x, y, b^2)``, the
-    position one per image), float64, fitted from the true lens with the preset's PSF (8 steps)."""
+    position one per image), float64, fitted from the true lens with the preset's PSF (8 steps) and
+    ``supersampling``."""
     lenses = sample_lenses(PRESET, 0, count, torch.Generator().manual_seed(seed))
     images = render_images(lenses, PRESET, noise=False).double()
     truth = true_macro_lens(lenses)
@@ -132,16 +137,20 @@ def _noisy_fit(count, seed, snr=30.0, planted=None):
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     images = images + noise / snr
     sigma = torch.full((count,), 1 / snr, dtype=torch.float64)
-    return fit_smooth_lens(images, truth, GRID, **PSF, steps=8, sigma=sigma, gradients=False)
+    return fit_smooth_lens(
+        images, truth, GRID, **PSF, steps=8, sigma=sigma, gradients=False, supersampling=supersampling
+    )
 
 
-def test_each_positions_delta_chi2_is_the_refit_with_that_subhalo():
+@pytest.mark.parametrize("supersampling", [1, 2])
+def test_each_positions_delta_chi2_is_the_refit_with_that_subhalo(supersampling):
     """At a few positions: the trial subhalo's image by central differences of the full render, then the least
     squares of the projected residual on the tangent basis plus that image; the scan's delta chi^2 and strength agree
-    to 1e-5."""
-    fit = _noisy_fit(2, seed=10)
-    scan = subhalo_scan(fit, GRID, PRESET.psf_truncation, fit_psf=False, stride=4)
-    basis = tangent_basis(fit, GRID, PRESET.psf_truncation, fit_psf=False)
+    to 1e-5, with the light sampled at pixel centres or integrated over 2 x 2 sub-pixels."""
+    fit = _noisy_fit(2, seed=10, supersampling=supersampling)
+    options = dict(fit_psf=False, supersampling=supersampling)
+    scan = subhalo_scan(fit, GRID, PRESET.psf_truncation, stride=4, **options)
+    basis = tangent_basis(fit, GRID, PRESET.psf_truncation, **options)
     residual = fit.normalised_residual.flatten(1)[..., None]
     residual = (residual - basis @ (basis.transpose(1, 2) @ residual))[..., 0]
     centres = GRID.axis(torch.float64).reshape(-1, 4).mean(dim=1)
@@ -149,7 +158,9 @@ def test_each_positions_delta_chi2_is_the_refit_with_that_subhalo():
         step = 1e-6
         position = (centres[column], centres[row])
         change = [
-            _lensed_with_subhalo(fit.macro, fit.source, fit.background, position, sign * step, GRID.pixel_scale)
+            _lensed_with_subhalo(
+                fit.macro, fit.source, fit.background, position, sign * step, GRID.pixel_scale, supersampling
+            )
             for sign in (1, -1)
         ]
         template = ((change[0] - change[1]) / (2 * step)).flatten(1) / fit.sigma[:, None]
@@ -170,6 +181,20 @@ def test_without_a_subhalo_every_position_is_a_chi2_of_one_dof():
     assert abs((scan.delta_chi2 > 0).double().mean().item() - 0.5) < 0.1
 
 
+def test_with_the_shot_noise_weighed_the_scan_stays_a_chi2_of_one_dof():
+    """Peak SNR 100 with the source's shot noise 4x the background's variance at the peak (the simulator's noise), no
+    subhalo: with ``shot_noise`` the mean delta chi^2 is a chi^2_1's kept when positive, 1/2 within 0.1 (0.49 here);
+    in units of the background sigma alone the bright pixels' noise reads as subhalos (0.77 here)."""
+    preset = replace(PRESET, peak_snr=(100.0, 100.0), noiseless_fraction=0.0, shot_noise_fraction=(4.0, 4.0))
+    lenses = sample_lenses(preset, 0, 4, torch.Generator().manual_seed(13))
+    images = render_images(lenses, preset, torch.Generator().manual_seed(14)).double()
+    means = []
+    for shot in (True, False):
+        fit = fit_smooth_lens(images, true_macro_lens(lenses), GRID, **PSF, steps=8, gradients=False, shot_noise=shot)
+        means.append(subhalo_scan(fit, GRID, PRESET.psf_truncation, fit_psf=False, stride=4).delta_chi2.mean().item())
+    assert abs(means[0] - 0.5) < 0.1 and means[1] > 0.65, means
+
+
 def test_a_planted_subhalo_is_found_where_it_is():
     """A subhalo of b = 0.15" (b^2 = 0.0225 arcsec^2) put on each lens's brightest pixel, at SNR 30: the map's
     maximum sits within one pixel of it, stands far above the noise (delta chi^2 > 200; 700-1270 here) and its
@@ -187,23 +212,25 @@ def test_a_planted_subhalo_is_found_where_it_is():
         assert 0.0225 / 1.5 < scan.strength[image, 0, found_row, found_column] < 0.0225 * 1.5
 
 
-def test_both_maps_are_d4_equivariant_with_the_psf_width_fitted():
+@pytest.mark.parametrize("supersampling", [1, 2])
+def test_both_maps_are_d4_equivariant_with_the_psf_width_fitted(supersampling):
     """The fit of g(image) from g(init): the unexplained part of g(signal) and the scan are g of the untransformed
-    ones, for all 8 elements."""
+    ones, for all 8 elements, with the light sampled at pixel centres or integrated over 2 x 2 sub-pixels."""
     lenses = sample_lenses(PRESET, 1, 2, torch.Generator().manual_seed(4))
     images = render_images(lenses, PRESET, torch.Generator().manual_seed(5)).double()
     signal = render_images(lenses, PRESET, noise=False).double() - images
     init = true_macro_lens(lenses)
-    fit = fit_smooth_lens(images, init, GRID, **PSF, steps=4, gradients=False, fit_psf=True)
-    left = unexplained_signal(signal, fit, GRID, PRESET.psf_truncation)
-    scan = subhalo_scan(fit, GRID, PRESET.psf_truncation, stride=4)
+    options = dict(steps=4, gradients=False, fit_psf=True, supersampling=supersampling)
+    fit = fit_smooth_lens(images, init, GRID, **PSF, **options)
+    left = unexplained_signal(signal, fit, GRID, PRESET.psf_truncation, supersampling=supersampling)
+    scan = subhalo_scan(fit, GRID, PRESET.psf_truncation, stride=4, supersampling=supersampling)
     for g in D4_ELEMENTS[1:]:
-        moved = fit_smooth_lens(
-            transform_scalar(images, g), transform_macro(init, g), GRID, **PSF, steps=4, gradients=False, fit_psf=True
+        moved = fit_smooth_lens(transform_scalar(images, g), transform_macro(init, g), GRID, **PSF, **options)
+        moved_left = unexplained_signal(
+            transform_scalar(signal, g), moved, GRID, PRESET.psf_truncation, supersampling=supersampling
         )
-        moved_left = unexplained_signal(transform_scalar(signal, g), moved, GRID, PRESET.psf_truncation)
         torch.testing.assert_close(moved_left, transform_scalar(left, g), rtol=0, atol=1e-7, msg=str(g))
-        moved_scan = subhalo_scan(moved, GRID, PRESET.psf_truncation, stride=4)
+        moved_scan = subhalo_scan(moved, GRID, PRESET.psf_truncation, stride=4, supersampling=supersampling)
         for name, value in moved_scan._asdict().items():
             expected = transform_scalar(getattr(scan, name), g)
             scale = expected.abs().max()
