@@ -6,7 +6,8 @@ Prints the median wall time per batch (and the interquartile range) for the Pois
 alpha), the whole engine forward (+ source reconstruction and re-lensing) and forward+backward, at the
 DeepLense Model I grid (150 x 150, 0.05"/pixel) and a Model II-like grid (64 x 64, 0.101"/pixel). With ``--scan``,
 also the subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`) of 4 fitted ``model_ii_broad`` images, seconds per
-image at strides 2 and 1, in float32 and float64.
+image at strides 2 and 1, in float32 and float64, and the fit and the scan with the light sampled at pixel centres
+and integrated over 3 x 3 sub-pixels (``supersampling``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def _time_scan(device: torch.device, repeats: int) -> None:
             scan = functools.partial(subhalo_scan, fit, grid, preset.psf_truncation, stride=stride)
             times = wall_times(scan, device, repeats)
             print(f"  {str(dtype).removeprefix('torch.')}, stride {stride}: {statistics.median(times) / 4:.3f} s")
+    print("the fit (5 steps from the true lens) and the scan (stride 2) by supersampling, float32, seconds per image")
+    images = images.to(device)
+    for factor in (1, 3):
+        options = dict(gradients=False, fit_psf=True, supersampling=factor)
+        fit = functools.partial(
+            fit_smooth_lens, images, true_macro_lens(lenses), grid, preset.psf_fwhm, preset.psf_truncation, 5, **options
+        )
+        fit_seconds = statistics.median(wall_times(fit, device, repeats)) / 4
+        scan = functools.partial(subhalo_scan, fit(), grid, preset.psf_truncation, stride=2, supersampling=factor)
+        scan_seconds = statistics.median(wall_times(scan, device, repeats)) / 4
+        print(f"  supersampling {factor}: fit {fit_seconds:.3f} s, scan {scan_seconds:.3f} s")
 
 
 def main() -> None:

@@ -327,15 +327,25 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device, scan
 
 
 def _fit_settings(text: str) -> dict:
-    """``key=value,key=value`` -> keyword arguments of :class:`PriorFit` (integers, numbers, true/false)."""
+    """``key=value,key=value`` -> keyword arguments of :class:`PriorFit`: ``steps`` and ``supersampling`` integers,
+    ``fit_psf`` true/false, ``shot_noise`` fit or a background noise in electrons."""
     settings = {}
     for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in ("steps", "fit_psf", "supersampling", "shot_noise"):
+        key, _, value = item.partition("=")
+        try:
+            if key in ("steps", "supersampling"):
+                settings[key] = int(value)
+            elif key == "fit_psf" and value in ("true", "false"):
+                settings[key] = value == "true"
+            elif key == "shot_noise":
+                settings[key] = value if value == "fit" else float(value)
+            else:
+                raise ValueError
+        except ValueError:
             raise SystemExit(
-                f"--fits: expected steps=N, fit_psf=true|false, supersampling=S or shot_noise=true|false, got {item!r}"
-            )
-        settings[key] = value == "true" if key in ("fit_psf", "shot_noise") else int(value)
+                f"--fits: expected steps=N, supersampling=S, fit_psf=true|false or shot_noise=fit|ELECTRONS, got "
+                f"{item!r}"
+            ) from None
     return settings
 
 
@@ -365,7 +375,7 @@ def main() -> None:
         default=[],
         metavar="NAME:SETTINGS",
         help="physics-only rows, no network: a smooth-lens fit from the prior's starts, its chi^2 and scan (e.g. "
-        "pixel: or integrated:supersampling=3,shot_noise=true; settings steps, fit_psf, supersampling, shot_noise)",
+        "pixel: or integrated:supersampling=3,shot_noise=24.69; settings steps, fit_psf, supersampling, shot_noise)",
     )
     parser.add_argument(
         "--references", nargs="*", default=[], help="checkpoint (or --fits) names to pair every row (or fit) against"

@@ -73,7 +73,8 @@ class PriorFit:
     """A smooth-lens fit that needs no network: from :meth:`StartGrid.over_prior` about a centred lens (theta_E
     ``prior_theta_e`` [arcsec], centre +-2 px), ``steps`` Levenberg-Marquardt steps with the instrument's PSF (its
     width fitted with ``fit_psf``), the light integrated over ``supersampling`` x ``supersampling`` sub-pixels and
-    (``shot_noise``) each pixel weighed by its own noise, in float32 (as ``d4lenspinn_fit`` with
+    (``shot_noise``: ``"fit"`` or the background noise in electrons) each pixel weighed by its own noise, in float32
+    (as ``d4lenspinn_fit`` with
     ``lens_start="prior"`` fits)."""
 
     def __init__(
@@ -85,7 +86,7 @@ class PriorFit:
         steps: int = 5,
         fit_psf: bool = False,
         supersampling: int = 1,
-        shot_noise: bool = False,
+        shot_noise: str | float | None = None,
         prior_theta_e: tuple[float, float] = (0.6, 1.6),
     ) -> None:
         self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device

@@ -271,6 +271,7 @@ def test_physics_only_rows_need_no_network(bench, cells):
     integrated = rows["integrated subhalo scan"][0](images)
     assert integrated.shape == (2,) and np.isfinite(integrated).all()
     with pytest.raises(
-        SystemExit, match="expected steps=N, fit_psf=true.false, supersampling=S or shot_noise=true.false, got 'psf=2'"
+        SystemExit,
+        match="expected steps=N, supersampling=S, fit_psf=true.false or shot_noise=fit.ELECTRONS, got 'psf=2'",
     ):
         sh.prior_fit_scorers(["bad:psf=2"], setup, torch.device("cpu"), 0)

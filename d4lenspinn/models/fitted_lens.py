@@ -26,6 +26,7 @@ from torch import nn
 
 from ..physics import LensFit, LensingEngine, MacroLens, StartGrid, centred_lens, fit_smooth_lens, macro_convergence
 from ..physics.grid import check_supersampling
+from ..physics.lens_fit import check_shot_noise
 from .heads import INVARIANT_HEAD
 from .inputs import check_images
 from .macro_estimator import MacroEstimator
@@ -57,7 +58,8 @@ class FittedPINN(D4LensPINN):
     (default then +-2 px; ``fit_theta_e_scales`` and ``macro_widths`` are unused), so training needs no lens truth
     (set ``loss.macro`` to 0). ``supersampling`` (sub-pixels per pixel and axis) integrates the fit's model over
     each pixel: 1 for the package's simulator (it samples pixel centres), 3 for lenstronomy's images and the sky;
-    ``shot_noise`` weighs each pixel by its own noise, the source's shot noise included (fraction fitted per image)."""
+    ``shot_noise`` weighs each pixel by its own noise, the source's shot noise included: the instrument's background
+    noise in electrons per pixel, or ``"fit"`` (:func:`~d4lenspinn.physics.fit_smooth_lens`)."""
 
     def __init__(
         self,
@@ -81,7 +83,7 @@ class FittedPINN(D4LensPINN):
         lens_start: str = "estimate",
         prior_theta_e: tuple[float, float] = (0.6, 1.6),
         supersampling: int = 1,
-        shot_noise: bool = False,
+        shot_noise: str | float | None = None,
     ) -> None:
         super().__init__(name, image_size, pixel_scale, in_chans, preprocessing)
         psf_fwhm = DEFAULT_PSF_PIXELS * pixel_scale if psf_fwhm is None else psf_fwhm
@@ -91,12 +93,13 @@ class FittedPINN(D4LensPINN):
             )
         if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
             raise ValueError(f"{name}: fit_steps must be an integer >= 0, got {fit_steps!r}")
-        if not isinstance(fit_psf, bool) or not isinstance(shot_noise, bool):
-            raise ValueError(f"{name}: fit_psf and shot_noise must be true or false, got {fit_psf!r}, {shot_noise!r}")
+        if not isinstance(fit_psf, bool):
+            raise ValueError(f"{name}: fit_psf must be true or false, got {fit_psf!r}")
         self.psf_fwhm, self.psf_truncation, self.fit_steps = float(psf_fwhm), float(psf_truncation), fit_steps
         self.fit_psf = fit_psf
         try:
             check_supersampling(supersampling)
+            check_shot_noise(shot_noise)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
         self.supersampling, self.shot_noise = supersampling, shot_noise

@@ -69,7 +69,7 @@ class LensFit(NamedTuple):
     normalised_residual: torch.Tensor  # (B, 1, n, n) (images - model) / pixel_sigma: what the fit cannot explain
     shapelets: torch.Tensor  # (B, K) coefficients of the source's shapelets (image units); K = 0 without them
     pixel_sigma: torch.Tensor  # (B, 1, n, n) noise per pixel: sigma, or (shot_noise) sigma sqrt(1 + f light / peak)
-    shot_fraction: torch.Tensor  # (B,) f, the source's shot-noise variance at its peak / sigma^2; 0 without shot_noise
+    shot_fraction: torch.Tensor  # (B,) f: the source's shot-noise variance at its peak / sigma^2; 0 without shot noise
 
     def select(self, index: torch.Tensor) -> LensFit:
         """The fits of the images ``index`` (indices or a boolean mask over the batch)."""
@@ -303,7 +303,7 @@ def fit_smooth_lens(
     fit_psf: bool = False,
     shapelets: int | None = None,
     supersampling: int = 1,
-    shot_noise: bool = False,
+    shot_noise: str | float | None = None,
 ) -> LensFit:
     """Fit SIE + shear + Sersic source to ``images (B, 1, n, n)`` from the lens ``init`` in ``steps`` steps.
 
@@ -316,9 +316,11 @@ def fit_smooth_lens(
     ``supersampling = s`` samples the lensed light at ``s x s`` points per pixel and averages them, as a detector
     pixel integrates the light (lenstronomy's ``supersampling_factor``); 1 samples pixel centres, as the package's
     simulator renders; costs about ``s^2`` times the render. With ``shot_noise`` each pixel's noise is
-    ``sigma sqrt(1 + f light / max(light))``, the background's plus the source's own (Poisson) shot noise, with the
-    fraction ``f`` found per image from the residual (:func:`~d4lenspinn.physics.noise.shot_noise_fraction`) after
-    the first half of the steps, to weigh the second half, and again after the last, for the result.
+    ``sigma sqrt(1 + f light / max(light))``, the background's plus the source's own (Poisson) shot noise: with the
+    instrument's background noise ``sigma_b`` in electrons per pixel (``shot_noise=sigma_b``), ``f`` is each image's
+    peak SNR over it, ``max(light) / (sigma sigma_b)``; with ``shot_noise="fit"`` it is found from the residual
+    (:func:`~d4lenspinn.physics.noise.shot_noise_fraction`), which also absorbs misfit, the substructure's included.
+    Either is computed after the first half of the steps, to weigh the second half, and again after the last.
     ``sigma (B,)`` is the noise in image units (default :func:`estimate_noise`). The fit runs in the images' dtype
     and device (the normal equations in float64). The source starts from :func:`initial_source` under the projected
     init; with ``starts`` (:class:`StartGrid`) the start of each image is the candidate of lowest chi^2 among the
@@ -341,6 +343,7 @@ def fit_smooth_lens(
     if shapelets is not None and (isinstance(shapelets, bool) or not isinstance(shapelets, int) or shapelets < 0):
         raise ValueError(f"shapelets must be None or an order n_max >= 0, got {shapelets!r}")
     check_supersampling(supersampling)
+    check_shot_noise(shot_noise)
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images)).flatten(1).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad} hold non-finite pixels")
@@ -353,6 +356,16 @@ def fit_smooth_lens(
     widths = widths.expand(batch).to(device=images.device, dtype=images.dtype)
     with torch.set_grad_enabled(gradients and torch.is_grad_enabled()):
         return _fit(images, init, widths, sigma, problem, steps, starts or StartGrid(), shot_noise)
+
+
+def check_shot_noise(shot_noise: str | float | None) -> None:
+    """Raise ``ValueError`` unless ``shot_noise`` is None, ``"fit"`` or a background noise in electrons > 0."""
+    if shot_noise is None or (isinstance(shot_noise, str) and shot_noise == "fit"):
+        return
+    if isinstance(shot_noise, bool) or not isinstance(shot_noise, (int, float)) or not 0 < shot_noise < math.inf:
+        raise ValueError(
+            f"shot_noise must be None, 'fit' or the background noise in electrons per pixel (> 0), got {shot_noise!r}"
+        )
 
 
 def _problem(images, sigma, grid, widths, truncation, fit_psf, shapelets, supersampling) -> _Problem:
@@ -408,13 +421,13 @@ def _fit(images, init, widths, sigma, problem, steps, starts, shot_noise) -> Len
     damping = start_damping(chi2)
     fraction = torch.zeros_like(sigma)
     for step in range(steps):
-        if shot_noise and step == max(1, steps // 2):  # weigh the second half of the steps by each pixel's noise
-            fraction, problem = _with_shot_noise(u, sigma, problem)
+        if shot_noise is not None and step == max(1, steps // 2):  # weigh the second half by each pixel's noise
+            fraction, problem = _with_shot_noise(u, sigma, problem, shot_noise)
             residual = _residual(u, problem)
             chi2 = (residual * residual).sum(dim=1)
         u, residual, chi2, damping = _levenberg_marquardt_step(u, residual, chi2, damping, problem)
-    if shot_noise:  # and the result by the noise about the final model
-        fraction, problem = _with_shot_noise(u, sigma, problem)
+    if shot_noise is not None:  # and the result by the noise about the final model
+        fraction, problem = _with_shot_noise(u, sigma, problem, shot_noise)
         chi2 = _residual(u, problem).square().sum(dim=1)
 
     failed = ~torch.isfinite(chi2)
@@ -445,15 +458,20 @@ def _fit(images, init, widths, sigma, problem, steps, starts, shot_noise) -> Len
     )
 
 
-def _with_shot_noise(u: torch.Tensor, sigma: torch.Tensor, problem: _Problem):
-    """The shot-noise fraction ``(B,)`` of the images about the model of ``u`` (:func:`shot_noise_fraction`) and
-    the problem reweighted by it: each pixel's noise ``sigma sqrt(1 + f light / max(light))``, held fixed from
-    here (images without a finite model keep ``sigma``)."""
+def _with_shot_noise(u: torch.Tensor, sigma: torch.Tensor, problem: _Problem, shot_noise: str | float):
+    """The shot-noise fraction ``f (B,)`` about the model of ``u`` (``"fit"``: :func:`shot_noise_fraction` of the
+    residual; a background noise ``sigma_b`` in electrons: the model's peak SNR over it, ``max(light) / (sigma
+    sigma_b)``) and the problem reweighted by it: each pixel's noise ``sigma sqrt(1 + f light / max(light))``, held
+    fixed from here (images without a finite model keep ``sigma``)."""
     model, _, background = _model(u, problem)
     light = model - background
-    fraction = shot_noise_fraction(problem.images - model, light, sigma)
+    peak = light.amax(dim=1)
+    if shot_noise == "fit":
+        fraction = shot_noise_fraction(problem.images - model, light, sigma)
+    else:
+        fraction = peak.clamp_min(0) / (sigma * shot_noise)
     fraction = torch.where(torch.isfinite(light).all(dim=1), fraction, torch.zeros_like(fraction))
-    relative = light.clamp_min(0) / light.amax(dim=1, keepdim=True).clamp_min(torch.finfo(light.dtype).tiny)
+    relative = light.clamp_min(0) / peak[:, None].clamp_min(torch.finfo(light.dtype).tiny)
     variance = sigma[:, None] ** 2 * (1 + fraction[:, None] * torch.nan_to_num(relative))
     return fraction, problem._replace(inverse_sigma=variance.rsqrt())
 

@@ -183,13 +183,13 @@ def test_without_a_subhalo_every_position_is_a_chi2_of_one_dof():
 
 def test_with_the_shot_noise_weighed_the_scan_stays_a_chi2_of_one_dof():
     """Peak SNR 100 with the source's shot noise 4x the background's variance at the peak (the simulator's noise), no
-    subhalo: with ``shot_noise`` the mean delta chi^2 is a chi^2_1's kept when positive, 1/2 within 0.1 (0.49 here);
-    in units of the background sigma alone the bright pixels' noise reads as subhalos (0.77 here)."""
+    subhalo: with ``shot_noise="fit"`` the mean delta chi^2 is a chi^2_1's kept when positive, 1/2 within 0.1 (0.49
+    here); in units of the background sigma alone the bright pixels' noise reads as subhalos (0.77 here)."""
     preset = replace(PRESET, peak_snr=(100.0, 100.0), noiseless_fraction=0.0, shot_noise_fraction=(4.0, 4.0))
     lenses = sample_lenses(preset, 0, 4, torch.Generator().manual_seed(13))
     images = render_images(lenses, preset, torch.Generator().manual_seed(14)).double()
     means = []
-    for shot in (True, False):
+    for shot in ("fit", None):
         fit = fit_smooth_lens(images, true_macro_lens(lenses), GRID, **PSF, steps=8, gradients=False, shot_noise=shot)
         means.append(subhalo_scan(fit, GRID, PRESET.psf_truncation, fit_psf=False, stride=4).delta_chi2.mean().item())
     assert abs(means[0] - 0.5) < 0.1 and means[1] > 0.65, means
