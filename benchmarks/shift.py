@@ -5,6 +5,8 @@
                                [--sensitivity-per-class 400] [--cells reference snr_10 ...] [--data data/shift]
                                [--out runs/shift] [--n-bootstrap 1000] [--seed 0] [--batch 64] [--device auto]
                                [--scan-stride 2]
+    python benchmarks/shift.py --fits pixel: integrated:supersampling=3,shot_noise=24.69 --references pixel
+                               [--cells ...] [--scan-stride 2]     # physics-only rows, no network
 
 Test sets (benchmarks/shift_cells.py; parameters drawn in numpy, images rendered by lenstronomy on the grid of
 ``--instrument``: ``model_ii``, Euclid VIS settings, 64 x 64 at 0.101"/px, PSF FWHM 0.16"; or ``model_i``, Common
@@ -73,6 +75,8 @@ from d4lenspinn.classes import SUBHALOS, VORTEX
 from d4lenspinn.device import resolve_device
 from d4lenspinn.io import atomic_path, save_figure, write_text
 from d4lenspinn.physics import PixelGrid
+from d4lenspinn.physics.grid import check_supersampling
+from d4lenspinn.physics.lens_fit import check_shot_noise
 from d4lenspinn.report import markdown_table
 
 SENSITIVITY_BINS = {  # metadata field: (class, log10 bin edges)
@@ -346,6 +350,11 @@ def _fit_settings(text: str) -> dict:
                 f"--fits: expected steps=N, supersampling=S, fit_psf=true|false or shot_noise=fit|ELECTRONS, got "
                 f"{item!r}"
             ) from None
+    try:
+        check_supersampling(settings.get("supersampling", 1))
+        check_shot_noise(settings.get("shot_noise"))
+    except ValueError as error:
+        raise SystemExit(f"--fits {text!r}: {error}") from None
     return settings
 
 

@@ -74,8 +74,7 @@ class PriorFit:
     ``prior_theta_e`` [arcsec], centre +-2 px), ``steps`` Levenberg-Marquardt steps with the instrument's PSF (its
     width fitted with ``fit_psf``), the light integrated over ``supersampling`` x ``supersampling`` sub-pixels and
     (``shot_noise``: ``"fit"`` or the background noise in electrons) each pixel weighed by its own noise, in float32
-    (as ``d4lenspinn_fit`` with
-    ``lens_start="prior"`` fits)."""
+    (as ``d4lenspinn_fit`` with ``lens_start="prior"`` fits)."""
 
     def __init__(
         self,

@@ -275,3 +275,5 @@ def test_physics_only_rows_need_no_network(bench, cells):
         match="expected steps=N, supersampling=S, fit_psf=true.false or shot_noise=fit.ELECTRONS, got 'psf=2'",
     ):
         sh.prior_fit_scorers(["bad:psf=2"], setup, torch.device("cpu"), 0)
+    with pytest.raises(SystemExit, match="shot_noise must be None, 'fit' or the background noise in electrons"):
+        sh.prior_fit_scorers(["bad:shot_noise=-3"], setup, torch.device("cpu"), 0)

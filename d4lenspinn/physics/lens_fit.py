@@ -4,7 +4,7 @@ The lens modeller's first step, batched and differentiable::
 
     fit = fit_smooth_lens(images, init, PixelGrid(64, 0.101), psf_fwhm=0.16, psf_truncation=5.0, steps=10)
     fit.macro, fit.source            # refined MacroLens and SersicSource, (B,) tensors
-    fit.normalised_residual          # (images - fit.model) / sigma, (B, 1, n, n): what the smooth lens cannot explain
+    fit.normalised_residual          # (images - fit.model) / fit.pixel_sigma, (B, 1, n, n): what it cannot explain
     fit.reduced_chi2, fit.failed     # (B,), (B,) bool
 
 Model: ``image = amplitude * PSF * S(theta - alpha(theta)) + background`` (:func:`render_lensed_sersic`; with
@@ -46,7 +46,7 @@ from .shapelets import shapelet_basis, shapelet_order
 from .smooth_lens import SersicSource, sersic_at, source_plane
 from .source_moments import initial_source
 
-__all__ = ["LensFit", "StartGrid", "centred_lens", "fit_smooth_lens", "tangent_basis"]
+__all__ = ["LensFit", "StartGrid", "centred_lens", "check_shot_noise", "fit_smooth_lens", "tangent_basis"]
 
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
 _MAX_E, _MAX_GAMMA = 0.8, 0.5
@@ -473,7 +473,7 @@ def _with_shot_noise(u: torch.Tensor, sigma: torch.Tensor, problem: _Problem, sh
     fraction = torch.where(torch.isfinite(light).all(dim=1), fraction, torch.zeros_like(fraction))
     relative = light.clamp_min(0) / peak[:, None].clamp_min(torch.finfo(light.dtype).tiny)
     variance = sigma[:, None] ** 2 * (1 + fraction[:, None] * torch.nan_to_num(relative))
-    return fraction, problem._replace(inverse_sigma=variance.rsqrt())
+    return fraction.detach(), problem._replace(inverse_sigma=variance.detach().rsqrt())
 
 
 def tangent_basis(

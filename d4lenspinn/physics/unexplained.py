@@ -52,10 +52,10 @@ def unexplained_signal(
 
     ``signal`` minus its least-squares projection onto :func:`tangent_basis` (``fit`` is the fit of the images the
     signal is added to, with the same ``grid``, ``psf_truncation``, ``fit_psf`` and ``supersampling``). To first
-    order in the signal,
-    refitting the smooth model to ``model + signal`` leaves exactly this residual, so its squared norm ``d^2`` is
-    what a substructure adds to a refitted chi^2, and ``d`` the significance of a test that knows the substructure's
-    pattern but must fit the smooth lens (the Fisher information left after profiling the smooth model out).
+    order in the signal, refitting the smooth model to ``model + signal`` leaves exactly this residual, so its
+    squared norm ``d^2`` is what a substructure adds to a refitted chi^2, and ``d`` the significance of a test that
+    knows the substructure's pattern but must fit the smooth lens (the Fisher information left after profiling the
+    smooth model out).
     Raises ``ValueError`` for a failed fit or a signal of another shape.
     """
     check_field(signal, "signal", 1, grid)
