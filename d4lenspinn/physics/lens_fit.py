@@ -426,8 +426,9 @@ def _fit(images, init, widths, sigma, problem, steps, starts, shot_noise) -> Len
             residual = _residual(u, problem)
             chi2 = (residual * residual).sum(dim=1)
         u, residual, chi2, damping = _levenberg_marquardt_step(u, residual, chi2, damping, problem)
-    if shot_noise is not None:  # and the result by the noise about the final model (finite weights: chi^2 stays
-        fraction, problem = _with_shot_noise(u, sigma, problem, shot_noise)  # finite where it was, so is `failed`)
+    # and the result by the noise about the final model; its weights are finite, so `failed` below stays as it was
+    if shot_noise is not None:
+        fraction, problem = _with_shot_noise(u, sigma, problem, shot_noise)
 
     failed = ~torch.isfinite(chi2)
     u = torch.where(failed[:, None], start.detach(), u)
