@@ -5,7 +5,7 @@
 
 For ``--n`` lenses per class of ``--preset`` (as the models see them: noisy, in brightness units before the min-max
 normalisation, which only rescales), detection AUC of substructure (no vs subhalos, no vs vortex) for eight
-statistics (nine with ``--shapelets``, five without the inversions: ``--no-inversions``), in bins of the peak
+statistics (ten with ``--shapelets``, five without the inversions: ``--no-inversions``), in bins of the peak
 signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
 
 * likelihood ratio, both models known: ``|x - m0|^2 - |x - m1|^2`` over sigma^2, with ``m1`` the noiseless image and
@@ -27,7 +27,8 @@ signal-to-noise and, at SNR >= 30, by source (single Sersic or clumpy):
   centre of every ``--scan-stride`` block) through the PSF-fitted Sersic fit: a detector that asks where one
   subhalo would explain the residual, not how large the residual is;
 * with ``--shapelets n_max``: chi^2 of the fit whose source is the Sersic profile plus shapelets of order
-  ``<= n_max`` (PSF width fitted): the lens modeller's remedy for clumpy sources, fitted jointly with the lens.
+  ``<= n_max`` (PSF width fitted): the lens modeller's remedy for clumpy sources, fitted jointly with the lens; and
+  the subhalo scan through that fit (its tangent space holds the shapelets too).
 
 The noise sigma of every statistic is estimated from the image (:func:`~d4lenspinn.physics.estimate_noise`).
 """
@@ -128,6 +129,11 @@ def statistics(
                 )
                 rows[f"chi^2 of the Sersic + shapelets (order {shapelets}) fit, PSF width fitted"] = (
                     flexible.reduced_chi2
+                )
+                rows[f"subhalo scan through the Sersic + shapelets fit (stride {scan_stride})"] = (
+                    subhalo_scan(flexible, grid, preset.psf_truncation, stride=scan_stride)
+                    .delta_chi2.flatten(1)
+                    .amax(dim=1)
                 )
             for name, value in rows.items():
                 values.setdefault(name, []).append(value.double())

@@ -59,7 +59,6 @@ from shift_scoring import (
     FitChi2Scorer,
     ModelFit,
     NetworkScorer,
-    PriorFit,
     ScanScorer,
     Scorer,
     binned_detection,
@@ -72,6 +71,7 @@ from shift_scoring import (
 
 from d4lenspinn.checkpoint import load_trained_model
 from d4lenspinn.classes import SUBHALOS, VORTEX
+from d4lenspinn.detection import PriorFit
 from d4lenspinn.device import resolve_device
 from d4lenspinn.io import atomic_path, save_figure, write_text
 from d4lenspinn.physics import PixelGrid

@@ -27,8 +27,9 @@ from torch import nn
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.data import batch_loader, prepare_test_data
+from d4lenspinn.detection import PriorFit, detect_subhalo
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
-from d4lenspinn.physics import LensFit, PixelGrid, StartGrid, centred_lens, fit_smooth_lens, subhalo_scan
+from d4lenspinn.physics import LensFit
 from d4lenspinn.tta import predict
 
 DETECTION_CLASSES = ("none", "substructure")
@@ -69,46 +70,6 @@ class ModelFit:
             return self.model.fit_lens(images, self.model.preprocessing(images))[0]
 
 
-class PriorFit:
-    """A smooth-lens fit that needs no network: from :meth:`StartGrid.over_prior` about a centred lens (theta_E
-    ``prior_theta_e`` [arcsec], centre +-2 px), ``steps`` Levenberg-Marquardt steps with the instrument's PSF (its
-    width fitted with ``fit_psf``), the light integrated over ``supersampling`` x ``supersampling`` sub-pixels and
-    (``shot_noise``: ``"fit"`` or the background noise in electrons) each pixel weighed by its own noise, in float32
-    (as ``d4lenspinn_fit`` with ``lens_start="prior"`` fits)."""
-
-    def __init__(
-        self,
-        grid: PixelGrid,
-        psf_fwhm: float,
-        psf_truncation: float,
-        device: torch.device,
-        steps: int = 5,
-        fit_psf: bool = False,
-        supersampling: int = 1,
-        shot_noise: str | float | None = None,
-        prior_theta_e: tuple[float, float] = (0.6, 1.6),
-    ) -> None:
-        self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device
-        self.steps, self.fit_psf, self.supersampling, self.shot_noise = steps, fit_psf, supersampling, shot_noise
-        self.starts = StartGrid.over_prior(prior_theta_e)
-
-    def __call__(self, images: torch.Tensor) -> LensFit:
-        images = images.to(self.device).float()
-        return fit_smooth_lens(
-            images,
-            centred_lens(len(images), device=self.device),
-            self.grid,
-            self.psf_fwhm,
-            self.psf_truncation,
-            self.steps,
-            gradients=False,
-            starts=self.starts,
-            fit_psf=self.fit_psf,
-            supersampling=self.supersampling,
-            shot_noise=self.shot_noise,
-        )
-
-
 class FitChi2Scorer:
     """A smooth-lens fit (:class:`ModelFit` or :class:`PriorFit`) as a detector that needs no classifier: the fit's
     reduced chi^2 per image."""
@@ -133,21 +94,7 @@ class ScanScorer:
         self.name, self.fit, self.stride = name, fit, stride
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        fit = self.fit(images)
-        scores = np.full(len(images), np.inf)
-        kept = (~fit.failed).nonzero().flatten()
-        if len(kept):
-            fit, settings = fit.select(kept), self.fit
-            scan = subhalo_scan(
-                fit,
-                settings.grid,
-                settings.psf_truncation,
-                settings.fit_psf,
-                self.stride,
-                supersampling=settings.supersampling,
-            )
-            scores[kept.cpu().numpy()] = scan.delta_chi2.flatten(1).amax(dim=1).double().cpu().numpy()
-        return scores
+        return detect_subhalo(self.fit(images), self.fit, self.stride).max_delta_chi2.cpu().numpy()
 
 
 def score_folder(scorer: Scorer, folder: Path, expected_labels: np.ndarray, batch_size: int = 64) -> np.ndarray:

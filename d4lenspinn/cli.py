@@ -7,6 +7,7 @@ d4lenspinn check-data PATH [--split train val] [--max-listed 10]
 d4lenspinn train --config configs/demo.yaml [--set optim.lr=3e-4 ...] [--resume | --overwrite] [--skip-bad]
 d4lenspinn evaluate --checkpoint runs/demo/best.pt [--data PATH] [--no-tta] [--skip-bad]
 d4lenspinn predict --checkpoint runs/demo/best.pt cutouts/ more.fits --out predictions.csv [--no-tta] [--skip-bad]
+d4lenspinn detect cutouts/ --instrument model_ii [--supersampling 3] [--out detections.csv] [--figure detections.png]
 d4lenspinn interp --checkpoint runs/demo/best.pt --out runs/demo/interp [--data PATH] [--studies probes ...]
 d4lenspinn models
 d4lenspinn demo [--overwrite]
@@ -234,6 +235,86 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_predict)
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from .data.presets import get_preset
+    from .detection_files import detect_files
+
+    instrument = get_preset(args.instrument) if args.instrument else None
+
+    def given_or_instrument(value, name: str, default=None):
+        return value if value is not None else getattr(instrument, name, default)
+
+    psf_fwhm = given_or_instrument(args.psf_fwhm, "psf_fwhm")
+    if psf_fwhm is None:
+        raise ValueError("give the PSF's width: --psf-fwhm ARCSEC, or --instrument PRESET")
+    report = detect_files(
+        args.inputs,
+        args.out,
+        psf_fwhm,
+        pixel_scale=given_or_instrument(args.pixel_scale, "pixel_scale"),
+        psf_truncation=given_or_instrument(args.psf_truncation, "psf_truncation", 4.0),
+        steps=args.steps,
+        fit_psf=args.fit_psf,
+        supersampling=args.supersampling,
+        shot_noise=args.shot_noise,
+        prior_theta_e=tuple(args.theta_e),
+        stride=args.stride,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+        device=args.device,
+        maps=args.maps,
+        figure=args.figure,
+    )
+    print(
+        f'{report.n_images} detections -> {report.csv} (pixel scale {report.pixel_scale:g}"/px'
+        + (f", {report.n_failed} fits failed" if report.n_failed else "")
+        + (f", {len(report.skipped)} skipped" if report.skipped else "")
+        + ")"
+    )
+    return 0
+
+
+def _shot_noise(text: str) -> str | float:
+    """argparse type: ``fit`` or a background noise in electrons per pixel (> 0)."""
+    return text if text == "fit" else positive_number(text)
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    from .data.presets import PRESETS
+
+    p = sub.add_parser(
+        "detect",
+        help="no training: fit the smooth lens to each image and scan its residual for a subhalo, into a CSV",
+    )
+    p.add_argument(
+        "inputs", nargs="+", type=existing_path, metavar="INPUT", help="image files and folders (searched recursively)"
+    )
+    p.add_argument("--out", type=output_file, default="detections.csv", help="the CSV to write")
+    p.add_argument("--instrument", choices=sorted(PRESETS), help="take pixel scale and PSF from this simulation preset")
+    p.add_argument("--pixel-scale", type=positive_number, help="arcsec/pixel (default: the files' or the instrument's)")
+    p.add_argument("--psf-fwhm", type=positive_number, help="Gaussian PSF FWHM, arcsec (default: the instrument's)")
+    p.add_argument("--psf-truncation", type=positive_number, help="PSF radius in sigma (default: instrument's, or 4)")
+    p.add_argument("--fit-psf", action="store_true", help="fit each image's PSF width too")
+    p.add_argument(
+        "--supersampling", type=whole_number(1), default=1, help="sub-pixels per axis: 3 for light integrated per pixel"
+    )
+    p.add_argument(
+        "--shot-noise", type=_shot_noise, default=None, help="'fit', or the background noise in electrons per pixel"
+    )
+    p.add_argument("--steps", type=whole_number(0), default=5, help="Levenberg-Marquardt steps of the fit")
+    p.add_argument(
+        "--theta-e", type=positive_number, nargs=2, default=(0.6, 1.6), metavar=("LOW", "HIGH"),
+        help="Einstein radii the fit starts from, arcsec",
+    )  # fmt: skip
+    p.add_argument("--stride", type=whole_number(1), default=2, help="one trial subhalo per block of this side")
+    p.add_argument("--batch-size", type=whole_number(1), default=16)
+    p.add_argument("--maps", type=output_file, help="also write the scan maps, residuals and models to this .npz")
+    p.add_argument("--figure", type=output_file, help="also draw the first images' fits and scans to this .png")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable/constant/mis-sized images out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=_detect)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals, plots and report.md for a checkpoint")
     p.add_argument("--checkpoint", type=existing_file, required=True)
@@ -359,6 +440,7 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_evaluate,
     _add_predict,
+    _add_detect,
     _add_interp,
     _add_models,
     _add_demo,

@@ -33,6 +33,7 @@ from .metrics import classification_metrics
 __all__ = [
     "plot_class_examples",
     "plot_confusion_matrix",
+    "plot_detections",
     "plot_prediction_gallery",
     "plot_roc_curves",
     "plot_training_curves",
@@ -247,4 +248,44 @@ def plot_prediction_gallery(
             fig.colorbar(shown, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
     title = f"predictions on {len(chosen)} images (probabilities in the order {', '.join(names)})"
     fig.suptitle(title, fontsize=10, y=1 - 0.15 / (2.4 * len(chosen)))
+    return save_figure(fig, path)
+
+
+def plot_detections(
+    images: np.ndarray,
+    model: np.ndarray,
+    residual: np.ndarray,
+    delta_chi2: np.ndarray,
+    half_width: float,
+    found: np.ndarray,
+    path: str | Path,
+    count: int = 6,
+) -> Path:
+    """The first ``count`` images of a detection run (``d4lenspinn detect --figure``), one row each: the image, the
+    fitted smooth model and the normalised residual ``(N, n, n)``, and the scan's ``delta chi^2`` map ``(N, m, m)``
+    with its largest value circled. ``half_width`` [arcsec] is half the field's side; ``found (N, 3)`` holds the
+    largest ``delta chi^2``, its ``x`` and ``y`` [arcsec] (NaN where the fit failed). Maps use ``origin="lower"``."""
+    shown = min(count, len(images))
+    if shown < 1:
+        raise ValueError("no image to plot")
+    extent = (-half_width, half_width, -half_width, half_width)
+    fig, axes = plt.subplots(shown, 4, figsize=(11.6, 2.6 * shown), squeeze=False, gridspec_kw={"hspace": 0.4})
+    for row, i in zip(axes, range(shown), strict=True):
+        limit = max(float(np.abs(residual[i]).max()), 1e-6)
+        panels = (
+            (images[i], "viridis", None, None, f"#{i} image"),
+            (model[i], "viridis", None, None, "smooth lens fitted"),
+            (residual[i], "RdBu_r", -limit, limit, "(image - model) / sigma"),
+            (delta_chi2[i], "magma", 0, None, f"subhalo scan: max delta chi^2 {found[i, 0]:.3g}"),
+        )
+        for ax, (data, cmap, low, high, title) in zip(row, panels, strict=True):
+            picture = ax.imshow(data, origin="lower", cmap=cmap, vmin=low, vmax=high, extent=extent)
+            ax.set_title(title, fontsize=8)
+            ax.tick_params(labelsize=6)
+            fig.colorbar(picture, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+        if np.isfinite(found[i, 1]):
+            for ax in row[2:]:
+                ax.scatter([found[i, 1]], [found[i, 2]], s=120, facecolors="none", edgecolors="lime", linewidths=1.2)
+    for ax in axes[-1]:
+        ax.set_xlabel("x [arcsec]", fontsize=7)
     return save_figure(fig, path)
