@@ -5,7 +5,10 @@ bad input is named before anything is fitted."""
 
 import csv
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +19,14 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.detection import PriorFit, detect_subhalo, scan_positions
 from d4lenspinn.detection_files import LENS_COLUMNS, SCAN_COLUMNS, detect_files
+from d4lenspinn.io import WriterBusyError, exclusive_writer
 from d4lenspinn.physics import PixelGrid, fit_smooth_lens
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_point, transform_scalar
 
 PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
 GRID = PixelGrid(PRESET.n_pixels, PRESET.pixel_scale)
 STRIDE = 4
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _images(label, count, seed, **preset):
@@ -100,6 +105,11 @@ def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, t
         assert saved["delta_chi2"].shape == (3, 16, 16) and saved["normalised_residual"].shape == (3, 64, 64)
         assert list(saved["path"]) == [row["path"] for row in rows]
     assert figure.stat().st_size > 0
+    rates = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(out), "--n-bootstrap", "20"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "| found.csv | 3 |" in rates and rates.count("/1)") == 3
 
 
 def test_bad_images_are_listed_or_skipped(simulated, tmp_path):
@@ -152,3 +162,10 @@ def test_bad_settings_are_named_before_any_image_is_read(tmp_path, settings, mes
 def test_the_command_needs_a_psf_width(tmp_path, capsys):
     assert main(["detect", str(tmp_path), "--pixel-scale", "0.1"]) == 2
     assert "--psf-fwhm ARCSEC, or --instrument PRESET" in capsys.readouterr().err
+
+
+def test_a_second_run_to_the_same_csv_is_refused(simulated, tmp_path):
+    out = tmp_path / "found.csv"
+    with exclusive_writer(out), pytest.raises(WriterBusyError, match="another process is writing"):
+        detect_files([simulated / "sim" / "train"], out, 0.16, pixel_scale=0.101, steps=1, stride=4)
+    assert not out.exists()

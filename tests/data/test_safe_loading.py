@@ -109,3 +109,12 @@ def test_predict_evaluate_and_interp_refuse_the_payload(tiny_run, tmp_path, caps
         assert f"{payload}: {_REFUSED}" in capsys.readouterr().err, name
         assert not marker.exists(), name
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_detect_refuses_the_payload(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    payload = _hostile_folder(tmp_path / "data", "val", marker)
+    argv = ["detect", str(tmp_path / "data"), "--pixel-scale", "0.1", "--psf-fwhm", "0.2", "--stride", "4"]
+    assert main([*argv, "--out", str(tmp_path / "d.csv")]) == 2
+    assert f"{payload}: {_REFUSED}" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "d.csv").exists()
