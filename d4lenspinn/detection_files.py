@@ -98,6 +98,8 @@ def detect_files(
     for name, path in (("out (--out)", out), ("maps (--maps)", maps), ("figure (--figure)", figure)):
         if path is not None and Path(path).is_dir():
             raise ValueError(f"{name} {path} is a directory; expected the name of a file to write")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride (--stride) must be a whole number >= 1, got {stride!r}")
     if pixel_scale is not None and not 0 < pixel_scale < math.inf:
         raise ValueError(f"pixel_scale (--pixel-scale) must be > 0 arcsec/pixel, got {pixel_scale}")
     PriorFit(PixelGrid(2, 1.0), psf_fwhm, **fit_settings)  # checks the settings before any image is read
@@ -172,16 +174,19 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
         write_text(out.with_name(out.name + ".bad.txt"), "\n".join(bad) + "\n")
         logger.warning("skipped %d bad image(s) (first: %s); all listed in %s.bad.txt", len(bad), bad[0], out)
 
-    rows, kept = [], {"delta_chi2": [], "normalised_residual": [], "model": []}
+    if grid.n % stride:
+        raise ValueError(f"stride (--stride) must divide the image size {grid.n}, got {stride}")
+    rows, read_outs, kept = [], [], {"delta_chi2": [], "normalised_residual": [], "model": []}
     batches = range(0, len(good), batch_size)
-    shown = progress_bar(batches, desc="fitting and scanning", unit="batch", leave=False, disable=len(batches) < 3)
-    for start in shown:
+    progress = progress_bar(batches, desc="fitting and scanning", unit="batch", leave=False, disable=len(batches) < 3)
+    for start in progress:
         chunk = good[start : start + batch_size]
         images = torch.from_numpy(np.stack([array for _, array in chunk]))[:, None]  # (b, 1, n, n)
         found = detect_subhalo(fit(images), fit, stride)
         for (image, _), cells in zip(chunk, _rows(found), strict=True):
             rows.append([str(image.path), "" if image.index is None else image.index, *cells])
-        if maps is not None or figure is not None:
+        read_outs.append(torch.stack((found.max_delta_chi2, found.x, found.y), dim=1).cpu().numpy())
+        if maps is not None or (figure is not None and start < FIGURE_IMAGES):
             kept["delta_chi2"].append(found.scan.delta_chi2[:, 0].cpu().numpy())
             kept["normalised_residual"].append(found.fit.normalised_residual[:, 0].cpu().numpy())
             kept["model"].append(found.fit.model[:, 0].cpu().numpy())
@@ -196,11 +201,11 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
     if figure is not None:
         from .plots import plot_detections
 
-        shown = slice(0, FIGURE_IMAGES)
-        images = np.stack([array for _, array in good[shown]])
-        found = np.array([[float(cell or "nan") for cell in row[-len(SCAN_COLUMNS) : -1]] for row in rows[shown]])
-        plot_detections(images, arrays["model"], arrays["normalised_residual"], arrays["delta_chi2"],
-                        grid.n * scale / 2, found, figure, FIGURE_IMAGES)  # fmt: skip
+        first = slice(0, FIGURE_IMAGES)
+        images = np.stack([array for _, array in good[first]])
+        plot_detections(images, arrays["model"][first], arrays["normalised_residual"][first],
+                        arrays["delta_chi2"][first], grid.n * scale / 2, np.concatenate(read_outs)[first], figure,
+                        FIGURE_IMAGES)  # fmt: skip
     failed = sum(row[2 + LENS_COLUMNS.index("fit_failed")] == "1" for row in rows)
     return DetectionReport(out, len(rows), failed, tuple(bad), scale, maps)
 

@@ -122,6 +122,8 @@ def test_bad_images_are_listed_or_skipped(simulated, tmp_path):
     out = tmp_path / "found.csv"
     with pytest.raises(Exception, match=r"2 bad input image\(s\)(.|\n)*constant(.|\n)*\(32, 32\)"):
         detect_files([folder], out, 0.16, pixel_scale=0.101, steps=1, stride=4)
+    with pytest.raises(ValueError, match="stride .* must divide the image size 64, got 5"):
+        detect_files([folder], out, 0.16, pixel_scale=0.101, steps=1, stride=5, skip_bad=True)
     report = detect_files([folder], out, 0.16, pixel_scale=0.101, steps=1, stride=4, skip_bad=True)
     assert report.n_images == 1 and len(report.skipped) == 2
     assert "b_constant" in (tmp_path / "found.csv.bad.txt").read_text()
@@ -152,6 +154,7 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
         (dict(prior_theta_e=(1.6, 0.6)), "theta_e_range must be 0 < low <= high"),
         (dict(batch_size=0), "batch_size"),
         (dict(pixel_scale=-1.0), "pixel_scale"),
+        (dict(stride=0), "stride"),
     ],
 )
 def test_bad_settings_are_named_before_any_image_is_read(tmp_path, settings, message):
