@@ -2,13 +2,16 @@
 
     d4lenspinn detect data/shift/snr_100 --instrument model_ii --supersampling 3 --out runs/detect/snr_100.csv
     python benchmarks/detection_rates.py runs/detect/snr_100.csv [more.csv ...] [--alpha 0.05] [--n-bootstrap 1000]
+    python benchmarks/detection_rates.py runs/detect/broad.csv --truth data/broad/truth.h5   # by SNR and source
 
 Each image's class is the class folder in its path (``no``, ``sphere``, ``vort``: the DeepLense layout, as
 benchmarks/shift.py writes its cells). Per CSV: the detection AUC of the largest delta chi^2 (no substructure
 against subhalos, against vortices, against both; 95% stratified bootstrap intervals), and the share of each class
 whose p-value bound is below ``--alpha`` (for ``no``: the false alarms, whose rate the bound keeps <= alpha only
 where the smooth model and the noise are right), with Wilson 95% intervals. A failed fit counts as a detection (its
-delta chi^2 is +inf, its p-value 0).
+delta chi^2 is +inf, its p-value 0). With ``--truth`` (the ``truth.h5`` of ``d4lenspinn simulate``, whose
+``file`` entries end each image's path) the same rows again for each bin of the true peak SNR and, above SNR 30, by
+source (single Sersic or clumpy).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import csv
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from _machine import describe_machine
@@ -26,12 +30,16 @@ from shift_scoring import detection_auc
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.report import markdown_table
 
+SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, math.inf))
 
-def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels (index into ``CLASS_NAMES``), largest delta chi^2 and p-value bound of every row of a detect CSV."""
-    labels, scores, p_values = [], [], []
+
+def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Labels (index into ``CLASS_NAMES``), largest delta chi^2, p-value bound and image path of every row of a
+    detect CSV."""
+    labels, scores, p_values, paths = [], [], [], []
     with open(path) as handle:
         for row in csv.DictReader(handle):
+            paths.append(row["path"])
             folders = [part for part in Path(row["path"]).parts[:-1] if part in CLASS_NAMES]
             if not folders:
                 raise ValueError(f"{path}: {row['path']} lies in no class folder {CLASS_NAMES}")
@@ -39,7 +47,39 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             labels.append(CLASS_NAMES.index(folders[-1]))
             scores.append(math.inf if failed else float(row["max_delta_chi2"]))
             p_values.append(0.0 if failed else float(row["p_value"]))
-    return np.array(labels), np.array(scores), np.array(p_values)
+    return np.array(labels), np.array(scores), np.array(p_values), paths
+
+
+def read_truth(path: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's true peak SNR (inf: noiseless) and whether its source is clumpy, from a simulator's truth file
+    (every split), matched by the end of the image's path."""
+    truth = {}
+    with h5py.File(path, "r") as handle:
+        for split in handle.values():
+            clumpy = np.abs(split["knot_amplitude"][()]).sum(axis=1) > 0
+            for file, snr, knots in zip(split["file"][()], split["peak_snr"][()], clumpy, strict=True):
+                truth[Path(file.decode()).parts] = (float(snr), bool(knots))
+    lengths = sorted({len(key) for key in truth})
+    found = []
+    for image in images:
+        matches = [truth[key] for key in (Path(image).parts[-length:] for length in lengths) if key in truth]
+        if len(matches) != 1:
+            raise ValueError(f"{image}: {len(matches)} entries of {path} match it, expected 1")
+        found.append(matches[0])
+    return np.array([snr for snr, _ in found]), np.array([knots for _, knots in found])
+
+
+def rate_row(name: str, labels, scores, p_values, alpha: float, n_bootstrap: int, seed: int) -> dict[str, str]:
+    """Detection AUCs and the shares below ``alpha`` of one set of images."""
+    row = {"images": name, "count": str(len(labels))}
+    for target in CLASS_NAMES[1:]:
+        chosen = (labels == NO_SUBSTRUCTURE) | (labels == CLASS_NAMES.index(target))
+        row[f"AUC no vs {target}"] = auc_cell(scores[chosen], labels[chosen] != NO_SUBSTRUCTURE, n_bootstrap, seed)
+    row["AUC no vs both"] = auc_cell(scores, labels != NO_SUBSTRUCTURE, n_bootstrap, seed)
+    for index, target in enumerate(CLASS_NAMES):
+        mine = labels == index
+        row[f"p < {alpha:g}: {target}"] = wilson(int((p_values[mine] < alpha).sum()), int(mine.sum()))
+    return row
 
 
 def auc_cell(scores: np.ndarray, positive: np.ndarray, n_bootstrap: int, seed: int) -> str:
@@ -66,21 +106,26 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="p-value threshold of a detection")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--truth", type=Path, help="truth.h5 of the simulated images: rows by peak SNR and source")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
     rows = []
     for path in args.csvs:
-        labels, scores, p_values = read_detections(path)
-        rows.append({"csv": path.name, "images": str(len(labels))})
-        for name in CLASS_NAMES[1:]:
-            chosen = (labels == NO_SUBSTRUCTURE) | (labels == CLASS_NAMES.index(name))
-            rows[-1][f"AUC no vs {name}"] = auc_cell(
-                scores[chosen], labels[chosen] != NO_SUBSTRUCTURE, args.n_bootstrap, args.seed
-            )
-        rows[-1]["AUC no vs both"] = auc_cell(scores, labels != NO_SUBSTRUCTURE, args.n_bootstrap, args.seed)
-        for index, name in enumerate(CLASS_NAMES):
-            mine = labels == index
-            rows[-1][f"p < {args.alpha:g}: {name}"] = wilson(int((p_values[mine] < args.alpha).sum()), int(mine.sum()))
+        labels, scores, p_values, paths = read_detections(path)
+        settings = (args.alpha, args.n_bootstrap, args.seed)
+        rows.append(rate_row(path.name, labels, scores, p_values, *settings))
+        if args.truth is None:
+            continue
+        snr, clumpy = read_truth(args.truth, paths)
+        subsets = {f"SNR {low:g}-{high:g}": (snr >= low) & (snr < high) for low, high in SNR_BINS[:-1]}
+        subsets[f"SNR >= {SNR_BINS[-1][0]:g}, noisy"] = (snr >= SNR_BINS[-1][0]) & np.isfinite(snr)
+        subsets["noiseless"] = np.isinf(snr)
+        subsets["SNR >= 30, Sersic source"] = (snr >= 30) & ~clumpy
+        subsets["SNR >= 30, clumpy source"] = (snr >= 30) & clumpy
+        for name, chosen in subsets.items():
+            if len(np.unique(labels[chosen])) == len(CLASS_NAMES):
+                subset = (labels[chosen], scores[chosen], p_values[chosen])
+                rows.append(rate_row(f"{path.name}: {name}", *subset, *settings))
     print(markdown_table(list(rows[0]), [list(row.values()) for row in rows]))
 
 
