@@ -3,15 +3,18 @@
     d4lenspinn detect data/shift/snr_100 --instrument model_ii --supersampling 3 --out runs/detect/snr_100.csv
     python benchmarks/detection_rates.py runs/detect/snr_100.csv [more.csv ...] [--alpha 0.05] [--n-bootstrap 1000]
     python benchmarks/detection_rates.py runs/detect/broad.csv --truth data/broad/truth.h5   # by SNR and source
+    python benchmarks/detection_rates.py runs/detect/snr_100.csv --null runs/detect/null_snr_100.csv
 
 Each image's class is the class folder in its path (``no``, ``sphere``, ``vort``: the DeepLense layout, as
 benchmarks/shift.py writes its cells). Per CSV: the detection AUC of the largest delta chi^2 (no substructure
 against subhalos, against vortices, against both; 95% stratified bootstrap intervals), and the share of each class
 whose p-value bound is below ``--alpha`` (for ``no``: the false alarms, whose rate the bound keeps <= alpha only
 where the smooth model and the noise are right), with Wilson 95% intervals. A failed fit counts as a detection (its
-delta chi^2 is +inf, its p-value 0). With ``--truth`` (the ``truth.h5`` of ``d4lenspinn simulate``, whose
-``file`` entries end each image's path) the same rows again for each bin of the true peak SNR and, above SNR 30, by
-source (single Sersic or clumpy).
+delta chi^2 is +inf, its p-value 0). A CSV written with ``--null`` gets the same shares of its empirical ``p_null``;
+``--null NULL_CSV`` here computes ``p_null`` against that run's lenses instead (the package's
+:func:`~d4lenspinn.detection.empirical_p_value`, as ``d4lenspinn detect --null`` would). With ``--truth`` (the
+``truth.h5`` of ``d4lenspinn simulate``, whose ``file`` entries end each image's path) the same rows again for each
+bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy).
 """
 
 from __future__ import annotations
@@ -28,18 +31,21 @@ from _machine import describe_machine
 from shift_scoring import detection_auc
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
+from d4lenspinn.detection import empirical_p_value
+from d4lenspinn.detection_files import read_null
 from d4lenspinn.report import markdown_table
 
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, math.inf))
 
 
-def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Labels (index into ``CLASS_NAMES``), largest delta chi^2, p-value bound and image path of every row of a
-    detect CSV."""
-    labels, scores, p_values, paths = [], [], [], []
+def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Labels (index into ``CLASS_NAMES``), largest delta chi^2, p-value bound, empirical ``p_null`` (NaN without a
+    null) and image path of every row of a detect CSV."""
+    labels, scores, p_values, p_nulls, paths = [], [], [], [], []
     with open(path) as handle:
         for row in csv.DictReader(handle):
             paths.append(row["path"])
+            p_nulls.append(float(row.get("p_null") or "nan"))
             folders = [part for part in Path(row["path"]).parts[:-1] if part in CLASS_NAMES]
             if not folders:
                 raise ValueError(f"{path}: {row['path']} lies in no class folder {CLASS_NAMES}")
@@ -47,7 +53,7 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
             labels.append(CLASS_NAMES.index(folders[-1]))
             scores.append(math.inf if failed else float(row["max_delta_chi2"]))
             p_values.append(0.0 if failed else float(row["p_value"]))
-    return np.array(labels), np.array(scores), np.array(p_values), paths
+    return np.array(labels), np.array(scores), np.array(p_values), np.array(p_nulls), paths
 
 
 def read_truth(path: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,16 +75,19 @@ def read_truth(path: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([snr for snr, _ in found]), np.array([knots for _, knots in found])
 
 
-def rate_row(name: str, labels, scores, p_values, alpha: float, n_bootstrap: int, seed: int) -> dict[str, str]:
-    """Detection AUCs and the shares below ``alpha`` of one set of images."""
+def rate_row(name: str, labels, scores, p_values, p_nulls, alpha: float, n_bootstrap: int, seed: int) -> dict[str, str]:
+    """Detection AUCs and the shares below ``alpha`` of one set of images (of ``p_nulls`` too, unless all NaN)."""
     row = {"images": name, "count": str(len(labels))}
     for target in CLASS_NAMES[1:]:
         chosen = (labels == NO_SUBSTRUCTURE) | (labels == CLASS_NAMES.index(target))
         row[f"AUC no vs {target}"] = auc_cell(scores[chosen], labels[chosen] != NO_SUBSTRUCTURE, n_bootstrap, seed)
     row["AUC no vs both"] = auc_cell(scores, labels != NO_SUBSTRUCTURE, n_bootstrap, seed)
-    for index, target in enumerate(CLASS_NAMES):
-        mine = labels == index
-        row[f"p < {alpha:g}: {target}"] = wilson(int((p_values[mine] < alpha).sum()), int(mine.sum()))
+    has_null = not np.isnan(p_nulls).all()
+    for column, values in (("p", p_values), ("p_null", p_nulls)):
+        for index, target in enumerate(CLASS_NAMES):
+            mine = labels == index
+            shares = wilson(int((values[mine] < alpha).sum()), int(mine.sum()))
+            row[f"{column} < {alpha:g}: {target}"] = shares if column == "p" or has_null else ""
     return row
 
 
@@ -107,13 +116,16 @@ def main() -> None:
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth", type=Path, help="truth.h5 of the simulated images: rows by peak SNR and source")
+    parser.add_argument("--null", type=Path, help="CSV of a detect run on lenses without substructure: p_null")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
     rows = []
     for path in args.csvs:
-        labels, scores, p_values, paths = read_detections(path)
+        labels, scores, p_values, p_nulls, paths = read_detections(path)
+        if args.null is not None:
+            p_nulls = empirical_p_value(torch.from_numpy(scores), read_null(args.null)).numpy()
         settings = (args.alpha, args.n_bootstrap, args.seed)
-        rows.append(rate_row(path.name, labels, scores, p_values, *settings))
+        rows.append(rate_row(path.name, labels, scores, p_values, p_nulls, *settings))
         if args.truth is None:
             continue
         snr, clumpy = read_truth(args.truth, paths)
@@ -124,7 +136,7 @@ def main() -> None:
         subsets["SNR >= 30, clumpy source"] = (snr >= 30) & clumpy
         for name, chosen in subsets.items():
             if len(np.unique(labels[chosen])) == len(CLASS_NAMES):
-                subset = (labels[chosen], scores[chosen], p_values[chosen])
+                subset = (labels[chosen], scores[chosen], p_values[chosen], p_nulls[chosen])
                 rows.append(rate_row(f"{path.name}: {name}", *subset, *settings))
     print(markdown_table(list(rows[0]), [list(row.values()) for row in rows]))
 

@@ -264,6 +264,7 @@ def _detect(args: argparse.Namespace) -> int:
         device=args.device,
         maps=args.maps,
         figure=args.figure,
+        null=args.null,
     )
     print(
         f'{report.n_images} detections -> {report.csv} (pixel scale {report.pixel_scale:g}"/px'
@@ -310,6 +311,9 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=whole_number(1), default=16)
     p.add_argument("--maps", type=output_file, help="also write the scan maps, residuals and models to this .npz")
     p.add_argument("--figure", type=output_file, help="also draw the first images' fits and scans to this .png")
+    p.add_argument(
+        "--null", type=existing_file, help="CSV of a run on lenses without substructure: adds the empirical p_null"
+    )
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable/constant/mis-sized images out")
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=_detect)

@@ -13,7 +13,9 @@ sky), all of one size; the pixel scale is ``pixel_scale`` or, when every file st
 a file that states another scale is an error naming both. Unreadable, constant or mis-sized images are listed in
 one error, or with ``skip_bad`` left out and listed in ``<csv>.bad.txt``. ``maps`` also writes every image's scan
 map, normalised residual and smooth model to a ``.npz`` (plain arrays, no pickles); ``figure`` draws the first
-:data:`FIGURE_IMAGES`.
+:data:`FIGURE_IMAGES`. ``null``, the CSV of an earlier run on lenses known to hold no substructure (simulated for
+the same instrument, run with the same settings), adds the column ``p_null``: each image's largest delta chi^2
+ranked among theirs (:func:`~d4lenspinn.detection.empirical_p_value`), a p-value that holds where the bound does not.
 Arguments are checked before any image is read; one run writes a CSV at a time
 (:func:`~d4lenspinn.io.exclusive_writer`).
 """
@@ -35,13 +37,13 @@ import torch
 from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, read_input_image
 from .data.scan_report import MAX_LISTED
-from .detection import Detection, PriorFit, detect_subhalo, scan_positions
+from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value, scan_positions
 from .device import resolve_device
 from .io import atomic_path, exclusive_writer, write_text
 from .physics import PixelGrid
 from .progress import progress_bar
 
-__all__ = ["DetectionReport", "LENS_COLUMNS", "SCAN_COLUMNS", "detect_files"]
+__all__ = ["DetectionReport", "LENS_COLUMNS", "NULL_COLUMN", "SCAN_COLUMNS", "detect_files", "read_null"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ LENS_COLUMNS = (
     "fit_failed",
 )
 SCAN_COLUMNS = ("max_delta_chi2", "subhalo_x_arcsec", "subhalo_y_arcsec", "p_value")
+NULL_COLUMN = "p_null"  # with ``null``: the empirical p-value among the null run's lenses
 FIGURE_IMAGES = 6  # images drawn by ``figure``
 
 
@@ -87,6 +90,7 @@ def detect_files(
     device: str = "auto",
     maps: str | Path | None = None,
     figure: str | Path | None = None,
+    null: str | Path | None = None,
     **fit_settings,
 ) -> DetectionReport:
     """Fit and scan every image under ``inputs`` and write one CSV row per image to ``out`` (module docstring).
@@ -103,9 +107,25 @@ def detect_files(
     if pixel_scale is not None and not 0 < pixel_scale < math.inf:
         raise ValueError(f"pixel_scale (--pixel-scale) must be > 0 arcsec/pixel, got {pixel_scale}")
     PriorFit(PixelGrid(2, 1.0), psf_fwhm, **fit_settings)  # checks the settings before any image is read
+    null_values = None if null is None else read_null(Path(null))
     with exclusive_writer(out):
         return _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure,
-                             fit_settings)  # fmt: skip
+                             null_values, fit_settings)  # fmt: skip
+
+
+def read_null(path: Path) -> torch.Tensor:
+    """The largest delta chi^2 of every row of an earlier run's CSV ``(N,)``, +inf for its failed fits. Raises
+    ``ValueError`` naming the file when it is not such a CSV or holds no row."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        values = [math.inf if row["fit_failed"] == "1" else float(row["max_delta_chi2"]) for row in rows]
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise ValueError(f"null (--null) {path}: not the CSV of a detect run ({reason})") from error
+    if not values:
+        raise ValueError(f"null (--null) {path}: holds no row")
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def _read(images: list[InputImage]) -> tuple[list[tuple[InputImage, np.ndarray]], list[str], list[float | None]]:
@@ -157,7 +177,7 @@ def _rows(found: Detection) -> list[list[str]]:
     return rows
 
 
-def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure,
+def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure, null,
                   fit_settings) -> DetectionReport:  # fmt: skip
     listed = list_input_images(inputs)
     good, bad, stated = _read(listed)
@@ -183,8 +203,10 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
         chunk = good[start : start + batch_size]
         images = torch.from_numpy(np.stack([array for _, array in chunk]))[:, None]  # (b, 1, n, n)
         found = detect_subhalo(fit(images), fit, stride)
-        for (image, _), cells in zip(chunk, _rows(found), strict=True):
-            rows.append([str(image.path), "" if image.index is None else image.index, *cells])
+        p_null = [] if null is None else [f"{p:.5g}" for p in empirical_p_value(found.max_delta_chi2, null).tolist()]
+        for index, ((image, _), cells) in enumerate(zip(chunk, _rows(found), strict=True)):
+            extra = [] if null is None else [p_null[index]]
+            rows.append([str(image.path), "" if image.index is None else image.index, *cells, *extra])
         read_outs.append(torch.stack((found.max_delta_chi2, found.x, found.y), dim=1).cpu().numpy())
         if maps is not None or (figure is not None and start < FIGURE_IMAGES):
             kept["delta_chi2"].append(found.scan.delta_chi2[:, 0].cpu().numpy())
@@ -192,7 +214,7 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
             kept["model"].append(found.fit.model[:, 0].cpu().numpy())
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS])
+    writer.writerow(["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS, *([] if null is None else [NULL_COLUMN])])
     writer.writerows(rows)
     write_text(out, text.getvalue())
     arrays = {key: np.concatenate(value) for key, value in kept.items() if value}

@@ -17,8 +17,8 @@ import torch
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.detection import PriorFit, detect_subhalo, scan_positions
-from d4lenspinn.detection_files import LENS_COLUMNS, SCAN_COLUMNS, detect_files
+from d4lenspinn.detection import PriorFit, detect_subhalo, empirical_p_value, scan_positions
+from d4lenspinn.detection_files import LENS_COLUMNS, NULL_COLUMN, SCAN_COLUMNS, detect_files
 from d4lenspinn.io import WriterBusyError, exclusive_writer
 from d4lenspinn.physics import PixelGrid, fit_smooth_lens
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_point, transform_scalar
@@ -173,3 +173,29 @@ def test_a_second_run_to_the_same_csv_is_refused(simulated, tmp_path):
     with exclusive_writer(out), pytest.raises(WriterBusyError, match="another process is writing"):
         detect_files([simulated / "sim" / "train"], out, 0.16, pixel_scale=0.101, steps=1, stride=4)
     assert not out.exists()
+
+
+def test_the_empirical_p_value_ranks_among_the_null():
+    null = torch.tensor([1.0, 2.0, 3.0, math.inf])
+    p = empirical_p_value(torch.tensor([0.5, 2.0, 3.5, math.inf]), null)
+    torch.testing.assert_close(p, torch.tensor([5.0, 4.0, 2.0, 2.0], dtype=torch.float64) / 5)
+    with pytest.raises(ValueError, match="at least one largest delta chi\\^2 and no NaN"):
+        empirical_p_value(torch.tensor([1.0]), torch.tensor([math.nan]))
+
+
+def test_a_null_run_adds_p_null_and_a_bad_null_is_named(simulated, tmp_path):
+    """A null of one smooth lens with delta chi^2 0 and one failed fit (+inf): every image with 0 < delta chi^2 ranks
+    between them, p_null = (1 + 1) / (1 + 2)."""
+    images, settings = simulated / "sim" / "train", dict(pixel_scale=0.101, steps=1, stride=4)
+    header = ",".join(["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS])
+    cells = {"fit_failed": ["0", "1"], "max_delta_chi2": ["0", ""]}
+    lines = [",".join(cells.get(name, ["", ""])[k] for name in header.split(",")) for k in range(2)]
+    (tmp_path / "null.csv").write_text("\n".join([header, *lines]) + "\n")
+    detect_files([images], tmp_path / "found.csv", 0.16, null=tmp_path / "null.csv", **settings)
+    with open(tmp_path / "found.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(float(row["max_delta_chi2"]) > 0 for row in rows)
+    assert [row[NULL_COLUMN] for row in rows] == ["0.66667"] * 3
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other.csv: not the CSV of a detect run"):
+        detect_files([images], tmp_path / "again.csv", 0.16, null=tmp_path / "other.csv", **settings)
