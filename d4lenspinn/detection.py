@@ -24,11 +24,20 @@ from typing import NamedTuple, Protocol
 
 import torch
 
-from .physics import LensFit, PixelGrid, StartGrid, SubhaloScan, centred_lens, fit_smooth_lens, subhalo_scan
+from .physics import (
+    LensFit,
+    PixelGrid,
+    StartGrid,
+    SubhaloScan,
+    centred_lens,
+    fit_smooth_lens,
+    scan_positions,
+    subhalo_scan,
+)
 from .physics.grid import check_supersampling
 from .physics.lens_fit import check_shot_noise
 
-__all__ = ["Detection", "FitSettings", "PriorFit", "detect_subhalo", "empirical_p_value", "scan_positions"]
+__all__ = ["Detection", "FitSettings", "PriorFit", "detect_subhalo", "empirical_p_value"]
 
 
 class FitSettings(Protocol):
@@ -98,12 +107,6 @@ class Detection(NamedTuple):
     x: torch.Tensor  # where it is [arcsec, the grid's coordinates]; NaN where the fit failed
     y: torch.Tensor
     p_value: torch.Tensor  # Bonferroni bound on P(max >= observed | no subhalo), in [0, 1]; NaN where the fit failed
-
-
-def scan_positions(grid: PixelGrid, stride: int, dtype=torch.float64, device=None) -> torch.Tensor:
-    """The trial positions of a scan at ``stride``, the centres of its blocks along one axis, ``(n / stride,)``
-    [arcsec]: a map's ``[row, column]`` lies at ``x = positions[column]``, ``y = positions[row]``."""
-    return grid.axis(dtype, device).reshape(-1, stride).mean(dim=1)
 
 
 def detect_subhalo(fit: LensFit, settings: FitSettings, stride: int = 2) -> Detection:

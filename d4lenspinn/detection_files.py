@@ -37,10 +37,10 @@ import torch
 from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, read_input_image
 from .data.scan_report import MAX_LISTED
-from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value, scan_positions
+from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value
 from .device import resolve_device
 from .io import atomic_path, exclusive_writer, write_text
-from .physics import PixelGrid
+from .physics import PixelGrid, scan_positions
 from .progress import progress_bar
 
 __all__ = ["DetectionReport", "LENS_COLUMNS", "NULL_COLUMN", "SCAN_COLUMNS", "detect_files", "read_null"]

@@ -17,10 +17,10 @@ import torch
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.detection import PriorFit, detect_subhalo, empirical_p_value, scan_positions
+from d4lenspinn.detection import PriorFit, detect_subhalo, empirical_p_value
 from d4lenspinn.detection_files import LENS_COLUMNS, NULL_COLUMN, SCAN_COLUMNS, detect_files
 from d4lenspinn.io import WriterBusyError, exclusive_writer
-from d4lenspinn.physics import PixelGrid, fit_smooth_lens
+from d4lenspinn.physics import PixelGrid, fit_smooth_lens, scan_positions
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_point, transform_scalar
 
 PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))

@@ -22,7 +22,7 @@ from .shapelets import shapelet_basis, shapelet_count, shapelet_order
 from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens, source_plane
 from .source_inversion import SourceInversion, invert_source
 from .source_moments import initial_source
-from .unexplained import SubhaloScan, subhalo_scan, unexplained_signal
+from .unexplained import SubhaloScan, scan_positions, subhalo_scan, unexplained_signal
 
 __all__ = [
     "SourceInversion",
@@ -72,6 +72,7 @@ __all__ = [
     "refine_lens",
     "unexplained_signal",
     "SubhaloScan",
+    "scan_positions",
     "subhalo_scan",
     "profiles",
 ]

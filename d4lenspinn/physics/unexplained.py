@@ -29,7 +29,7 @@ from .macro import MacroLens
 from .shapelets import shapelet_basis, shapelet_order
 from .smooth_lens import SersicSource, sersic_at, source_plane
 
-__all__ = ["SubhaloScan", "subhalo_scan", "unexplained_signal"]
+__all__ = ["SubhaloScan", "scan_positions", "subhalo_scan", "unexplained_signal"]
 
 
 class SubhaloScan(NamedTuple):
@@ -65,6 +65,12 @@ def unexplained_signal(
     scaled = (signal.flatten(1) / fit.pixel_sigma.flatten(1)).double()[..., None]
     unexplained = scaled - basis @ (basis.transpose(1, 2) @ scaled)
     return unexplained.reshape(signal.shape).to(signal.dtype)
+
+
+def scan_positions(grid: PixelGrid, stride: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The trial positions of :func:`subhalo_scan` at ``stride``, the centres of its blocks along one axis,
+    ``(n / stride,)`` [arcsec]: a map's ``[row, column]`` lies at ``x = positions[column]``, ``y = positions[row]``."""
+    return grid.axis(dtype, device).reshape(-1, stride).mean(dim=1)
 
 
 def subhalo_scan(
@@ -103,7 +109,7 @@ def subhalo_scan(
     gradient = _source_gradient(fit, fine).to(dtype)  # (B, 2, n s, n s)
     kernels = gaussian_psf_kernels(fit.psf_fwhm, grid.pixel_scale, psf_truncation, dtype).to(residual.device)
     x, y = fine.coordinates(dtype, residual.device)
-    centres = grid.axis(dtype, residual.device).reshape(-1, stride).mean(dim=1)
+    centres = scan_positions(grid, stride, dtype, residual.device)
     trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
     delta_chi2, strength = [], []
     for image in range(residual.shape[0]):
