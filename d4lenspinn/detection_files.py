@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -35,8 +34,7 @@ import numpy as np
 import torch
 
 from .data.formats import DataError
-from .data.inputs import InputImage, list_input_images, read_input_image
-from .data.scan_report import MAX_LISTED
+from .data.inputs import InputImage, list_input_images, list_skipped, read_input_image, refuse_bad
 from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value
 from .device import resolve_device
 from .io import atomic_path, exclusive_writer, write_text
@@ -44,8 +42,6 @@ from .physics import PixelGrid, scan_positions
 from .progress import progress_bar
 
 __all__ = ["DetectionReport", "LENS_COLUMNS", "NULL_COLUMN", "SCAN_COLUMNS", "detect_files", "read_null"]
-
-logger = logging.getLogger(__name__)
 
 LENS_COLUMNS = (
     "theta_e_arcsec",
@@ -179,34 +175,30 @@ def _rows(found: Detection) -> list[list[str]]:
 
 def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure, null,
                   fit_settings) -> DetectionReport:  # fmt: skip
-    listed = list_input_images(inputs)
-    good, bad, stated = _read(listed)
-    if bad and not skip_bad:
-        shown = "\n  ".join(bad[:MAX_LISTED])
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        raise DataError(f"{len(bad)} bad input image(s) (use --skip-bad to leave them out):\n  {shown}{more}")
+    good, bad, stated = _read(list_input_images(inputs))
+    refuse_bad(bad, skip_bad)
     if not good:
         raise DataError("no readable image to detect on")
     scale = _resolve_scale(pixel_scale, stated, [image for image, _ in good])
     grid = PixelGrid(good[0][1].shape[0], scale)
-    fit = PriorFit(grid, psf_fwhm, device=resolve_device(device), **fit_settings)
-    if bad:
-        write_text(out.with_name(out.name + ".bad.txt"), "\n".join(bad) + "\n")
-        logger.warning("skipped %d bad image(s) (first: %s); all listed in %s.bad.txt", len(bad), bad[0], out)
-
     if grid.n % stride:
         raise ValueError(f"stride (--stride) must divide the image size {grid.n}, got {stride}")
-    rows, read_outs, kept = [], [], {"delta_chi2": [], "normalised_residual": [], "model": []}
+    fit = PriorFit(grid, psf_fwhm, device=resolve_device(device), **fit_settings)
+    list_skipped(bad, out)
+
+    rows, read_outs, failed, kept = [], [], 0, {"delta_chi2": [], "normalised_residual": [], "model": []}
     batches = range(0, len(good), batch_size)
     progress = progress_bar(batches, desc="fitting and scanning", unit="batch", leave=False, disable=len(batches) < 3)
     for start in progress:
         chunk = good[start : start + batch_size]
         images = torch.from_numpy(np.stack([array for _, array in chunk]))[:, None]  # (b, 1, n, n)
         found = detect_subhalo(fit(images), fit, stride)
-        p_null = [] if null is None else [f"{p:.5g}" for p in empirical_p_value(found.max_delta_chi2, null).tolist()]
-        for index, ((image, _), cells) in enumerate(zip(chunk, _rows(found), strict=True)):
-            extra = [] if null is None else [p_null[index]]
-            rows.append([str(image.path), "" if image.index is None else image.index, *cells, *extra])
+        failed += int(found.fit.failed.sum())
+        ranks = [[]] * len(chunk)  # the p_null cell of each image, with a null
+        if null is not None:
+            ranks = [[f"{p:.5g}"] for p in empirical_p_value(found.max_delta_chi2, null).tolist()]
+        for (image, _), cells, rank in zip(chunk, _rows(found), ranks, strict=True):
+            rows.append([str(image.path), "" if image.index is None else image.index, *cells, *rank])
         read_outs.append(torch.stack((found.max_delta_chi2, found.x, found.y), dim=1).cpu().numpy())
         if maps is not None or (figure is not None and start < FIGURE_IMAGES):
             kept["delta_chi2"].append(found.scan.delta_chi2[:, 0].cpu().numpy())
@@ -228,7 +220,6 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
         plot_detections(images, arrays["model"][first], arrays["normalised_residual"][first],
                         arrays["delta_chi2"][first], grid.n * scale / 2, np.concatenate(read_outs)[first], figure,
                         FIGURE_IMAGES)  # fmt: skip
-    failed = sum(row[2 + LENS_COLUMNS.index("fit_failed")] == "1" for row in rows)
     return DetectionReport(out, len(rows), failed, tuple(bad), scale, maps)
 
 

@@ -32,8 +32,7 @@ import torch
 
 from .checkpoint import ModelCard, load_trained_model
 from .data.formats import DataError
-from .data.inputs import InputImage, list_input_images, read_input_image
-from .data.scan_report import MAX_LISTED
+from .data.inputs import InputImage, list_input_images, list_skipped, read_input_image, refuse_bad
 from .device import resolve_device
 from .io import exclusive_writer, write_text
 from .progress import progress_bar
@@ -164,13 +163,8 @@ def _predict_files(
             f"in {checkpoint} was trained at"
         )
     good, bad, normalised = _load(list_input_images(inputs), card)
-    if bad and not skip_bad:
-        listed = "\n  ".join(bad[:MAX_LISTED])
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        raise DataError(f"{len(bad)} bad input image(s) (use --skip-bad to leave them out):\n  {listed}{more}")
-    if bad:
-        write_text(out.with_name(out.name + ".bad.txt"), "\n".join(bad) + "\n")
-        logger.warning("skipped %d bad image(s) (first: %s); all listed in %s.bad.txt", len(bad), bad[0], out)
+    refuse_bad(bad, skip_bad)
+    list_skipped(bad, out)
     if not good:
         raise DataError("no readable image to predict on")
     if normalised:

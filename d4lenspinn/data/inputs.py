@@ -14,6 +14,7 @@ A folder is searched recursively; files are taken in sorted order. Nothing is no
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -23,12 +24,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..io import write_text
 from .formats import DataError, as_image, hdf5_image_groups
 from .npy import load_npy, npy_header
+from .scan_report import MAX_LISTED
 
-__all__ = ["InputImage", "INPUT_SUFFIXES", "list_input_images", "read_input_image"]
+__all__ = ["InputImage", "INPUT_SUFFIXES", "list_input_images", "list_skipped", "read_input_image", "refuse_bad"]
 
 INPUT_SUFFIXES = (".npy", ".h5", ".hdf5", ".fits", ".fits.gz", ".fit")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,3 +149,19 @@ def read_input_image(image: InputImage) -> tuple[np.ndarray, float | None]:
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         scale = None
     return array, scale
+
+
+def refuse_bad(bad: list[str], skip_bad: bool) -> None:
+    """Raise :class:`DataError` listing the bad images (``"image: reason"``, the first ``MAX_LISTED``) unless
+    ``skip_bad`` (``--skip-bad``) leaves them out."""
+    if bad and not skip_bad:
+        listed = "\n  ".join(bad[:MAX_LISTED])
+        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise DataError(f"{len(bad)} bad input image(s) (use --skip-bad to leave them out):\n  {listed}{more}")
+
+
+def list_skipped(bad: list[str], out: Path) -> None:
+    """Write the skipped images to ``<out>.bad.txt`` beside the output ``out``, with one warning; nothing if none."""
+    if bad:
+        write_text(out.with_name(out.name + ".bad.txt"), "\n".join(bad) + "\n")
+        logger.warning("skipped %d bad image(s) (first: %s); all listed in %s.bad.txt", len(bad), bad[0], out)
