@@ -4,6 +4,7 @@
     python benchmarks/detection_rates.py runs/detect/snr_100.csv [more.csv ...] [--alpha 0.05] [--n-bootstrap 1000]
     python benchmarks/detection_rates.py runs/detect/broad.csv --truth data/broad/truth.h5   # by SNR and source
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --null runs/detect/null_snr_100.csv
+    python benchmarks/detection_rates.py runs/detect/snr_100.csv --against runs/detect/snr_100_one_start.csv
 
 Each image's class is the class folder in its path (``no``, ``sphere``, ``vort``: the DeepLense layout, as
 benchmarks/shift.py writes its cells). Per CSV: the detection AUC of the largest delta chi^2 (no substructure
@@ -14,7 +15,9 @@ delta chi^2 is +inf, its p-value 0). A CSV written with ``--null`` gets the same
 ``--null NULL_CSV`` here computes ``p_null`` against that run's lenses instead (the package's
 :func:`~d4lenspinn.detection.empirical_p_value`, as ``d4lenspinn detect --null`` would). With ``--truth`` (the
 ``truth.h5`` of ``d4lenspinn simulate``, whose ``file`` entries end each image's path) the same rows again for each
-bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy).
+bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy). With ``--against REF_CSV`` (a run
+on the same images with other settings) a second table gives each CSV's AUCs minus the reference's, with paired
+bootstrap 95% intervals (both resampled with the same images).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import h5py
 import numpy as np
 import torch
 from _machine import describe_machine
-from shift_scoring import detection_auc
+from shift_scoring import detection_auc, paired
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
@@ -91,12 +94,40 @@ def rate_row(name: str, labels, scores, p_values, p_nulls, alpha: float, n_boots
     return row
 
 
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """A failed fit's +inf as a finite score above every other."""
+    return np.nan_to_num(scores, posinf=np.finfo(np.float64).max / 4)
+
+
 def auc_cell(scores: np.ndarray, positive: np.ndarray, n_bootstrap: int, seed: int) -> str:
     """AUC of ``scores`` for ``positive`` against the rest, with its 95% stratified bootstrap interval (a failed
     fit's +inf ranks above every finite score)."""
-    finite = np.nan_to_num(scores, posinf=np.finfo(np.float64).max / 4)
-    result = detection_auc(finite, positive, n_bootstrap, seed)
+    result = detection_auc(_finite(scores), positive, n_bootstrap, seed)
     return f"{result['auc']:.3f} [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}]"
+
+
+def paired_row(name: str, labels, scores, reference, n_bootstrap: int, seed: int) -> dict[str, str]:
+    """The detection AUCs of ``scores`` minus those of ``reference`` (the same images, in the same order) with
+    paired bootstrap 95% intervals: no substructure against subhalos, vortices and both."""
+    row = {"images": name}
+    none, sphere, vort = (labels == CLASS_NAMES.index(label) for label in ("no", "sphere", "vort"))
+    for column, positive in (("sphere", sphere), ("vort", vort), ("both", sphere | vort)):
+        chosen = none | positive
+        a, b = _finite(scores[chosen]), _finite(reference[chosen])
+        result = paired(a, b, ("score", "score"), positive[chosen].astype(np.int64), n_bootstrap, seed)["detection"]
+        low, high = result["ci95"]
+        row[f"AUC no vs {column}, minus reference"] = f"{result['gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return row
+
+
+def matched(reference: Path, paths: list[str]) -> np.ndarray:
+    """The largest delta chi^2 of the reference run's rows, in the order of ``paths``; raises ``ValueError`` unless
+    the two runs hold the same images."""
+    _, scores, _, _, reference_paths = read_detections(reference)
+    index = {path: i for i, path in enumerate(reference_paths)}
+    if sorted(index) != sorted(paths):
+        raise ValueError(f"--against {reference}: not a run on the same images ({len(index)} against {len(paths)})")
+    return scores[[index[path] for path in paths]]
 
 
 def wilson(count: int, total: int) -> str:
@@ -117,11 +148,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth", type=Path, help="truth.h5 of the simulated images: rows by peak SNR and source")
     parser.add_argument("--null", type=Path, help="CSV of a detect run on lenses without substructure: p_null")
+    parser.add_argument("--against", type=Path, help="CSV of a run on the same images: paired AUC differences")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
-    rows = []
+    rows, differences = [], []
     for path in args.csvs:
         labels, scores, p_values, p_nulls, paths = read_detections(path)
+        if args.against is not None:
+            reference = matched(args.against, paths)
+            differences.append(paired_row(path.name, labels, scores, reference, args.n_bootstrap, args.seed))
         if args.null is not None:
             p_nulls = empirical_p_value(torch.from_numpy(scores), read_null(args.null)).numpy()
         settings = (args.alpha, args.n_bootstrap, args.seed)
@@ -139,6 +174,9 @@ def main() -> None:
                 subset = (labels[chosen], scores[chosen], p_values[chosen], p_nulls[chosen])
                 rows.append(rate_row(f"{path.name}: {name}", *subset, *settings))
     print(markdown_table(list(rows[0]), [list(row.values()) for row in rows]))
+    if differences:
+        print(f"\nminus {args.against.name} (paired):")
+        print(markdown_table(list(differences[0]), [list(row.values()) for row in differences]))
 
 
 if __name__ == "__main__":

@@ -331,13 +331,14 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device, scan
 
 
 def _fit_settings(text: str) -> dict:
-    """``key=value,key=value`` -> keyword arguments of :class:`PriorFit`: ``steps`` and ``supersampling`` integers,
-    ``fit_psf`` true/false, ``shot_noise`` fit or a background noise in electrons."""
+    """``key=value,key=value`` -> keyword arguments of :class:`PriorFit`: ``steps``, ``supersampling``,
+    ``refined_starts`` and ``trial_steps`` integers, ``fit_psf`` true/false, ``shot_noise`` fit or a background noise
+    in electrons."""
     settings = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
         try:
-            if key in ("steps", "supersampling"):
+            if key in ("steps", "supersampling", "refined_starts", "trial_steps"):
                 settings[key] = int(value)
             elif key == "fit_psf" and value in ("true", "false"):
                 settings[key] = value == "true"
@@ -347,7 +348,8 @@ def _fit_settings(text: str) -> dict:
                 raise ValueError
         except ValueError:
             raise SystemExit(
-                f"--fits: expected steps=N, supersampling=S, fit_psf=true|false or shot_noise=fit|ELECTRONS, got "
+                f"--fits: expected steps=N, supersampling=S, refined_starts=R, trial_steps=T, fit_psf=true|false or "
+                f"shot_noise=fit|ELECTRONS, got "
                 f"{item!r}"
             ) from None
     try:
@@ -367,7 +369,7 @@ def prior_fit_scorers(specs: list[str], setup: Instrument, device: torch.device,
         name, _, text = spec.partition(":")
         settings = _fit_settings(text)
         fit = PriorFit(grid, setup.psf_fwhm, setup.psf_truncation, device, **settings)
-        key = f"prior-fit|{setup.name}|{sorted(settings.items())}"
+        key = f"prior-fit|{setup.name}|{sorted(settings.items())}|{fit.starts}"  # the starts: their defaults changed
         scorers[f"{name} fit chi^2"] = (FitChi2Scorer(f"{name} fit chi^2", fit), f"{key}|chi2", None)
         if scan_stride:
             row = f"{name} subhalo scan"

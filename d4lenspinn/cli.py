@@ -258,6 +258,8 @@ def _detect(args: argparse.Namespace) -> int:
         supersampling=args.supersampling,
         shot_noise=args.shot_noise,
         prior_theta_e=tuple(args.theta_e),
+        refined_starts=args.refined_starts,
+        trial_steps=args.trial_steps,
         stride=args.stride,
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
@@ -303,6 +305,10 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         "--shot-noise", type=_shot_noise, default=None, help="'fit', or the background noise in electrons per pixel"
     )
     p.add_argument("--steps", type=whole_number(0), default=5, help="Levenberg-Marquardt steps of the fit")
+    p.add_argument(
+        "--refined-starts", type=whole_number(1), default=4, help="starts fitted side by side; the best goes on"
+    )
+    p.add_argument("--trial-steps", type=whole_number(0), default=2, help="steps before the best start is chosen")
     p.add_argument(
         "--theta-e", type=positive_number, nargs=2, default=(0.6, 1.6), metavar=("LOW", "HIGH"),
         help="Einstein radii the fit starts from, arcsec",

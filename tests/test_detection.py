@@ -94,7 +94,8 @@ def simulated(tmp_path_factory):
 
 def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, tmp_path):
     out, maps, figure = tmp_path / "found.csv", tmp_path / "maps.npz", tmp_path / "found.png"
-    argv = ["detect", str(simulated / "sim" / "train"), "--instrument", "model_ii", "--steps", "2", "--stride", "4"]
+    argv = ["detect", str(simulated / "sim" / "train"), "--instrument", "model_ii", "--steps", "2", "--stride", "4",
+            "--refined-starts", "2", "--trial-steps", "1"]  # fmt: skip
     assert main([*argv, "--out", str(out), "--maps", str(maps), "--figure", str(figure)]) == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
@@ -107,10 +108,11 @@ def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, t
     assert figure.stat().st_size > 0
     rates = subprocess.run(
         [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(out), "--n-bootstrap", "20", "--truth",
-         str(simulated / "sim" / "truth.h5")],
+         str(simulated / "sim" / "truth.h5"), "--against", str(out)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "| found.csv | 3 |" in rates and "| found.csv: " in rates  # the whole set, then its SNR and source bins
+    assert "| found.csv | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in rates
 
 
 def test_bad_images_are_listed_or_skipped(simulated, tmp_path):
@@ -153,6 +155,8 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
         (dict(shot_noise="sky"), "shot_noise must be None, 'fit'"),
         (dict(supersampling=0), "supersampling"),
         (dict(prior_theta_e=(1.6, 0.6)), "theta_e_range must be 0 < low <= high"),
+        (dict(refined_starts=55), r"refined must be an integer in \[1, 54\], got 55"),
+        (dict(trial_steps=1.5), "trial_steps must be an integer"),
         (dict(batch_size=0), "batch_size"),
         (dict(pixel_scale=-1.0), "pixel_scale"),
         (dict(stride=0), "stride"),
