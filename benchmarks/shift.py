@@ -349,8 +349,7 @@ def _fit_settings(text: str) -> dict:
         except ValueError:
             raise SystemExit(
                 f"--fits: expected steps=N, supersampling=S, refined_starts=R, trial_steps=T, fit_psf=true|false or "
-                f"shot_noise=fit|ELECTRONS, got "
-                f"{item!r}"
+                f"shot_noise=fit|ELECTRONS, got {item!r}"
             ) from None
     try:
         check_supersampling(settings.get("supersampling", 1))

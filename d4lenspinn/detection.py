@@ -82,7 +82,10 @@ class PriorFit:
         self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device
         self.steps, self.fit_psf, self.supersampling, self.shot_noise = steps, fit_psf, supersampling, shot_noise
         self.starts = StartGrid.over_prior(prior_theta_e, refined=refined_starts, trial_steps=trial_steps)
-        self.starts.check()
+        try:
+            self.starts.check()
+        except ValueError as error:
+            raise ValueError(f"refined_starts, trial_steps (--refined-starts, --trial-steps): {error}") from None
 
     def __call__(self, images: torch.Tensor) -> LensFit:
         """The fit of ``images (B, 1, n, n)`` (any linear units; moved to the fit's device, float32)."""

@@ -155,7 +155,10 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
         (dict(shot_noise="sky"), "shot_noise must be None, 'fit'"),
         (dict(supersampling=0), "supersampling"),
         (dict(prior_theta_e=(1.6, 0.6)), "theta_e_range must be 0 < low <= high"),
-        (dict(refined_starts=55), r"refined must be an integer in \[1, 54\], got 55"),
+        (
+            dict(refined_starts=55),
+            r"--refined-starts, --trial-steps\): refined must be an integer in \[1, 54\], got 55",
+        ),
         (dict(trial_steps=1.5), "trial_steps must be an integer"),
         (dict(batch_size=0), "batch_size"),
         (dict(pixel_scale=-1.0), "pixel_scale"),

@@ -175,8 +175,8 @@ def test_a_start_grid_keeps_a_far_init_out_of_the_wrong_minimum_and_stays_equiva
 
 def test_refined_starts_leave_a_wrong_minimum_the_best_start_falls_into_and_stay_equivariant():
     """Two noisy lenses (SNR about 30) whose candidate of lowest chi^2 before any step leads the fit from the prior's
-    grid into a wrong minimum (reduced chi^2 2.28 and 1.91, measured); the 4 best candidates fitted for 2 steps side
-    by side and the best of them fitted on find a better one (1.03 and 1.57). D4 maps the candidates, their chi^2 and
+    grid into a wrong minimum (reduced chi^2 2.28 and 1.91, measured); the 4 best candidates each fitted for 2 steps
+    and the best of them fitted on find a better one (1.03 and 1.57). D4 maps the candidates, their chi^2 and
     so the choice to themselves: all 8 elements give the moved fit."""
     images, _, _ = _simulated(8, seed=2)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
