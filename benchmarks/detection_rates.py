@@ -78,13 +78,21 @@ def read_truth(path: Path, images: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([snr for snr, _ in found]), np.array([knots for _, knots in found])
 
 
+def detection_tasks(labels: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(target, chosen, positive)`` of each detection task: no substructure against each substructure class and
+    against both; ``chosen`` selects its images, ``positive`` marks the substructure among them."""
+    tasks = []
+    for target in CLASS_NAMES[1:]:
+        chosen = (labels == NO_SUBSTRUCTURE) | (labels == CLASS_NAMES.index(target))
+        tasks.append((target, chosen, labels[chosen] != NO_SUBSTRUCTURE))
+    return [*tasks, ("both", np.ones(len(labels), dtype=bool), labels != NO_SUBSTRUCTURE)]
+
+
 def rate_row(name: str, labels, scores, p_values, p_nulls, alpha: float, n_bootstrap: int, seed: int) -> dict[str, str]:
     """Detection AUCs and the shares below ``alpha`` of one set of images (of ``p_nulls`` too, unless all NaN)."""
     row = {"images": name, "count": str(len(labels))}
-    for target in CLASS_NAMES[1:]:
-        chosen = (labels == NO_SUBSTRUCTURE) | (labels == CLASS_NAMES.index(target))
-        row[f"AUC no vs {target}"] = auc_cell(scores[chosen], labels[chosen] != NO_SUBSTRUCTURE, n_bootstrap, seed)
-    row["AUC no vs both"] = auc_cell(scores, labels != NO_SUBSTRUCTURE, n_bootstrap, seed)
+    for target, chosen, positive in detection_tasks(labels):
+        row[f"AUC no vs {target}"] = auc_cell(scores[chosen], positive, n_bootstrap, seed)
     has_null = not np.isnan(p_nulls).all()
     for column, values in (("p", p_values), ("p_null", p_nulls)):
         for index, target in enumerate(CLASS_NAMES):
@@ -110,13 +118,11 @@ def paired_row(name: str, labels, scores, reference, n_bootstrap: int, seed: int
     """The detection AUCs of ``scores`` minus those of ``reference`` (the same images, in the same order) with
     paired bootstrap 95% intervals: no substructure against subhalos, vortices and both."""
     row = {"images": name}
-    none, sphere, vort = (labels == CLASS_NAMES.index(label) for label in ("no", "sphere", "vort"))
-    for column, positive in (("sphere", sphere), ("vort", vort), ("both", sphere | vort)):
-        chosen = none | positive
+    for target, chosen, positive in detection_tasks(labels):
         a, b = _finite(scores[chosen]), _finite(reference[chosen])
-        result = paired(a, b, ("score", "score"), positive[chosen].astype(np.int64), n_bootstrap, seed)["detection"]
+        result = paired(a, b, ("score", "score"), positive.astype(np.int64), n_bootstrap, seed)["detection"]
         low, high = result["ci95"]
-        row[f"AUC no vs {column}, minus reference"] = f"{result['gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        row[f"AUC no vs {target}, minus reference"] = f"{result['gain']:+.3f} [{low:+.3f}, {high:+.3f}]"
     return row
 
 
