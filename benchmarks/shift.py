@@ -332,14 +332,16 @@ def network_scorers(checkpoints: list[str], tta: str, device: torch.device, scan
 
 def _fit_settings(text: str) -> dict:
     """``key=value,key=value`` -> keyword arguments of :class:`PriorFit`: ``steps``, ``supersampling``,
-    ``refined_starts`` and ``trial_steps`` integers, ``fit_psf`` true/false, ``shot_noise`` fit or a background noise
-    in electrons."""
+    ``refined_starts`` and ``trial_steps`` integers, ``start_ellipticity`` and ``start_shear`` numbers (0: none),
+    ``fit_psf`` true/false, ``shot_noise`` fit or a background noise in electrons."""
     settings = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
         try:
             if key in ("steps", "supersampling", "refined_starts", "trial_steps"):
                 settings[key] = int(value)
+            elif key in ("start_ellipticity", "start_shear"):
+                settings[key] = float(value)
             elif key == "fit_psf" and value in ("true", "false"):
                 settings[key] = value == "true"
             elif key == "shot_noise":
@@ -348,8 +350,8 @@ def _fit_settings(text: str) -> dict:
                 raise ValueError
         except ValueError:
             raise SystemExit(
-                f"--fits: expected steps=N, supersampling=S, refined_starts=R, trial_steps=T, fit_psf=true|false or "
-                f"shot_noise=fit|ELECTRONS, got {item!r}"
+                f"--fits: expected steps=N, supersampling=S, refined_starts=R, trial_steps=T, start_ellipticity=E, "
+                f"start_shear=G, fit_psf=true|false or shot_noise=fit|ELECTRONS, got {item!r}"
             ) from None
     try:
         check_supersampling(settings.get("supersampling", 1))

@@ -260,6 +260,8 @@ def _detect(args: argparse.Namespace) -> int:
         prior_theta_e=tuple(args.theta_e),
         refined_starts=args.refined_starts,
         trial_steps=args.trial_steps,
+        start_ellipticity=args.start_ellipticity,
+        start_shear=args.start_shear,
         stride=args.stride,
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
@@ -309,6 +311,10 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         "--refined-starts", type=whole_number(1), default=4, help="starts fitted side by side; the best goes on"
     )
     p.add_argument("--trial-steps", type=whole_number(0), default=2, help="steps before the best start is chosen")
+    p.add_argument(
+        "--start-ellipticity", type=float, default=0.15, help="also start from lenses this elliptical (0: none)"
+    )
+    p.add_argument("--start-shear", type=float, default=0.07, help="also start from lenses this sheared (0: none)")
     p.add_argument(
         "--theta-e", type=positive_number, nargs=2, default=(0.6, 1.6), metavar=("LOW", "HIGH"),
         help="Einstein radii the fit starts from, arcsec",

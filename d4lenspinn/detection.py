@@ -52,12 +52,14 @@ class FitSettings(Protocol):
 
 class PriorFit:
     """A smooth-lens fit that needs no network: from :meth:`StartGrid.over_prior` about a centred lens (theta_E
-    ``prior_theta_e`` [arcsec], centre +-2 px; the ``refined_starts`` candidates of lowest chi^2 each given the first
-    ``trial_steps`` steps, the best of them the rest), ``steps`` Levenberg-Marquardt steps with the instrument's
-    Gaussian PSF (``psf_fwhm`` [arcsec], truncated at ``psf_truncation`` sigma; its width fitted with ``fit_psf``),
-    the light integrated over ``supersampling`` x ``supersampling`` sub-pixels and (``shot_noise``: ``"fit"`` or the
-    background noise in electrons per pixel) each pixel weighed by its own noise, in float32 (with ``refined_starts=1``
-    as ``d4lenspinn_fit`` with ``lens_start="prior"`` fits). Settings are checked here, before any image is read."""
+    ``prior_theta_e`` [arcsec], centre +-2 px, and at each Einstein radius the centred lens made elliptical by
+    ``start_ellipticity`` and sheared by ``start_shear`` along each axis and diagonal, 0: none; the
+    ``refined_starts`` candidates of lowest chi^2 each given the first ``trial_steps`` steps, the best of them the
+    rest), ``steps`` Levenberg-Marquardt steps with the instrument's Gaussian PSF (``psf_fwhm`` [arcsec], truncated
+    at ``psf_truncation`` sigma; its width fitted with ``fit_psf``), the light integrated over ``supersampling`` x
+    ``supersampling`` sub-pixels and (``shot_noise``: ``"fit"`` or the background noise in electrons per pixel) each
+    pixel weighed by its own noise, in float32 (with ``refined_starts=1`` as ``d4lenspinn_fit`` with
+    ``lens_start="prior"`` fits). Settings are checked here, before any image is read."""
 
     def __init__(
         self,
@@ -72,6 +74,8 @@ class PriorFit:
         prior_theta_e: tuple[float, float] = (0.6, 1.6),
         refined_starts: int = 4,
         trial_steps: int = 2,
+        start_ellipticity: float = 0.15,
+        start_shear: float = 0.07,
     ) -> None:
         if not (0 < psf_fwhm < math.inf and 0 < psf_truncation < math.inf):
             raise ValueError(f"psf_fwhm and psf_truncation must be finite and > 0, got {psf_fwhm}, {psf_truncation}")
@@ -81,11 +85,20 @@ class PriorFit:
         check_shot_noise(shot_noise)
         self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device
         self.steps, self.fit_psf, self.supersampling, self.shot_noise = steps, fit_psf, supersampling, shot_noise
-        self.starts = StartGrid.over_prior(prior_theta_e, refined=refined_starts, trial_steps=trial_steps)
+        self.starts = StartGrid.over_prior(
+            prior_theta_e,
+            refined=refined_starts,
+            trial_steps=trial_steps,
+            ellipticities=(start_ellipticity,) if start_ellipticity != 0 else (),
+            shears=(start_shear,) if start_shear != 0 else (),
+        )
         try:
             self.starts.check()
         except ValueError as error:
-            raise ValueError(f"refined_starts, trial_steps (--refined-starts, --trial-steps): {error}") from None
+            flags = "--refined-starts, --trial-steps, --start-ellipticity, --start-shear"
+            raise ValueError(
+                f"refined_starts, trial_steps, start_ellipticity, start_shear ({flags}): {error}"
+            ) from None
 
     def __call__(self, images: torch.Tensor) -> LensFit:
         """The fit of ``images (B, 1, n, n)`` (any linear units; moved to the fit's device, float32)."""

@@ -91,7 +91,8 @@ def detect_files(
 ) -> DetectionReport:
     """Fit and scan every image under ``inputs`` and write one CSV row per image to ``out`` (module docstring).
     ``fit_settings`` go to :class:`~d4lenspinn.detection.PriorFit` (``psf_truncation``, ``steps``, ``fit_psf``,
-    ``supersampling``, ``shot_noise``, ``prior_theta_e``, ``refined_starts``, ``trial_steps``)."""
+    ``supersampling``, ``shot_noise``, ``prior_theta_e``, ``refined_starts``, ``trial_steps``,
+    ``start_ellipticity``, ``start_shear``)."""
     out = Path(out)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size (--batch-size) must be a whole number >= 1, got {batch_size!r}")

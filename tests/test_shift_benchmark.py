@@ -250,13 +250,15 @@ def test_a_fitted_models_physics_only_scorers(bench, cells):
 
 
 def test_physics_only_rows_need_no_network(bench, cells):
-    """``--fits name:settings`` rows: a fit from the prior's starts, its chi^2 equal to the untrained prior-started
-    model's (the same fit, no network involved); integrating the light over 3 x 3 sub-pixels is its own cached row;
-    bad settings are named."""
+    """``--fits name:settings`` rows: a fit from the prior's best start, its chi^2 equal to the untrained
+    prior-started model's (the same fit, no network involved); integrating the light over 3 x 3 sub-pixels is its
+    own cached row; bad settings are named."""
     sh, scoring = bench["shift"], bench["shift_scoring"]
     root, _ = cells
     setup = bench["shift_cells"].instrument("model_ii")
-    rows = sh.prior_fit_scorers(["pixel:steps=2", "integrated:steps=2,supersampling=3"], setup, torch.device("cpu"), 4)
+    one_start = "steps=2,refined_starts=1,start_ellipticity=0,start_shear=0"
+    specs = [f"pixel:{one_start}", f"integrated:{one_start},supersampling=3"]
+    rows = sh.prior_fit_scorers(specs, setup, torch.device("cpu"), 4)
     assert list(rows) == [
         "pixel fit chi^2", "pixel subhalo scan", "integrated fit chi^2", "integrated subhalo scan"
     ]  # fmt: skip
@@ -272,7 +274,7 @@ def test_physics_only_rows_need_no_network(bench, cells):
     assert integrated.shape == (2,) and np.isfinite(integrated).all()
     with pytest.raises(
         SystemExit,
-        match="expected steps=N, supersampling=S, fit_psf=true.false or shot_noise=fit.ELECTRONS, got 'psf=2'",
+        match="start_shear=G, fit_psf=true.false or shot_noise=fit.ELECTRONS, got 'psf=2'",
     ):
         sh.prior_fit_scorers(["bad:psf=2"], setup, torch.device("cpu"), 0)
     with pytest.raises(SystemExit, match="shot_noise must be None, 'fit' or the background noise in electrons"):

@@ -35,6 +35,7 @@ without a graph, for inference or when the fitted lens is only a target (benchma
 from __future__ import annotations
 
 import math
+from itertools import product
 from typing import NamedTuple
 
 import torch
@@ -79,15 +80,20 @@ class LensFit(NamedTuple):
 
 class StartGrid(NamedTuple):
     """Candidate starts around an init lens: ``theta_e_scales`` multiply theta_E, ``centre_shifts`` [pixels] move the
-    centre along each axis (every pair of shifts: a square, so the candidate set is mapped to itself by D4). The
-    ``refined`` candidates of lowest chi^2 are each given ``trial_steps`` steps of the fit, and the one of lowest
-    chi^2 after them goes on (a multi-start search: a candidate's chi^2 before any step, with a source guessed under
-    it, does not tell the basins apart; a few steps do). The default is the init alone."""
+    centre along each axis (every pair of shifts: a square, so the candidate set is mapped to itself by D4). Each
+    of ``ellipticities`` and ``shears`` adds, at every theta_E scale with the centre unshifted, the four starts that
+    add ``(+-e, 0)`` and ``(0, +-e)`` to the init's ``(e1, e2)`` (or ``gamma``): D4 maps these four to each other, so
+    the set stays its own image. The ``refined`` candidates of lowest chi^2 are each given ``trial_steps`` steps of
+    the fit, and the one of lowest chi^2 after them goes on (a multi-start search: a candidate's chi^2 before any
+    step, with a source guessed under it, does not tell the basins apart; a few steps do). The default is the init
+    alone."""
 
     theta_e_scales: tuple[float, ...] = (1.0,)
     centre_shifts: tuple[float, ...] = (0.0,)
     refined: int = 1
     trial_steps: int = 0
+    ellipticities: tuple[float, ...] = ()
+    shears: tuple[float, ...] = ()
 
     @classmethod
     def over_prior(
@@ -97,9 +103,12 @@ class StartGrid(NamedTuple):
         ratio: float = 1.23,
         refined: int = 1,
         trial_steps: int = 0,
+        ellipticities: tuple[float, ...] = (),
+        shears: tuple[float, ...] = (),
     ) -> StartGrid:
         """Starts that need no estimate: used around :func:`centred_lens` (theta_E 1"), its scales are Einstein radii
-        [arcsec] spaced evenly in log from ``theta_e_range[0]`` to ``[1]`` at most ``ratio`` apart."""
+        [arcsec] spaced evenly in log from ``theta_e_range[0]`` to ``[1]`` at most ``ratio`` apart; the other
+        arguments are the fields of the same names."""
         low, high = theta_e_range
         if not 0 < low <= high or ratio <= 1:
             raise ValueError(
@@ -107,12 +116,18 @@ class StartGrid(NamedTuple):
             )
         count = 1 + math.ceil(math.log(high / low) / math.log(ratio) - 1e-9)
         scales = (low,) if count == 1 else tuple(low * (high / low) ** (k / (count - 1)) for k in range(count))
-        return cls(scales, tuple(centre_shifts), refined, trial_steps)
+        return cls(scales, tuple(centre_shifts), refined, trial_steps, tuple(ellipticities), tuple(shears))
 
     def check(self) -> None:
-        """Raise ``ValueError`` unless ``refined`` is between 1 and the number of candidates and ``trial_steps`` an
-        integer >= 0."""
-        count = len(self.theta_e_scales) * len(self.centre_shifts) ** 2
+        """Raise ``ValueError`` unless ``refined`` is between 1 and the number of candidates, ``trial_steps`` an
+        integer >= 0 and every ellipticity and shear offset in ``(0, 0.8]`` and ``(0, 0.5]`` (the fit's box)."""
+        for name, offsets, limit in (
+            ("ellipticities", self.ellipticities, _MAX_E),
+            ("shears", self.shears, _MAX_GAMMA),
+        ):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= limit for v in offsets):
+                raise ValueError(f"{name} must be offsets in (0, {limit}], got {offsets!r}")
+        count = len(self.theta_e_scales) * (len(self.centre_shifts) ** 2 + 4 * len(self.ellipticities + self.shears))
         for name, value, low, high in (
             ("refined", self.refined, 1, count),
             ("trial_steps", self.trial_steps, 0, math.inf),
@@ -121,7 +136,8 @@ class StartGrid(NamedTuple):
                 raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
 
     def candidates(self, lens: MacroLens, pixel_scale: float):
-        """The init first, then every other combination, as ``MacroLens`` of ``(B,)`` tensors."""
+        """The init first, then every other combination of scale and shifts, then the ellipticity and shear
+        offsets, as ``MacroLens`` of ``(B,)`` tensors."""
         combos = [(a, dx, dy) for a in self.theta_e_scales for dx in self.centre_shifts for dy in self.centre_shifts]
         combos.sort(key=lambda c: c != (1.0, 0.0, 0.0))
         for scale, dx, dy in combos:
@@ -130,6 +146,12 @@ class StartGrid(NamedTuple):
                 center_x=lens.center_x + dx * pixel_scale,
                 center_y=lens.center_y + dy * pixel_scale,
             )
+        for scale in self.theta_e_scales:
+            for pair, offsets in (("e1", "e2"), self.ellipticities), (("gamma1", "gamma2"), self.shears):
+                for offset in offsets:
+                    for field, sign in product(pair, (1, -1)):
+                        shifted = {field: getattr(lens, field) + sign * offset}
+                        yield lens._replace(theta_e=lens.theta_e * scale, **shifted)
 
 
 class _Problem(NamedTuple):
