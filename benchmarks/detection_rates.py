@@ -5,6 +5,7 @@
     python benchmarks/detection_rates.py runs/detect/broad.csv --truth data/broad/truth.h5   # by SNR and source
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --null runs/detect/null_snr_100.csv
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --against runs/detect/snr_100_one_start.csv
+    python benchmarks/detection_rates.py runs/detect/snr_100.csv --classes-from runs/detect/simulated.csv
 
 Each image's class is the class folder in its path (``no``, ``sphere``, ``vort``: the DeepLense layout, as
 benchmarks/shift.py writes its cells). Per CSV: the detection AUC of the largest delta chi^2 (no substructure
@@ -17,7 +18,12 @@ delta chi^2 is +inf, its p-value 0). A CSV written with ``--null`` gets the same
 ``truth.h5`` of ``d4lenspinn simulate``, whose ``file`` entries end each image's path) the same rows again for each
 bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy). With ``--against REF_CSV`` (a run
 on the same images with other settings) a second table gives each CSV's AUCs minus the reference's, with paired
-bootstrap 95% intervals (both resampled with the same images).
+bootstrap 95% intervals (both resampled with the same images). With ``--classes-from TRAIN_CSV`` (a run on other
+labelled images, for example the package's own simulations) a multinomial logistic regression on each row's
+:data:`CLASS_FEATURES`, learnt there, turns every CSV's rows into class probabilities, and a third table gives their
+macro AUC (each class against the rest, averaged: the DeepLense metric) with its 95% bootstrap interval and each
+class's AUC: what the fit and the scan say about the class, with nothing learnt from the images scored. A failed
+fit counts as substructure of either kind (probabilities 0, 1/2, 1/2).
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ import h5py
 import numpy as np
 import torch
 from _machine import describe_machine
-from shift_scoring import detection_auc, paired
+from shift_scoring import detection_auc, paired, score_metrics
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
@@ -39,6 +48,9 @@ from d4lenspinn.detection_files import read_null
 from d4lenspinn.report import markdown_table
 
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, math.inf))
+# what the class model of --classes-from reads from a row, each logged (the delta chi^2 as log(1 + x)): all in units
+# of the noise, so they mean the same on any instrument
+CLASS_FEATURES = ("max_delta_chi2", "fit_reduced_chi2", "peak_snr")
 
 
 def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -136,6 +148,45 @@ def matched(reference: Path, paths: list[str]) -> np.ndarray:
     return scores[[index[path] for path in paths]]
 
 
+def class_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The logged :data:`CLASS_FEATURES` of every row of a detect CSV ``(N, 3)`` and whether its fit failed ``(N,)``
+    (its row then holds NaN)."""
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    failed = np.array([row["fit_failed"] == "1" for row in rows], dtype=bool)
+    values = [
+        [math.nan if bad else float(row[name]) for name in CLASS_FEATURES]
+        for row, bad in zip(rows, failed, strict=True)
+    ]
+    return np.log(np.array(values).reshape(-1, len(CLASS_FEATURES)) + np.array([1.0, 0.0, 0.0])), failed
+
+
+def class_model(path: Path):
+    """A multinomial logistic regression of the class on the standardised :func:`class_features` of a labelled
+    detect CSV's rows (failed fits left out)."""
+    labels = read_detections(path)[0]
+    features, failed = class_features(path)
+    if len(np.unique(labels[~failed])) != len(CLASS_NAMES):
+        raise ValueError(f"--classes-from {path}: needs rows of every class {CLASS_NAMES} with a finite fit")
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features[~failed], labels[~failed])
+
+
+def class_row(name: str, model, path: Path, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, str]:
+    """Macro AUC (with its 95% interval) and each class's AUC of ``model``'s probabilities for the rows of ``path``."""
+    features, failed = class_features(path)
+    probabilities = np.tile([0.0, 0.5, 0.5], (len(labels), 1))
+    if (~failed).any():
+        probabilities[~failed] = model.predict_proba(features[~failed])
+    result = score_metrics(probabilities, "classes", labels, n_bootstrap, seed)
+    low, high = result["macro"]["ci95"]
+    row = {
+        "images": name,
+        "count": str(len(labels)),
+        "macro AUC": f"{result['macro']['auc']:.3f} [{low:.3f}, {high:.3f}]",
+    }
+    return row | {f"AUC {target}": f"{auc:.3f}" for target, auc in result["per_class"].items()}
+
+
 def wilson(count: int, total: int) -> str:
     """``count / total`` with its Wilson 95% interval."""
     if total == 0:
@@ -155,11 +206,15 @@ def main() -> None:
     parser.add_argument("--truth", type=Path, help="truth.h5 of the simulated images: rows by peak SNR and source")
     parser.add_argument("--null", type=Path, help="CSV of a detect run on lenses without substructure: p_null")
     parser.add_argument("--against", type=Path, help="CSV of a run on the same images: paired AUC differences")
+    parser.add_argument("--classes-from", type=Path, help="CSV of a run on other labelled images: class model")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
-    rows, differences = [], []
+    model = None if args.classes_from is None else class_model(args.classes_from)
+    rows, differences, classes = [], [], []
     for path in args.csvs:
         labels, scores, p_values, p_nulls, paths = read_detections(path)
+        if model is not None:
+            classes.append(class_row(path.name, model, path, labels, args.n_bootstrap, args.seed))
         if args.against is not None:
             reference = matched(args.against, paths)
             differences.append(paired_row(path.name, labels, scores, reference, args.n_bootstrap, args.seed))
@@ -183,6 +238,9 @@ def main() -> None:
     if differences:
         print(f"\nminus {args.against.name} (paired):")
         print(markdown_table(list(differences[0]), [list(row.values()) for row in differences]))
+    if classes:
+        print(f"\nclasses, from a logistic regression on {args.classes_from.name}:")
+        print(markdown_table(list(classes[0]), [list(row.values()) for row in classes]))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def simulated(tmp_path_factory):
 def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, tmp_path):
     out, maps, figure = tmp_path / "found.csv", tmp_path / "maps.npz", tmp_path / "found.png"
     argv = ["detect", str(simulated / "sim" / "train"), "--instrument", "model_ii", "--steps", "2", "--stride", "4",
-            "--refined-starts", "2", "--trial-steps", "1"]  # fmt: skip
+            "--refined-starts", "2", "--trial-steps", "1", "--start-ellipticity", "0.1",
+            "--start-shear", "0"]  # fmt: skip
     assert main([*argv, "--out", str(out), "--maps", str(maps), "--figure", str(figure)]) == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
@@ -108,11 +109,12 @@ def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, t
     assert figure.stat().st_size > 0
     rates = subprocess.run(
         [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(out), "--n-bootstrap", "20", "--truth",
-         str(simulated / "sim" / "truth.h5"), "--against", str(out)],
+         str(simulated / "sim" / "truth.h5"), "--against", str(out), "--classes-from", str(out)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "| found.csv | 3 |" in rates and "| found.csv: " in rates  # the whole set, then its SNR and source bins
     assert "| found.csv | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in rates
+    assert "classes, from a logistic regression on found.csv:\n| images | count | macro AUC |" in rates
 
 
 def test_bad_images_are_listed_or_skipped(simulated, tmp_path):
@@ -155,11 +157,11 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
         (dict(shot_noise="sky"), "shot_noise must be None, 'fit'"),
         (dict(supersampling=0), "supersampling"),
         (dict(prior_theta_e=(1.6, 0.6)), "theta_e_range must be 0 < low <= high"),
-        (
-            dict(refined_starts=55),
-            r"--refined-starts, --trial-steps\): refined must be an integer in \[1, 54\], got 55",
-        ),
+        (dict(refined_starts=103), r"--start-shear\): refined must be an integer in \[1, 102\], got 103"),
+        (dict(refined_starts=55, start_ellipticity=0, start_shear=0), r"in \[1, 54\], got 55"),
         (dict(trial_steps=1.5), "trial_steps must be an integer"),
+        (dict(start_ellipticity=-0.1), r"--start-ellipticity.*ellipticities must be offsets in \(0, 0.8\]"),
+        (dict(start_shear=0.6), r"shears must be offsets in \(0, 0.5\], got \(0.6,\)"),
         (dict(batch_size=0), "batch_size"),
         (dict(pixel_scale=-1.0), "pixel_scale"),
         (dict(stride=0), "stride"),
@@ -206,3 +208,22 @@ def test_a_null_run_adds_p_null_and_a_bad_null_is_named(simulated, tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="other.csv: not the CSV of a detect run"):
         detect_files([images], tmp_path / "again.csv", 0.16, null=tmp_path / "other.csv", **settings)
+
+
+def test_the_class_model_of_detection_rates_reads_the_middle_class_and_names_a_failed_fit(tmp_path):
+    """Rows whose largest delta chi^2 orders the classes none < vortex < subhalos (as the scan orders them on
+    lenstronomy's lenses): the logistic regression learnt on them puts each class first where it lies, macro AUC 1;
+    a failed subhalo fit (probabilities 0, 1/2, 1/2) still ranks as substructure."""
+    header = ["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS]
+    values = {"no": (1.0, 4.0), "vort": (20.0, 40.0), "sphere": (200.0, 400.0)}
+    lines = [",".join(header)]
+    for name, (low, high) in values.items():
+        for k, delta in enumerate(np.geomspace(low, high, 8)):
+            row = {"path": f"cell/{name}/img{k}.npy", "fit_failed": "0", "max_delta_chi2": f"{delta:g}"}
+            row |= {"fit_reduced_chi2": f"{1 + delta / 4000:g}", "peak_snr": "30", "p_value": "1"}
+            lines.append(",".join(row.get(column, "") for column in header))
+    lines.append(",".join({"path": "cell/sphere/failed.npy", "fit_failed": "1"}.get(column, "") for column in header))
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    script = [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(tmp_path / "rows.csv"), "--n-bootstrap", "20"]
+    rates = subprocess.run([*script, "--classes-from", str(tmp_path / "rows.csv")], capture_output=True, text=True)
+    assert "| rows.csv | 25 | 1.000 [1.000, 1.000] | 1.000 | 1.000 | 1.000 |" in rates.stdout, rates.stderr
