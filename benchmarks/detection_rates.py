@@ -20,7 +20,8 @@ bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy).
 on the same images with other settings) a second table gives each CSV's AUCs minus the reference's, with paired
 bootstrap 95% intervals (both resampled with the same images). With ``--classes-from TRAIN_CSV`` (a run on other
 labelled images, for example the package's own simulations) a multinomial logistic regression on each row's
-:data:`CLASS_FEATURES`, learnt there, turns every CSV's rows into class probabilities, and a third table gives their
+largest delta chi^2, reduced chi^2 and peak SNR, learnt there (:mod:`d4lenspinn.detection_classes`, as ``d4lenspinn
+detect --classes-from`` applies it), turns every CSV's rows into class probabilities, and a third table gives their
 macro AUC (each class against the rest, averaged: the DeepLense metric) with its 95% bootstrap interval and each
 class's AUC: what the fit and the scan say about the class, with nothing learnt from the images scored. A failed
 fit counts as substructure of either kind (probabilities 0, 1/2, 1/2).
@@ -38,19 +39,14 @@ import numpy as np
 import torch
 from _machine import describe_machine
 from shift_scoring import detection_auc, paired, score_metrics
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
+from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
 from d4lenspinn.detection_files import read_null
 from d4lenspinn.report import markdown_table
 
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, math.inf))
-# what the class model of --classes-from reads from a row, each logged (the delta chi^2 as log(1 + x)): all in units
-# of the noise, so they mean the same on any instrument
-CLASS_FEATURES = ("max_delta_chi2", "fit_reduced_chi2", "peak_snr")
 
 
 def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -148,36 +144,10 @@ def matched(reference: Path, paths: list[str]) -> np.ndarray:
     return scores[[index[path] for path in paths]]
 
 
-def class_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The logged :data:`CLASS_FEATURES` of every row of a detect CSV ``(N, 3)`` and whether its fit failed ``(N,)``
-    (its row then holds NaN)."""
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle))
-    failed = np.array([row["fit_failed"] == "1" for row in rows], dtype=bool)
-    values = [
-        [math.nan if bad else float(row[name]) for name in CLASS_FEATURES]
-        for row, bad in zip(rows, failed, strict=True)
-    ]
-    return np.log(np.array(values).reshape(-1, len(CLASS_FEATURES)) + np.array([1.0, 0.0, 0.0])), failed
-
-
-def class_model(path: Path):
-    """A multinomial logistic regression of the class on the standardised :func:`class_features` of a labelled
-    detect CSV's rows (failed fits left out)."""
-    labels = read_detections(path)[0]
-    features, failed = class_features(path)
-    if len(np.unique(labels[~failed])) != len(CLASS_NAMES):
-        raise ValueError(f"--classes-from {path}: needs rows of every class {CLASS_NAMES} with a finite fit")
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features[~failed], labels[~failed])
-
-
-def class_row(name: str, model, path: Path, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, str]:
+def class_row(name: str, model, path: Path, n_bootstrap: int, seed: int) -> dict[str, str]:
     """Macro AUC (with its 95% interval) and each class's AUC of ``model``'s probabilities for the rows of ``path``."""
-    features, failed = class_features(path)
-    probabilities = np.tile([0.0, 0.5, 0.5], (len(labels), 1))
-    if (~failed).any():
-        probabilities[~failed] = model.predict_proba(features[~failed])
-    result = score_metrics(probabilities, "classes", labels, n_bootstrap, seed)
+    features, failed, labels = read_labelled_run(path)
+    result = score_metrics(class_probabilities(model, features, failed), "classes", labels, n_bootstrap, seed)
     low, high = result["macro"]["ci95"]
     row = {
         "images": name,
@@ -209,12 +179,12 @@ def main() -> None:
     parser.add_argument("--classes-from", type=Path, help="CSV of a run on other labelled images: class model")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
-    model = None if args.classes_from is None else class_model(args.classes_from)
+    model = None if args.classes_from is None else learn_classes(args.classes_from)
     rows, differences, classes = [], [], []
     for path in args.csvs:
         labels, scores, p_values, p_nulls, paths = read_detections(path)
         if model is not None:
-            classes.append(class_row(path.name, model, path, labels, args.n_bootstrap, args.seed))
+            classes.append(class_row(path.name, model, path, args.n_bootstrap, args.seed))
         if args.against is not None:
             reference = matched(args.against, paths)
             differences.append(paired_row(path.name, labels, scores, reference, args.n_bootstrap, args.seed))

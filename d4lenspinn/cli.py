@@ -269,6 +269,7 @@ def _detect(args: argparse.Namespace) -> int:
         maps=args.maps,
         figure=args.figure,
         null=args.null,
+        classes_from=args.classes_from,
     )
     print(
         f'{report.n_images} detections -> {report.csv} (pixel scale {report.pixel_scale:g}"/px'
@@ -325,6 +326,9 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figure", type=output_file, help="also draw the first images' fits and scans to this .png")
     p.add_argument(
         "--null", type=existing_file, help="CSV of a run on lenses without substructure: adds the empirical p_null"
+    )
+    p.add_argument(
+        "--classes-from", type=existing_file, help="CSV of a run on labelled images: adds class probabilities p_*"
     )
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable/constant/mis-sized images out")
     p.add_argument("--device", default="auto")

@@ -16,6 +16,9 @@ map, normalised residual and smooth model to a ``.npz`` (plain arrays, no pickle
 :data:`FIGURE_IMAGES`. ``null``, the CSV of an earlier run on lenses known to hold no substructure (simulated for
 the same instrument, run with the same settings), adds the column ``p_null``: each image's largest delta chi^2
 ranked among theirs (:func:`~d4lenspinn.detection.empirical_p_value`), a p-value that holds where the bound does not.
+``classes_from``, the CSV of an earlier run on labelled images (paths in class folders ``no``, ``sphere``,
+``vort``; for example the package's own simulations, run with the same settings), adds :data:`PROBABILITY_COLUMNS`:
+each image's class probabilities from a logistic regression learnt there (:mod:`d4lenspinn.detection_classes`).
 Arguments are checked before any image is read; one run writes a CSV at a time
 (:func:`~d4lenspinn.io.exclusive_writer`).
 """
@@ -36,12 +39,21 @@ import torch
 from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, list_skipped, read_input_image, refuse_bad
 from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value
+from .detection_classes import PROBABILITY_COLUMNS, class_features, class_probabilities, learn_classes
 from .device import resolve_device
 from .io import atomic_path, exclusive_writer, write_text
 from .physics import PixelGrid, scan_positions
 from .progress import progress_bar
 
-__all__ = ["DetectionReport", "LENS_COLUMNS", "NULL_COLUMN", "SCAN_COLUMNS", "detect_files", "read_null"]
+__all__ = [
+    "DetectionReport",
+    "LENS_COLUMNS",
+    "NULL_COLUMN",
+    "PROBABILITY_COLUMNS",
+    "SCAN_COLUMNS",
+    "detect_files",
+    "read_null",
+]
 
 LENS_COLUMNS = (
     "theta_e_arcsec",
@@ -87,6 +99,7 @@ def detect_files(
     maps: str | Path | None = None,
     figure: str | Path | None = None,
     null: str | Path | None = None,
+    classes_from: str | Path | None = None,
     **fit_settings,
 ) -> DetectionReport:
     """Fit and scan every image under ``inputs`` and write one CSV row per image to ``out`` (module docstring).
@@ -105,9 +118,13 @@ def detect_files(
         raise ValueError(f"pixel_scale (--pixel-scale) must be > 0 arcsec/pixel, got {pixel_scale}")
     PriorFit(PixelGrid(2, 1.0), psf_fwhm, **fit_settings)  # checks the settings before any image is read
     null_values = None if null is None else read_null(Path(null))
+    try:
+        classes = None if classes_from is None else learn_classes(classes_from)
+    except ValueError as error:
+        raise ValueError(f"classes_from (--classes-from) {error}") from None
     with exclusive_writer(out):
         return _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure,
-                             null_values, fit_settings)  # fmt: skip
+                             null_values, classes, fit_settings)  # fmt: skip
 
 
 def read_null(path: Path) -> torch.Tensor:
@@ -159,11 +176,23 @@ def _resolve_scale(given: float | None, stated: list[float | None], images: list
     return scale
 
 
+def _peak_snr(found: Detection) -> torch.Tensor:
+    """Each image's fitted light at its peak over the estimated noise ``(B,)``."""
+    return (found.fit.model.flatten(1).amax(dim=1) - found.fit.background) / found.fit.sigma
+
+
+def _class_cells(classes, found: Detection) -> list[list[str]]:
+    """The :data:`PROBABILITY_COLUMNS` cells of a batch."""
+    values = torch.stack((found.max_delta_chi2, found.fit.reduced_chi2, _peak_snr(found)), dim=1)
+    failed = found.fit.failed.cpu().numpy()
+    features = class_features(np.where(failed[:, None], 1.0, values.double().cpu().numpy()))
+    return [[f"{p:.5g}" for p in row] for row in class_probabilities(classes, features, failed)]
+
+
 def _rows(found: Detection) -> list[list[str]]:
     """The :data:`LENS_COLUMNS` and :data:`SCAN_COLUMNS` cells of a batch."""
     fit = found.fit
-    light_peak = (fit.model.flatten(1).amax(dim=1) - fit.background) / fit.sigma
-    lens = torch.stack([*fit.macro, fit.psf_fwhm.expand(len(fit.failed)), light_peak, fit.reduced_chi2], dim=1)
+    lens = torch.stack([*fit.macro, fit.psf_fwhm.expand(len(fit.failed)), _peak_snr(found), fit.reduced_chi2], dim=1)
     scan = torch.stack([found.max_delta_chi2, found.x, found.y, found.p_value], dim=1)
     rows = []
     for values, failed, read_out in zip(lens.double().cpu().numpy(), fit.failed.cpu().numpy(),
@@ -175,7 +204,7 @@ def _rows(found: Detection) -> list[list[str]]:
 
 
 def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_bad, device, maps, figure, null,
-                  fit_settings) -> DetectionReport:  # fmt: skip
+                  classes, fit_settings) -> DetectionReport:  # fmt: skip
     good, bad, stated = _read(list_input_images(inputs))
     refuse_bad(bad, skip_bad)
     if not good:
@@ -198,8 +227,9 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
         ranks = [[]] * len(chunk)  # the p_null cell of each image, with a null
         if null is not None:
             ranks = [[f"{p:.5g}"] for p in empirical_p_value(found.max_delta_chi2, null).tolist()]
-        for (image, _), cells, rank in zip(chunk, _rows(found), ranks, strict=True):
-            rows.append([str(image.path), "" if image.index is None else image.index, *cells, *rank])
+        probabilities = [[]] * len(chunk) if classes is None else _class_cells(classes, found)
+        for (image, _), cells, rank, chances in zip(chunk, _rows(found), ranks, probabilities, strict=True):
+            rows.append([str(image.path), "" if image.index is None else image.index, *cells, *rank, *chances])
         read_outs.append(torch.stack((found.max_delta_chi2, found.x, found.y), dim=1).cpu().numpy())
         if maps is not None or (figure is not None and start < FIGURE_IMAGES):
             kept["delta_chi2"].append(found.scan.delta_chi2[:, 0].cpu().numpy())
@@ -207,7 +237,8 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
             kept["model"].append(found.fit.model[:, 0].cpu().numpy())
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS, *([] if null is None else [NULL_COLUMN])])
+    optional = ([] if null is None else [NULL_COLUMN]) + ([] if classes is None else list(PROBABILITY_COLUMNS))
+    writer.writerow(["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS, *optional])
     writer.writerows(rows)
     write_text(out, text.getvalue())
     arrays = {key: np.concatenate(value) for key, value in kept.items() if value}

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from d4lenspinn.classes import SUBHALOS
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
 from d4lenspinn.detection import PriorFit, detect_subhalo, empirical_p_value
+from d4lenspinn.detection_classes import PROBABILITY_COLUMNS
 from d4lenspinn.detection_files import LENS_COLUMNS, NULL_COLUMN, SCAN_COLUMNS, detect_files
 from d4lenspinn.io import WriterBusyError, exclusive_writer
 from d4lenspinn.physics import PixelGrid, fit_smooth_lens, scan_positions
@@ -210,10 +212,9 @@ def test_a_null_run_adds_p_null_and_a_bad_null_is_named(simulated, tmp_path):
         detect_files([images], tmp_path / "again.csv", 0.16, null=tmp_path / "other.csv", **settings)
 
 
-def test_the_class_model_of_detection_rates_reads_the_middle_class_and_names_a_failed_fit(tmp_path):
-    """Rows whose largest delta chi^2 orders the classes none < vortex < subhalos (as the scan orders them on
-    lenstronomy's lenses): the logistic regression learnt on them puts each class first where it lies, macro AUC 1;
-    a failed subhalo fit (probabilities 0, 1/2, 1/2) still ranks as substructure."""
+def _labelled_run(path: Path, failed_path: str | None = "cell/sphere/failed.npy") -> Path:
+    """A detect CSV whose largest delta chi^2 orders the classes none < vortex < subhalos (as the scan orders them on
+    lenstronomy's lenses), 8 rows each, and one failed fit."""
     header = ["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS]
     values = {"no": (1.0, 4.0), "vort": (20.0, 40.0), "sphere": (200.0, 400.0)}
     lines = [",".join(header)]
@@ -222,8 +223,51 @@ def test_the_class_model_of_detection_rates_reads_the_middle_class_and_names_a_f
             row = {"path": f"cell/{name}/img{k}.npy", "fit_failed": "0", "max_delta_chi2": f"{delta:g}"}
             row |= {"fit_reduced_chi2": f"{1 + delta / 4000:g}", "peak_snr": "30", "p_value": "1"}
             lines.append(",".join(row.get(column, "") for column in header))
-    lines.append(",".join({"path": "cell/sphere/failed.npy", "fit_failed": "1"}.get(column, "") for column in header))
-    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
-    script = [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(tmp_path / "rows.csv"), "--n-bootstrap", "20"]
-    rates = subprocess.run([*script, "--classes-from", str(tmp_path / "rows.csv")], capture_output=True, text=True)
+    if failed_path is not None:
+        lines.append(",".join({"path": failed_path, "fit_failed": "1"}.get(column, "") for column in header))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_class_probabilities_read_the_middle_class_and_a_failed_fit(tmp_path):
+    """The logistic regression learnt on such rows puts each class first where it lies (each class against the rest:
+    AUC 1, vortex the middle one included); the failed subhalo fit gets (0, 1/2, 1/2) and still ranks as
+    substructure; the table of benchmarks/detection_rates.py says the same."""
+    from sklearn.metrics import roc_auc_score
+
+    from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
+
+    path = _labelled_run(tmp_path / "rows.csv")
+    features, failed, labels = read_labelled_run(path)
+    probabilities = class_probabilities(learn_classes(path), features, failed)
+    script = [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(path), "--n-bootstrap", "20"]
+    rates = subprocess.run([*script, "--classes-from", str(path)], capture_output=True, text=True)
+    assert failed.sum() == 1 and np.isnan(features[failed]).all() and labels[failed] == [SUBHALOS]
+    np.testing.assert_array_equal(probabilities[failed], [[0.0, 0.5, 0.5]])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    assert roc_auc_score(labels, probabilities, multi_class="ovr") == 1.0
     assert "| rows.csv | 25 | 1.000 [1.000, 1.000] | 1.000 | 1.000 | 1.000 |" in rates.stdout, rates.stderr
+
+
+def test_detect_adds_class_probabilities_learnt_on_a_labelled_run(simulated, tmp_path):
+    """``classes_from``: each image's three probabilities after the scan's columns, the model's for the features the
+    row itself holds (to its 5 digits); a learning run whose rows lie outside class folders, or whose classes are not
+    all there, is named before any image is read."""
+    from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
+
+    settings = dict(pixel_scale=0.101, steps=1, stride=4)
+    labelled = _labelled_run(tmp_path / "labelled.csv")
+    detect_files([simulated / "sim" / "train"], tmp_path / "found.csv", 0.16, classes_from=labelled, **settings)
+    with open(tmp_path / "found.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[-3:] == list(PROBABILITY_COLUMNS) == ["p_no", "p_sphere", "p_vort"]
+    written = np.array([[float(row[column]) for column in PROBABILITY_COLUMNS] for row in rows])
+    features, failed, _ = read_labelled_run(tmp_path / "found.csv")
+    expected = class_probabilities(learn_classes(labelled), features, failed)
+    assert len(rows) == 3 and not failed.any() and np.allclose(written, expected, atol=1e-4)
+    loose = _labelled_run(tmp_path / "loose.csv", failed_path="loose/failed.npy")
+    lines = _labelled_run(tmp_path / "all.csv").read_text().splitlines()
+    (tmp_path / "two_classes.csv").write_text("\n".join(line for line in lines if "/vort/" not in line) + "\n")
+    for bad, message in ((loose, "1 rows lie in no class folder"), ("two_classes.csv", "needs rows of every class")):
+        with pytest.raises(ValueError, match=rf"classes_from \(--classes-from\) .*{message}"):
+            detect_files([tmp_path / "nothing"], tmp_path / "again.csv", 0.16, classes_from=tmp_path / bad, **settings)

@@ -1,0 +1,91 @@
+"""Class probabilities from what the detector measures, learnt on another run's labelled images.
+
+    model = learn_classes("runs/detect/simulated.csv")   # a detect CSV whose paths lie in class folders no/sphere/vort
+    features, failed, labels = read_labelled_run("runs/detect/test.csv")
+    probabilities = class_probabilities(model, features, failed)   # (N, 3), columns in CLASS_NAMES order
+
+A multinomial logistic regression (standardised features, scikit-learn) on three numbers of each ``d4lenspinn
+detect`` row (:data:`CLASS_FEATURES`): the scan's largest delta chi^2, the fit's reduced chi^2 and the image's peak
+signal-to-noise, each logged (the delta chi^2 as ``log(1 + x)``). All three are in units of the noise, so a model
+learnt on one simulator's images can be applied to another's or to the sky (docs/RESULTS.md, "What the scan says
+about the class": learnt on our broad prior, macro AUC 0.728-0.850 on lenstronomy's cells). A failed fit gets
+:data:`FAILED_FIT_PROBABILITIES`: something no smooth lens explains, of unknown kind. Only CSV text is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .classes import CLASS_NAMES
+
+__all__ = [
+    "CLASS_FEATURES",
+    "FAILED_FIT_PROBABILITIES",
+    "PROBABILITY_COLUMNS",
+    "class_features",
+    "class_probabilities",
+    "learn_classes",
+    "read_labelled_run",
+]
+
+CLASS_FEATURES = ("max_delta_chi2", "fit_reduced_chi2", "peak_snr")  # detect CSV columns, in the features' order
+PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
+FAILED_FIT_PROBABILITIES = (0.0, 0.5, 0.5)
+
+
+def class_features(values: np.ndarray) -> np.ndarray:
+    """The model's features ``(N, 3)`` of the raw :data:`CLASS_FEATURES` values ``(N, 3)``: each logged, the delta
+    chi^2 as ``log(1 + x)``."""
+    return np.log(np.asarray(values, dtype=np.float64) + np.array([1.0, 0.0, 0.0]))
+
+
+def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The :func:`class_features` ``(N, 3)`` of every row of a detect CSV (NaN where the fit failed), whether it
+    failed ``(N,)`` and its label ``(N,)``: the index in ``CLASS_NAMES`` of the last class folder in its path (-1
+    in none). Raises ``ValueError`` naming the file when it is not such a CSV or holds no row."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        failed = np.array([row["fit_failed"] == "1" for row in rows], dtype=bool)
+        values = [
+            [math.nan if bad else float(row[name]) for name in CLASS_FEATURES]
+            for row, bad in zip(rows, failed, strict=True)
+        ]
+        labels = [_label(Path(row["path"])) for row in rows]
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not the CSV of a detect run ({type(error).__name__}: {error})") from error
+    if not rows:
+        raise ValueError(f"{path}: holds no row")
+    return class_features(np.array(values).reshape(-1, len(CLASS_FEATURES))), failed, np.array(labels)
+
+
+def _label(path: Path) -> int:
+    folders = [part for part in path.parts[:-1] if part in CLASS_NAMES]
+    return CLASS_NAMES.index(folders[-1]) if folders else -1
+
+
+def learn_classes(path: str | Path) -> Pipeline:
+    """The logistic regression learnt on the rows of a labelled detect CSV whose fit did not fail. Raises
+    ``ValueError`` naming the file when a row lies in no class folder or a class has no such row."""
+    features, failed, labels = read_labelled_run(path)
+    if (labels < 0).any():
+        raise ValueError(f"{path}: {int((labels < 0).sum())} rows lie in no class folder {CLASS_NAMES}")
+    if len(np.unique(labels[~failed])) != len(CLASS_NAMES):
+        raise ValueError(f"{path}: needs rows of every class {CLASS_NAMES} whose fit did not fail")
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features[~failed], labels[~failed])
+
+
+def class_probabilities(model: Pipeline, features: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """Probabilities ``(N, 3)`` of each class (``CLASS_NAMES`` order) for ``features (N, 3)``;
+    :data:`FAILED_FIT_PROBABILITIES` where ``failed (N,)``."""
+    probabilities = np.tile(FAILED_FIT_PROBABILITIES, (len(features), 1))
+    if (~failed).any():
+        probabilities[~failed] = model.predict_proba(features[~failed])
+    return probabilities
