@@ -313,9 +313,11 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trial-steps", type=whole_number(0), default=2, help="steps before the best start is chosen")
     p.add_argument(
-        "--start-ellipticity", type=float, default=0.15, help="also start from lenses this elliptical (0: none)"
+        "--start-ellipticity", type=float, default=0.15, help="also start from lenses this elliptical, <= 0.8 (0: none)"
     )
-    p.add_argument("--start-shear", type=float, default=0.07, help="also start from lenses this sheared (0: none)")
+    p.add_argument(
+        "--start-shear", type=float, default=0.07, help="also start from lenses this sheared, <= 0.5 (0: none)"
+    )
     p.add_argument(
         "--theta-e", type=positive_number, nargs=2, default=(0.6, 1.6), metavar=("LOW", "HIGH"),
         help="Einstein radii the fit starts from, arcsec",

@@ -20,6 +20,7 @@ clumpy source, pixel centres for integrated light; docs/RESULTS.md) reads as a s
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import NamedTuple, Protocol
 
 import torch
@@ -35,7 +36,7 @@ from .physics import (
     subhalo_scan,
 )
 from .physics.grid import check_supersampling
-from .physics.lens_fit import check_shot_noise
+from .physics.lens_fit import MAX_ELLIPTICITY, MAX_SHEAR, check_shot_noise
 
 __all__ = ["Detection", "FitSettings", "PriorFit", "detect_subhalo", "empirical_p_value"]
 
@@ -58,8 +59,8 @@ class PriorFit:
     rest), ``steps`` Levenberg-Marquardt steps with the instrument's Gaussian PSF (``psf_fwhm`` [arcsec], truncated
     at ``psf_truncation`` sigma; its width fitted with ``fit_psf``), the light integrated over ``supersampling`` x
     ``supersampling`` sub-pixels and (``shot_noise``: ``"fit"`` or the background noise in electrons per pixel) each
-    pixel weighed by its own noise, in float32 (with ``refined_starts=1`` as ``d4lenspinn_fit`` with
-    ``lens_start="prior"`` fits). Settings are checked here, before any image is read."""
+    pixel weighed by its own noise, in float32 (with ``refined_starts=1, start_ellipticity=0, start_shear=0`` as
+    ``d4lenspinn_fit`` with ``lens_start="prior"`` fits). Settings are checked here, before any image is read."""
 
     def __init__(
         self,
@@ -85,12 +86,19 @@ class PriorFit:
         check_shot_noise(shot_noise)
         self.grid, self.psf_fwhm, self.psf_truncation, self.device = grid, psf_fwhm, psf_truncation, device
         self.steps, self.fit_psf, self.supersampling, self.shot_noise = steps, fit_psf, supersampling, shot_noise
+        for name, value, limit in (
+            ("start_ellipticity", start_ellipticity, MAX_ELLIPTICITY),
+            ("start_shear", start_shear, MAX_SHEAR),
+        ):
+            if not (isinstance(value, Real) and not isinstance(value, bool) and 0 <= value <= limit):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} ({flag}) must be 0 (none) or an offset in (0, {limit}], got {value!r}")
         self.starts = StartGrid.over_prior(
             prior_theta_e,
             refined=refined_starts,
             trial_steps=trial_steps,
-            ellipticities=(start_ellipticity,) if start_ellipticity != 0 else (),
-            shears=(start_shear,) if start_shear != 0 else (),
+            ellipticities=(float(start_ellipticity),) if start_ellipticity else (),
+            shears=(float(start_shear),) if start_shear else (),
         )
         try:
             self.starts.check()

@@ -4,12 +4,14 @@
     features, failed, labels = read_labelled_run("runs/detect/test.csv")
     probabilities = class_probabilities(model, features, failed)   # (N, 3), columns in CLASS_NAMES order
 
-A multinomial logistic regression (standardised features, scikit-learn) on three numbers of each ``d4lenspinn
-detect`` row (:data:`CLASS_FEATURES`): the scan's largest delta chi^2, the fit's reduced chi^2 and the image's peak
-signal-to-noise, each logged (the delta chi^2 as ``log(1 + x)``). All three are in units of the noise, so a model
-learnt on one simulator's images can be applied to another's or to the sky (docs/RESULTS.md, "What the scan says
-about the class": learnt on our broad prior, macro AUC 0.728-0.850 on lenstronomy's cells). A failed fit gets
-:data:`FAILED_FIT_PROBABILITIES`: something no smooth lens explains, of unknown kind. Only CSV text is read.
+A multinomial logistic regression (scikit-learn) on four numbers of each ``d4lenspinn detect`` row and their
+products (degree 2, standardised): the scan's largest delta chi^2 as ``log(1 + x)``, the fit's reduced chi^2 and the
+image's peak signal-to-noise logged, and how far the best trial subhalo lies from the Einstein ring, ``|log(r /
+theta_E)|`` (``r`` its distance from the fitted lens centre). None depends on the image's units, its Einstein radius
+or its pixel scale, so a model learnt on one simulator's images can be applied to another's or to the sky
+(docs/RESULTS.md, "What the scan says about the class": learnt on our broad prior, macro AUC 0.754-0.896 on
+lenstronomy's cells). A failed fit gets :data:`FAILED_FIT_PROBABILITIES`: something no smooth lens explains, of
+unknown kind. Only CSV text is read.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
 from .classes import CLASS_NAMES
 
 __all__ = [
-    "CLASS_FEATURES",
+    "CLASS_COLUMNS",
     "FAILED_FIT_PROBABILITIES",
     "PROBABILITY_COLUMNS",
     "class_features",
@@ -35,19 +37,30 @@ __all__ = [
     "read_labelled_run",
 ]
 
-CLASS_FEATURES = ("max_delta_chi2", "fit_reduced_chi2", "peak_snr")  # detect CSV columns, in the features' order
+CLASS_COLUMNS = (  # the detect CSV columns the features are made of, in the order class_features takes them
+    "max_delta_chi2",
+    "fit_reduced_chi2",
+    "peak_snr",
+    "theta_e_arcsec",
+    "center_x_arcsec",
+    "center_y_arcsec",
+    "subhalo_x_arcsec",
+    "subhalo_y_arcsec",
+)
+SMALLEST_RING_RATIO = 1e-2  # r / theta_E below it is taken as it: a subhalo at the lens centre has a finite feature
 PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
 FAILED_FIT_PROBABILITIES = (0.0, 0.5, 0.5)
 
 
 def class_features(values: np.ndarray) -> np.ndarray:
-    """The model's features ``(N, 3)`` of the raw :data:`CLASS_FEATURES` values ``(N, 3)``: each logged, the delta
-    chi^2 as ``log(1 + x)``."""
-    return np.log(np.asarray(values, dtype=np.float64) + np.array([1.0, 0.0, 0.0]))
+    """The model's features ``(N, 4)`` of the :data:`CLASS_COLUMNS` values ``(N, 8)`` (module docstring)."""
+    delta_chi2, reduced_chi2, peak_snr, theta_e, centre_x, centre_y, x, y = np.asarray(values, dtype=np.float64).T
+    ring = np.maximum(np.hypot(x - centre_x, y - centre_y) / theta_e, SMALLEST_RING_RATIO)
+    return np.stack((np.log1p(delta_chi2), np.log(reduced_chi2), np.log(peak_snr), np.abs(np.log(ring))), axis=1)
 
 
 def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The :func:`class_features` ``(N, 3)`` of every row of a detect CSV (NaN where the fit failed), whether it
+    """The :func:`class_features` ``(N, 4)`` of every row of a detect CSV (NaN where the fit failed), whether it
     failed ``(N,)`` and its label ``(N,)``: the index in ``CLASS_NAMES`` of the last class folder in its path (-1
     in none). Raises ``ValueError`` naming the file when it is not such a CSV or holds no row."""
     try:
@@ -55,7 +68,7 @@ def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
             rows = list(csv.DictReader(handle))
         failed = np.array([row["fit_failed"] == "1" for row in rows], dtype=bool)
         values = [
-            [math.nan if bad else float(row[name]) for name in CLASS_FEATURES]
+            [math.nan if bad else float(row[name]) for name in CLASS_COLUMNS]
             for row, bad in zip(rows, failed, strict=True)
         ]
         labels = [_label(Path(row["path"])) for row in rows]
@@ -63,7 +76,7 @@ def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise ValueError(f"{path}: not the CSV of a detect run ({type(error).__name__}: {error})") from error
     if not rows:
         raise ValueError(f"{path}: holds no row")
-    return class_features(np.array(values).reshape(-1, len(CLASS_FEATURES))), failed, np.array(labels)
+    return class_features(np.array(values).reshape(-1, len(CLASS_COLUMNS))), failed, np.array(labels)
 
 
 def _label(path: Path) -> int:
@@ -79,11 +92,14 @@ def learn_classes(path: str | Path) -> Pipeline:
         raise ValueError(f"{path}: {int((labels < 0).sum())} rows lie in no class folder {CLASS_NAMES}")
     if len(np.unique(labels[~failed])) != len(CLASS_NAMES):
         raise ValueError(f"{path}: needs rows of every class {CLASS_NAMES} whose fit did not fail")
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features[~failed], labels[~failed])
+    model = make_pipeline(
+        PolynomialFeatures(2, include_bias=False), StandardScaler(), LogisticRegression(max_iter=2000)
+    )
+    return model.fit(features[~failed], labels[~failed])
 
 
 def class_probabilities(model: Pipeline, features: np.ndarray, failed: np.ndarray) -> np.ndarray:
-    """Probabilities ``(N, 3)`` of each class (``CLASS_NAMES`` order) for ``features (N, 3)``;
+    """Probabilities ``(N, 3)`` of each class (``CLASS_NAMES`` order) for ``features (N, 4)``;
     :data:`FAILED_FIT_PROBABILITIES` where ``failed (N,)``."""
     probabilities = np.tile(FAILED_FIT_PROBABILITIES, (len(features), 1))
     if (~failed).any():

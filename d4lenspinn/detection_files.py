@@ -183,9 +183,11 @@ def _peak_snr(found: Detection) -> torch.Tensor:
 
 def _class_cells(classes, found: Detection) -> list[list[str]]:
     """The :data:`PROBABILITY_COLUMNS` cells of a batch."""
-    values = torch.stack((found.max_delta_chi2, found.fit.reduced_chi2, _peak_snr(found)), dim=1)
-    failed = found.fit.failed.cpu().numpy()
-    features = class_features(np.where(failed[:, None], 1.0, values.double().cpu().numpy()))
+    fit = found.fit
+    columns = (found.max_delta_chi2, fit.reduced_chi2, _peak_snr(found), fit.macro.theta_e, fit.macro.center_x,
+               fit.macro.center_y, found.x, found.y)  # CLASS_COLUMNS  # fmt: skip
+    values, failed = torch.stack(columns, dim=1).double().cpu().numpy(), fit.failed.cpu().numpy()
+    features = class_features(np.where(failed[:, None], 1.0, values))
     return [[f"{p:.5g}" for p in row] for row in class_probabilities(classes, features, failed)]
 
 

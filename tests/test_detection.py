@@ -162,8 +162,12 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
         (dict(refined_starts=103), r"--start-shear\): refined must be an integer in \[1, 102\], got 103"),
         (dict(refined_starts=55, start_ellipticity=0, start_shear=0), r"in \[1, 54\], got 55"),
         (dict(trial_steps=1.5), "trial_steps must be an integer"),
-        (dict(start_ellipticity=-0.1), r"--start-ellipticity.*ellipticities must be offsets in \(0, 0.8\]"),
-        (dict(start_shear=0.6), r"shears must be offsets in \(0, 0.5\], got \(0.6,\)"),
+        (dict(start_ellipticity=-0.1), r"start_ellipticity \(--start-ellipticity\) must be 0 \(none\) or an offset"),
+        (dict(start_ellipticity=True), r"start_ellipticity .* in \(0, 0.8\], got True"),
+        (
+            dict(start_shear=0.6),
+            r"start_shear \(--start-shear\) must be 0 \(none\) or an offset in \(0, 0.5\], got 0.6",
+        ),
         (dict(batch_size=0), "batch_size"),
         (dict(pixel_scale=-1.0), "pixel_scale"),
         (dict(stride=0), "stride"),
@@ -172,6 +176,16 @@ def test_the_pixel_scale_is_given_or_stated_and_never_contradicted(simulated, tm
 def test_bad_settings_are_named_before_any_image_is_read(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         detect_files([tmp_path / "does-not-exist"], tmp_path / "found.csv", 0.16, **settings)
+
+
+def test_the_start_flags_reach_the_fit(tmp_path, capsys):
+    """The command passes --refined-starts, --start-ellipticity and --start-shear on: without the elliptical and
+    sheared starts 54 candidates are left, and a shear beyond the fit's box is named with its flag."""
+    argv = ["detect", str(tmp_path), "--pixel-scale", "0.1", "--psf-fwhm", "0.16"]
+    assert main([*argv, "--refined-starts", "60", "--start-ellipticity", "0", "--start-shear", "0"]) == 2
+    assert r"refined must be an integer in [1, 54], got 60" in capsys.readouterr().err
+    assert main([*argv, "--start-shear", "0.6"]) == 2
+    assert "start_shear (--start-shear) must be 0 (none) or an offset in (0, 0.5], got 0.6" in capsys.readouterr().err
 
 
 def test_the_command_needs_a_psf_width(tmp_path, capsys):
@@ -222,6 +236,8 @@ def _labelled_run(path: Path, failed_path: str | None = "cell/sphere/failed.npy"
         for k, delta in enumerate(np.geomspace(low, high, 8)):
             row = {"path": f"cell/{name}/img{k}.npy", "fit_failed": "0", "max_delta_chi2": f"{delta:g}"}
             row |= {"fit_reduced_chi2": f"{1 + delta / 4000:g}", "peak_snr": "30", "p_value": "1"}
+            row |= {"theta_e_arcsec": "1", "center_x_arcsec": "0", "center_y_arcsec": "0"}
+            row |= {"subhalo_x_arcsec": f"{0.5 + k / 8:g}", "subhalo_y_arcsec": "0.1"}
             lines.append(",".join(row.get(column, "") for column in header))
     if failed_path is not None:
         lines.append(",".join({"path": failed_path, "fit_failed": "1"}.get(column, "") for column in header))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from itertools import product
+from numbers import Real
 from typing import NamedTuple
 
 import torch
@@ -51,7 +52,7 @@ from .source_moments import initial_source
 __all__ = ["LensFit", "StartGrid", "centred_lens", "check_shot_noise", "fit_smooth_lens", "tangent_basis"]
 
 _LENS, _SOURCE = 7, 6  # nonlinear parameters of the lens and the source
-_MAX_E, _MAX_GAMMA = 0.8, 0.5
+MAX_ELLIPTICITY, MAX_SHEAR = 0.8, 0.5  # |e| and |gamma| of the fit's box
 _N_RANGE = (0.3, 8.0)  # Sersic index
 PSF_RANGE = 2.0  # a fitted PSF width stays within this factor of the width it starts from
 _LAMBDA_START, _LAMBDA_DOWN, _LAMBDA_UP, _LAMBDA_RANGE = 1e-2, 1 / 3, 10.0, (1e-9, 1e9)
@@ -122,12 +123,13 @@ class StartGrid(NamedTuple):
         """Raise ``ValueError`` unless ``refined`` is between 1 and the number of candidates, ``trial_steps`` an
         integer >= 0 and every ellipticity and shear offset in ``(0, 0.8]`` and ``(0, 0.5]`` (the fit's box)."""
         for name, offsets, limit in (
-            ("ellipticities", self.ellipticities, _MAX_E),
-            ("shears", self.shears, _MAX_GAMMA),
+            ("ellipticities", self.ellipticities, MAX_ELLIPTICITY),
+            ("shears", self.shears, MAX_SHEAR),
         ):
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= limit for v in offsets):
-                raise ValueError(f"{name} must be offsets in (0, {limit}], got {offsets!r}")
-        count = len(self.theta_e_scales) * (len(self.centre_shifts) ** 2 + 4 * len(self.ellipticities + self.shears))
+            if not isinstance(offsets, (tuple, list)) or not all(_in_range(v, 0, limit) and v > 0 for v in offsets):
+                raise ValueError(f"{name} must be a tuple of offsets in (0, {limit}], got {offsets!r}")
+        shaped = 4 * (len(self.ellipticities) + len(self.shears))
+        count = len(self.theta_e_scales) * (len(self.centre_shifts) ** 2 + shaped)
         for name, value, low, high in (
             ("refined", self.refined, 1, count),
             ("trial_steps", self.trial_steps, 0, math.inf),
@@ -167,6 +169,11 @@ class _Problem(NamedTuple):
     supersampling: int  # sub-pixels per pixel and axis at which the light is sampled, then averaged per pixel
 
 
+def _in_range(value, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in ``[low, high]``."""
+    return isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
+
+
 def centred_lens(batch: int, dtype: torch.dtype = torch.float32, device=None) -> MacroLens:
     """A round, unsheared lens of theta_E 1" at the field's centre, ``(batch,)`` tensors: D4-invariant, the init of
     :meth:`StartGrid.over_prior`."""
@@ -191,7 +198,7 @@ def clamp_lens(columns: list[torch.Tensor], grid: PixelGrid) -> list[torch.Tenso
     half, step = grid.half_extent, grid.pixel_scale
     columns = list(columns)
     columns[0] = columns[0].clamp(math.log(2 * step), math.log(2 * half))
-    for first, limit in ((1, _MAX_E), (5, _MAX_GAMMA)):
+    for first, limit in ((1, MAX_ELLIPTICITY), (5, MAX_SHEAR)):
         columns[first], columns[first + 1] = _radial_clamp(columns[first], columns[first + 1], limit)
     for index in (3, 4):
         columns[index] = columns[index].clamp(-half, half)
@@ -307,7 +314,7 @@ def _project(u: torch.Tensor, problem: _Problem) -> torch.Tensor:
         columns[index] = columns[index].clamp(math.log(low), math.log(high))
     if problem.kernel is None:  # the PSF width: D4-invariant
         columns[-1] = columns[-1].clamp(*problem.log_fwhm_bounds)
-    columns[_LENS + 2], columns[_LENS + 3] = _radial_clamp(columns[_LENS + 2], columns[_LENS + 3], _MAX_E)
+    columns[_LENS + 2], columns[_LENS + 3] = _radial_clamp(columns[_LENS + 2], columns[_LENS + 3], MAX_ELLIPTICITY)
     for index in (_LENS + 4, _LENS + 5):  # the source centre: a square box is mapped to itself by D4
         columns[index] = columns[index].clamp(-half, half)
     return torch.stack(columns, dim=1)
@@ -364,7 +371,8 @@ def fit_smooth_lens(
     ``sigma (B,)`` is the noise in image units (default :func:`estimate_noise`). The fit runs in the images' dtype
     and device (the normal equations in float64). The source starts from :func:`initial_source` under the projected
     init; with ``starts`` (:class:`StartGrid`) the start of each image is the candidate of lowest chi^2 among the
-    init's theta_E scaled and its centre shifted (every candidate gets its own source start), which keeps a poor
+    init's theta_E scaled, its centre shifted and its ellipticity and shear offset (every candidate gets its own
+    source start), which keeps a poor
     init out of the wrong local minimum; with ``starts.refined = R > 1`` the R best candidates are each fitted for
     the first ``starts.trial_steps`` steps (one start after the other, R times the cost of those steps) and
     the one of lowest chi^2 takes the rest (the shot noise is then weighed in after the trial steps at the

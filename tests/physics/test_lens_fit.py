@@ -240,8 +240,9 @@ def test_refined_starts_are_checked_before_the_fit():
         (StartGrid(trial_steps=-1), r"trial_steps must be an integer in \[0, inf\], got -1"),
         (StartGrid(refined=True), "refined must be an integer"),
         (StartGrid(refined=6, ellipticities=(0.1,)), r"refined must be an integer in \[1, 5\], got 6"),
-        (StartGrid(ellipticities=(0.0,)), r"ellipticities must be offsets in \(0, 0.8\], got \(0.0,\)"),
-        (StartGrid(shears=(0.51,)), r"shears must be offsets in \(0, 0.5\]"),
+        (StartGrid(ellipticities=(0.0,)), r"ellipticities must be a tuple of offsets in \(0, 0.8\], got \(0.0,\)"),
+        (StartGrid(shears=(0.51,)), r"shears must be a tuple of offsets in \(0, 0.5\]"),
+        (StartGrid(shears=0.1), r"shears must be a tuple of offsets in \(0, 0.5\], got 0.1"),
     ):
         with pytest.raises(ValueError, match=message):
             fit_smooth_lens(images, truth, GRID, **PSF, steps=1, starts=starts)
