@@ -24,7 +24,8 @@ largest delta chi^2, reduced chi^2 and peak SNR, learnt there (:mod:`d4lenspinn.
 detect --classes-from`` applies it), turns every CSV's rows into class probabilities, and a third table gives their
 macro AUC (each class against the rest, averaged: the DeepLense metric) with its 95% bootstrap interval and each
 class's AUC: what the fit and the scan say about the class, with nothing learnt from the images scored. A failed
-fit counts as substructure of either kind (probabilities 0, 1/2, 1/2).
+fit counts as substructure of either kind (probabilities 0, 1/2, 1/2). ``--classes-figure PNG`` draws each run's
+largest delta chi^2 against the best trial subhalo's distance from the ring by class, the learning run first.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
 from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
 from d4lenspinn.detection_files import read_null
+from d4lenspinn.plots import plot_detection_classes
 from d4lenspinn.report import markdown_table
 
 SNR_BINS = ((0.0, 30.0), (30.0, 100.0), (100.0, math.inf))
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--null", type=Path, help="CSV of a detect run on lenses without substructure: p_null")
     parser.add_argument("--against", type=Path, help="CSV of a run on the same images: paired AUC differences")
     parser.add_argument("--classes-from", type=Path, help="CSV of a run on other labelled images: class model")
+    parser.add_argument("--classes-figure", type=Path, help="with --classes-from: draw what it reads, every run")
     args = parser.parse_args()
     print(describe_machine(torch.device("cpu")))
     model = None if args.classes_from is None else learn_classes(args.classes_from)
@@ -211,6 +214,10 @@ def main() -> None:
     if classes:
         print(f"\nclasses, from a logistic regression on {args.classes_from.name}:")
         print(markdown_table(list(classes[0]), [list(row.values()) for row in classes]))
+    if args.classes_figure is not None and args.classes_from is not None:
+        runs = [args.classes_from, *args.csvs]
+        panels = {path.name: tuple(read_labelled_run(path)[i] for i in (0, 2)) for path in runs}
+        print(f"figure: {plot_detection_classes(panels, args.classes_figure)}")
 
 
 if __name__ == "__main__":

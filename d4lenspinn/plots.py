@@ -33,6 +33,7 @@ from .metrics import classification_metrics
 __all__ = [
     "plot_class_examples",
     "plot_confusion_matrix",
+    "plot_detection_classes",
     "plot_detections",
     "plot_prediction_gallery",
     "plot_roc_curves",
@@ -288,4 +289,24 @@ def plot_detections(
                 ax.scatter([found[i, 1]], [found[i, 2]], s=120, facecolors="none", edgecolors="lime", linewidths=1.2)
     for ax in axes[-1]:
         ax.set_xlabel("x [arcsec]", fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_detection_classes(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """What the class model of ``--classes-from`` reads, one panel per detect run: each image's largest delta chi^2
+    against how far the best trial subhalo lies from the Einstein ring (the first and the fourth of
+    :func:`~d4lenspinn.detection_classes.class_features`), coloured by class; the title gives the run's median peak
+    SNR (the third). ``panels`` maps a name to ``(features (N, 4), labels (N,))``; failed fits (NaN) are left out."""
+    if not panels:
+        raise ValueError("no run to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (name, (features, labels)) in zip(axes[0], panels.items(), strict=True):
+        finite = np.isfinite(features).all(axis=1)
+        for label, title in enumerate(_CLASS_TITLES):
+            chosen = finite & (labels == label)
+            ax.scatter(features[chosen, 3], np.expm1(features[chosen, 0]), s=6, alpha=0.5, label=title)
+        ax.set(yscale="log", xlabel="|log(r / theta_E)| of the best trial subhalo")
+        ax.set_title(f"{name}: median peak SNR {np.exp(np.median(features[finite, 2])):.3g}", fontsize=9)
+    axes[0, 0].set_ylabel("largest delta chi^2 of the subhalo scan")
+    axes[0, 0].legend(fontsize=7, markerscale=2)
     return save_figure(fig, path)

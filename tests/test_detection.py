@@ -111,12 +111,14 @@ def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, t
     assert figure.stat().st_size > 0
     rates = subprocess.run(
         [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(out), "--n-bootstrap", "20", "--truth",
-         str(simulated / "sim" / "truth.h5"), "--against", str(out), "--classes-from", str(out)],
+         str(simulated / "sim" / "truth.h5"), "--against", str(out), "--classes-from", str(out),
+         "--classes-figure", str(tmp_path / "classes.png")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "| found.csv | 3 |" in rates and "| found.csv: " in rates  # the whole set, then its SNR and source bins
     assert "| found.csv | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in rates
     assert "classes, from a logistic regression on found.csv:\n| images | count | macro AUC |" in rates
+    assert (tmp_path / "classes.png").stat().st_size > 0
 
 
 def test_bad_images_are_listed_or_skipped(simulated, tmp_path):

@@ -10,6 +10,7 @@ from d4lenspinn.data.presets import get_preset
 from d4lenspinn.plots import (
     plot_class_examples,
     plot_confusion_matrix,
+    plot_detection_classes,
     plot_prediction_gallery,
     plot_roc_curves,
     plot_training_curves,
@@ -41,6 +42,18 @@ def _predictions(n=30, seed=0):
     probs = rng.dirichlet(np.ones(3), n)
     probs[np.arange(n), labels] += 1.0
     return probs / probs.sum(axis=1, keepdims=True), labels
+
+
+def test_detection_classes_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(30, 4)), np.repeat([0, 1, 2], 10)
+    features[0] = np.nan  # a failed fit
+    path = plot_detection_classes(
+        {"learnt": (features, labels), "tested": (features[::2], labels[::2])}, tmp_path / "c.png"
+    )
+    _written(path)
+    with pytest.raises(ValueError, match="no run to plot"):
+        plot_detection_classes({}, tmp_path / "none.png")
 
 
 def test_roc_curves(tmp_path):
