@@ -57,7 +57,8 @@ def class_features(values: np.ndarray) -> np.ndarray:
     """The model's features ``(N, 4)`` of the :data:`CLASS_COLUMNS` values ``(N, 8)`` (module docstring)."""
     delta_chi2, reduced_chi2, peak_snr, theta_e, centre_x, centre_y, x, y = np.asarray(values, dtype=np.float64).T
     ring = np.maximum(np.hypot(x - centre_x, y - centre_y) / theta_e, SMALLEST_RING_RATIO)
-    return np.stack((np.log1p(delta_chi2), np.log(reduced_chi2), np.log(peak_snr), np.abs(np.log(ring))), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a value <= 0 gives a non-finite feature, told apart later
+        return np.stack((np.log1p(delta_chi2), np.log(reduced_chi2), np.log(peak_snr), np.abs(np.log(ring))), axis=1)
 
 
 def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,18 +92,24 @@ def learn_classes(path: str | Path) -> Pipeline:
     features, failed, labels = read_labelled_run(path)
     if (labels < 0).any():
         raise ValueError(f"{path}: {int((labels < 0).sum())} rows lie in no class folder {CLASS_NAMES}")
-    if len(np.unique(labels[~failed])) != len(CLASS_NAMES):
+    usable = _usable(features, failed)
+    if len(np.unique(labels[usable])) != len(CLASS_NAMES):
         raise ValueError(f"{path}: needs rows of every class {CLASS_NAMES} whose fit did not fail")
     model = make_pipeline(
         PolynomialFeatures(2, include_bias=False), StandardScaler(), LogisticRegression(max_iter=2000)
     )
-    return model.fit(features[~failed], labels[~failed])
+    return model.fit(features[usable], labels[usable])
+
+
+def _usable(features: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """Rows whose fit did not fail and whose features are finite (a fitted light of peak <= 0 has none)."""
+    return ~failed & np.isfinite(features).all(axis=1)
 
 
 def class_probabilities(model: Pipeline, features: np.ndarray, failed: np.ndarray) -> np.ndarray:
     """Probabilities ``(N, 3)`` of each class (``CLASS_NAMES`` order) for ``features (N, 4)``;
-    :data:`FAILED_FIT_PROBABILITIES` where ``failed (N,)``."""
-    probabilities = np.tile(FAILED_FIT_PROBABILITIES, (len(features), 1))
-    if (~failed).any():
-        probabilities[~failed] = model.predict_proba(features[~failed])
+    :data:`FAILED_FIT_PROBABILITIES` where ``failed (N,)`` or a feature is not finite."""
+    probabilities, usable = np.tile(FAILED_FIT_PROBABILITIES, (len(features), 1)), _usable(features, failed)
+    if usable.any():
+        probabilities[usable] = model.predict_proba(features[usable])
     return probabilities

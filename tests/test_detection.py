@@ -262,6 +262,8 @@ def test_class_probabilities_read_the_middle_class_and_a_failed_fit(tmp_path):
     rates = subprocess.run([*script, "--classes-from", str(path)], capture_output=True, text=True)
     assert failed.sum() == 1 and np.isnan(features[failed]).all() and labels[failed] == [SUBHALOS]
     np.testing.assert_array_equal(probabilities[failed], [[0.0, 0.5, 0.5]])
+    features[0, 2] = -np.inf  # a fitted light of zero peak: no finite feature, and no NaN probability
+    np.testing.assert_array_equal(class_probabilities(learn_classes(path), features, failed)[0], [0.0, 0.5, 0.5])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
     assert roc_auc_score(labels, probabilities, multi_class="ovr") == 1.0
     assert "| rows.csv | 25 | 1.000 [1.000, 1.000] | 1.000 | 1.000 | 1.000 |" in rates.stdout, rates.stderr
