@@ -19,13 +19,14 @@ delta chi^2 is +inf, its p-value 0). A CSV written with ``--null`` gets the same
 bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy). With ``--against REF_CSV`` (a run
 on the same images with other settings) a second table gives each CSV's AUCs minus the reference's, with paired
 bootstrap 95% intervals (both resampled with the same images). With ``--classes-from TRAIN_CSV`` (a run on other
-labelled images, for example the package's own simulations) a multinomial logistic regression on each row's
-largest delta chi^2, reduced chi^2 and peak SNR, learnt there (:mod:`d4lenspinn.detection_classes`, as ``d4lenspinn
-detect --classes-from`` applies it), turns every CSV's rows into class probabilities, and a third table gives their
-macro AUC (each class against the rest, averaged: the DeepLense metric) with its 95% bootstrap interval and each
-class's AUC: what the fit and the scan say about the class, with nothing learnt from the images scored. A failed
-fit counts as substructure of either kind (probabilities 0, 1/2, 1/2). ``--classes-figure PNG`` draws each run's
-largest delta chi^2 against the best trial subhalo's distance from the ring by class, the learning run first.
+labelled images, for example the package's own simulations) a multinomial logistic regression on four numbers of
+each row (the largest delta chi^2, the reduced chi^2, the peak SNR, the best trial subhalo's distance from the
+ring), learnt there (:mod:`d4lenspinn.detection_classes`, as ``d4lenspinn detect --classes-from`` applies it), turns
+every CSV's rows into class probabilities, and a third table gives their macro AUC (each class against the rest,
+averaged: the DeepLense metric) with its 95% bootstrap interval and each class's AUC: what the fit and the scan say
+about the class, with nothing learnt from the images scored. A failed fit counts as substructure of either kind
+(probabilities 0, 1/2, 1/2). ``--classes-figure PNG`` draws each run's largest delta chi^2 against the best trial
+subhalo's distance from the ring by class, the learning run first.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--classes-from", type=Path, help="CSV of a run on other labelled images: class model")
     parser.add_argument("--classes-figure", type=Path, help="with --classes-from: draw what it reads, every run")
     args = parser.parse_args()
+    if args.classes_figure is not None and args.classes_from is None:
+        parser.error("--classes-figure needs --classes-from")
     print(describe_machine(torch.device("cpu")))
     model = None if args.classes_from is None else learn_classes(args.classes_from)
     rows, differences, classes = [], [], []
@@ -214,7 +217,7 @@ def main() -> None:
     if classes:
         print(f"\nclasses, from a logistic regression on {args.classes_from.name}:")
         print(markdown_table(list(classes[0]), [list(row.values()) for row in classes]))
-    if args.classes_figure is not None and args.classes_from is not None:
+    if args.classes_figure is not None:
         runs = [args.classes_from, *args.csvs]
         panels = {path.name: tuple(read_labelled_run(path)[i] for i in (0, 2)) for path in runs}
         print(f"figure: {plot_detection_classes(panels, args.classes_figure)}")
