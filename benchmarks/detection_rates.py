@@ -44,7 +44,7 @@ from shift_scoring import detection_auc, paired, score_metrics
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
-from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
+from d4lenspinn.detection_classes import class_label, class_probabilities, learn_classes, read_labelled_run
 from d4lenspinn.detection_files import read_null
 from d4lenspinn.plots import plot_detection_classes
 from d4lenspinn.report import markdown_table
@@ -60,11 +60,10 @@ def read_detections(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         for row in csv.DictReader(handle):
             paths.append(row["path"])
             p_nulls.append(float(row.get("p_null") or "nan"))
-            folders = [part for part in Path(row["path"]).parts[:-1] if part in CLASS_NAMES]
-            if not folders:
+            labels.append(class_label(row["path"]))
+            if labels[-1] < 0:
                 raise ValueError(f"{path}: {row['path']} lies in no class folder {CLASS_NAMES}")
             failed = row["fit_failed"] == "1"
-            labels.append(CLASS_NAMES.index(folders[-1]))
             scores.append(math.inf if failed else float(row["max_delta_chi2"]))
             p_values.append(0.0 if failed else float(row["p_value"]))
     return np.array(labels), np.array(scores), np.array(p_values), np.array(p_nulls), paths
@@ -147,9 +146,10 @@ def matched(reference: Path, paths: list[str]) -> np.ndarray:
     return scores[[index[path] for path in paths]]
 
 
-def class_row(name: str, model, path: Path, n_bootstrap: int, seed: int) -> dict[str, str]:
-    """Macro AUC (with its 95% interval) and each class's AUC of ``model``'s probabilities for the rows of ``path``."""
-    features, failed, labels = read_labelled_run(path)
+def class_row(name: str, model, run, n_bootstrap: int, seed: int) -> dict[str, str]:
+    """Macro AUC (with its 95% interval) and each class's AUC of ``model``'s probabilities for ``run``, the
+    ``(features, failed, labels)`` of :func:`~d4lenspinn.detection_classes.read_labelled_run`."""
+    features, failed, labels = run
     result = score_metrics(class_probabilities(model, features, failed), "classes", labels, n_bootstrap, seed)
     low, high = result["macro"]["ci95"]
     row = {
@@ -186,11 +186,10 @@ def main() -> None:
         parser.error("--classes-figure needs --classes-from")
     print(describe_machine(torch.device("cpu")))
     model = None if args.classes_from is None else learn_classes(args.classes_from)
-    rows, differences, classes = [], [], []
+    labelled = {} if model is None else {path: read_labelled_run(path) for path in args.csvs}
+    rows, differences = [], []
     for path in args.csvs:
         labels, scores, p_values, p_nulls, paths = read_detections(path)
-        if model is not None:
-            classes.append(class_row(path.name, model, path, args.n_bootstrap, args.seed))
         if args.against is not None:
             reference = matched(args.against, paths)
             differences.append(paired_row(path.name, labels, scores, reference, args.n_bootstrap, args.seed))
@@ -214,12 +213,13 @@ def main() -> None:
     if differences:
         print(f"\nminus {args.against.name} (paired):")
         print(markdown_table(list(differences[0]), [list(row.values()) for row in differences]))
-    if classes:
+    if labelled:
+        classes = [class_row(path.name, model, run, args.n_bootstrap, args.seed) for path, run in labelled.items()]
         print(f"\nclasses, from a logistic regression on {args.classes_from.name}:")
         print(markdown_table(list(classes[0]), [list(row.values()) for row in classes]))
     if args.classes_figure is not None:
-        runs = [args.classes_from, *args.csvs]
-        panels = {path.name: tuple(read_labelled_run(path)[i] for i in (0, 2)) for path in runs}
+        runs = {args.classes_from: read_labelled_run(args.classes_from), **labelled}
+        panels = {path.name: (features, labels) for path, (features, _, labels) in runs.items()}
         print(f"figure: {plot_detection_classes(panels, args.classes_figure)}")
 
 

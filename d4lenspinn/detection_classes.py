@@ -33,6 +33,7 @@ __all__ = [
     "FAILED_FIT_PROBABILITIES",
     "PROBABILITY_COLUMNS",
     "class_features",
+    "class_label",
     "class_probabilities",
     "learn_classes",
     "read_labelled_run",
@@ -73,7 +74,7 @@ def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
             [math.nan if bad else float(row[name]) for name in CLASS_COLUMNS]
             for row, bad in zip(rows, failed, strict=True)
         ]
-        labels = [_label(Path(row["path"])) for row in rows]
+        labels = [class_label(row["path"]) for row in rows]
     except (OSError, KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: not the CSV of a detect run ({type(error).__name__}: {error})") from error
     if not rows:
@@ -81,8 +82,9 @@ def read_labelled_run(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return class_features(np.array(values).reshape(-1, len(CLASS_COLUMNS))), failed, np.array(labels)
 
 
-def _label(path: Path) -> int:
-    folders = [part for part in path.parts[:-1] if part in CLASS_NAMES]
+def class_label(path: str | Path) -> int:
+    """The index in ``CLASS_NAMES`` of the last class folder in an image's path, -1 in none."""
+    folders = [part for part in Path(path).parts[:-1] if part in CLASS_NAMES]
     return CLASS_NAMES.index(folders[-1]) if folders else -1
 
 
