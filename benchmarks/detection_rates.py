@@ -6,6 +6,8 @@
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --null runs/detect/null_snr_100.csv
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --against runs/detect/snr_100_one_start.csv
     python benchmarks/detection_rates.py runs/detect/snr_100.csv --classes-from runs/detect/simulated.csv
+    python benchmarks/detection_rates.py runs/detect/snr_100.csv --classes-from runs/detect/simulated.csv \
+        --classes-without vortex_delta_chi2                       # what one feature adds, paired
 
 Each image's class is the class folder in its path (``no``, ``sphere``, ``vort``: the DeepLense layout, as
 benchmarks/shift.py writes its cells). Per CSV: the detection AUC of the largest delta chi^2 (no substructure
@@ -19,14 +21,17 @@ delta chi^2 is +inf, its p-value 0). A CSV written with ``--null`` gets the same
 bin of the true peak SNR and, above SNR 30, by source (single Sersic or clumpy). With ``--against REF_CSV`` (a run
 on the same images with other settings) a second table gives each CSV's AUCs minus the reference's, with paired
 bootstrap 95% intervals (both resampled with the same images). With ``--classes-from TRAIN_CSV`` (a run on other
-labelled images, for example the package's own simulations) a multinomial logistic regression on four numbers of
-each row (the largest delta chi^2, the reduced chi^2, the peak SNR, the best trial subhalo's distance from the
-ring), learnt there (:mod:`d4lenspinn.detection_classes`, as ``d4lenspinn detect --classes-from`` applies it), turns
-every CSV's rows into class probabilities, and a third table gives their macro AUC (each class against the rest,
-averaged: the DeepLense metric) with its 95% bootstrap interval and each class's AUC: what the fit and the scan say
-about the class, with nothing learnt from the images scored. A failed fit counts as substructure of either kind
-(probabilities 0, 1/2, 1/2). ``--classes-figure PNG`` draws each run's largest delta chi^2 against the best trial
-subhalo's distance from the ring by class, the learning run first.
+labelled images, for example the package's own simulations) a multinomial logistic regression on five numbers of
+each row (the largest delta chi^2, the reduced chi^2, the peak SNR, the best trial subhalo's distance from the ring,
+the vortex scan's largest delta chi^2), learnt there (:mod:`d4lenspinn.detection_classes`, as ``d4lenspinn detect
+--classes-from`` applies it), turns every CSV's rows into class probabilities, and a third table gives their macro
+AUC (each class against the rest, averaged: the DeepLense metric) with its 95% bootstrap interval and each class's
+AUC: what the fit and the scan say about the class, with nothing learnt from the images scored. A failed fit counts
+as substructure of either kind (probabilities 0, 1/2, 1/2). ``--classes-without NAME ...`` learns a second model
+without those features (:data:`~d4lenspinn.detection_classes.FEATURE_NAMES`) and adds its macro AUC and the full
+model's minus it, with a paired bootstrap 95% interval: what the features left out add. ``--classes-figure PNG``
+draws each run's largest delta chi^2 against the best trial subhalo's distance from the ring by class, the learning
+run first.
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ from shift_scoring import detection_auc, paired, score_metrics
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.detection import empirical_p_value
-from d4lenspinn.detection_classes import class_label, class_probabilities, learn_classes, read_labelled_run
+from d4lenspinn.detection_classes import (
+    FEATURE_NAMES,
+    class_label,
+    class_probabilities,
+    learn_classes,
+    read_labelled_run,
+)
 from d4lenspinn.detection_files import read_null
 from d4lenspinn.plots import plot_detection_classes
 from d4lenspinn.report import markdown_table
@@ -146,18 +157,28 @@ def matched(reference: Path, paths: list[str]) -> np.ndarray:
     return scores[[index[path] for path in paths]]
 
 
-def class_row(name: str, model, run, n_bootstrap: int, seed: int) -> dict[str, str]:
+def class_row(name: str, model, run, n_bootstrap: int, seed: int, reduced=None) -> dict[str, str]:
     """Macro AUC (with its 95% interval) and each class's AUC of ``model``'s probabilities for ``run``, the
-    ``(features, failed, labels)`` of :func:`~d4lenspinn.detection_classes.read_labelled_run`."""
+    ``(features, failed, labels)`` of :func:`~d4lenspinn.detection_classes.read_labelled_run`; with a ``reduced``
+    model (fewer features), its macro AUC and ``model``'s minus it, paired."""
     features, failed, labels = run
-    result = score_metrics(class_probabilities(model, features, failed), "classes", labels, n_bootstrap, seed)
-    low, high = result["macro"]["ci95"]
-    row = {
-        "images": name,
-        "count": str(len(labels)),
-        "macro AUC": f"{result['macro']['auc']:.3f} [{low:.3f}, {high:.3f}]",
-    }
-    return row | {f"AUC {target}": f"{auc:.3f}" for target, auc in result["per_class"].items()}
+    probabilities = class_probabilities(model, features, failed)
+    result = score_metrics(probabilities, "classes", labels, n_bootstrap, seed)
+    row = {"images": name, "count": str(len(labels)), "macro AUC": _interval(result["macro"])}
+    row |= {f"AUC {target}": f"{auc:.3f}" for target, auc in result["per_class"].items()}
+    if reduced is not None:
+        fewer = class_probabilities(reduced, features, failed)
+        row["macro AUC, fewer features"] = _interval(
+            score_metrics(fewer, "classes", labels, n_bootstrap, seed)["macro"]
+        )
+        gain = paired(probabilities, fewer, ("classes", "classes"), labels, n_bootstrap, seed)["macro"]
+        row["all minus fewer (paired)"] = f"{gain['gain']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]"
+    return row
+
+
+def _interval(result: dict) -> str:
+    """An AUC with its 95% interval."""
+    return f"{result['auc']:.3f} [{result['ci95'][0]:.3f}, {result['ci95'][1]:.3f}]"
 
 
 def wilson(count: int, total: int) -> str:
@@ -181,11 +202,18 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="CSV of a run on the same images: paired AUC differences")
     parser.add_argument("--classes-from", type=Path, help="CSV of a run on other labelled images: class model")
     parser.add_argument("--classes-figure", type=Path, help="with --classes-from: draw what it reads, every run")
+    parser.add_argument("--classes-without", nargs="+", choices=FEATURE_NAMES, default=(),
+                        help="with --classes-from: a model without these features too; the paired gain")  # fmt: skip
     args = parser.parse_args()
-    if args.classes_figure is not None and args.classes_from is None:
-        parser.error("--classes-figure needs --classes-from")
+    for flag in ("classes_figure", "classes_without"):
+        if getattr(args, flag) and args.classes_from is None:
+            parser.error(f"--{flag.replace('_', '-')} needs --classes-from")
+    fewer = tuple(name for name in FEATURE_NAMES if name not in args.classes_without)
+    if args.classes_without and not fewer:
+        parser.error("--classes-without leaves no feature")
     print(describe_machine(torch.device("cpu")))
     model = None if args.classes_from is None else learn_classes(args.classes_from)
+    reduced = learn_classes(args.classes_from, fewer) if args.classes_without else None
     labelled = {} if model is None else {path: read_labelled_run(path) for path in args.csvs}
     rows, differences = [], []
     for path in args.csvs:
@@ -214,8 +242,11 @@ def main() -> None:
         print(f"\nminus {args.against.name} (paired):")
         print(markdown_table(list(differences[0]), [list(row.values()) for row in differences]))
     if labelled:
-        classes = [class_row(path.name, model, run, args.n_bootstrap, args.seed) for path, run in labelled.items()]
+        settings = (args.n_bootstrap, args.seed, reduced)
+        classes = [class_row(path.name, model, run, *settings) for path, run in labelled.items()]
         print(f"\nclasses, from a logistic regression on {args.classes_from.name}:")
+        if reduced is not None:
+            print(f"(fewer features: without {', '.join(args.classes_without)})")
         print(markdown_table(list(classes[0]), [list(row.values()) for row in classes]))
     if args.classes_figure is not None:
         runs = {args.classes_from: read_labelled_run(args.classes_from), **labelled}

@@ -23,7 +23,7 @@ from _machine import describe_machine
 from shift_cells import Renderer, cell_rng, draw_lens, grid, instrument
 
 from d4lenspinn.classes import NO_SUBSTRUCTURE
-from d4lenspinn.detection import PriorFit, detect_subhalo
+from d4lenspinn.detection import PriorFit, detect_substructure
 from d4lenspinn.physics import MacroLens, PixelGrid, fit_smooth_lens
 
 BACKGROUND = 24.69  # electrons per pixel, the Model II grid's (benchmarks/shift_cells.py)
@@ -66,7 +66,7 @@ def main() -> None:
         sigma = true_sigma[chosen] if args.true_sigma else None
         fit = fit_smooth_lens(images[chosen].float(), init, settings.grid, settings.psf_fwhm, settings.psf_truncation,
                               5, sigma, False, supersampling=3, shot_noise=BACKGROUND)  # fmt: skip
-        found = detect_subhalo(fit, settings, 2)
+        found = detect_substructure(fit, settings, 2)
         p_values.append(found.p_value)
         maxima.append(found.max_delta_chi2)
     p_value, largest = torch.cat(p_values), torch.cat(maxima)

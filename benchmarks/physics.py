@@ -6,8 +6,9 @@ Prints the median wall time per batch (and the interquartile range) for the Pois
 alpha), the whole engine forward (+ source reconstruction and re-lensing) and forward+backward, at the
 DeepLense Model I grid (150 x 150, 0.05"/pixel) and a Model II-like grid (64 x 64, 0.101"/pixel). With ``--scan``,
 also the subhalo scan (:func:`~d4lenspinn.physics.subhalo_scan`) of 4 fitted ``model_ii_broad`` images, seconds per
-image at strides 2 and 1, in float32 and float64, and the fit and the scan with the light sampled at pixel centres
-and integrated over 3 x 3 sub-pixels (``supersampling``).
+image at strides 2 and 1, in float32 and float64, and the fit, the subhalo scan and the vortex scan
+(:func:`~d4lenspinn.physics.vortex_scan`, its default 112 lines) with the light sampled at pixel centres and
+integrated over 3 x 3 sub-pixels (``supersampling``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from _machine import describe_machine, wall_times
 
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.physics import LensingEngine, PixelGrid, fft_size, fit_smooth_lens, subhalo_scan
+from d4lenspinn.physics import LensingEngine, PixelGrid, fft_size, fit_smooth_lens, subhalo_scan, vortex_scan
 from d4lenspinn.physics import profiles as P
 
 GRIDS = {"64x64": PixelGrid(64, 0.101), "150x150": PixelGrid(150, 0.05)}
@@ -74,7 +75,8 @@ def _time_scan(device: torch.device, repeats: int) -> None:
             scan = functools.partial(subhalo_scan, fit, grid, preset.psf_truncation, stride=stride)
             times = wall_times(scan, device, repeats)
             print(f"  {str(dtype).removeprefix('torch.')}, stride {stride}: {statistics.median(times) / 4:.3f} s")
-    print("the fit (5 steps from the true lens) and the scan (stride 2) by supersampling, float32, seconds per image")
+    print("the fit (5 steps from the true lens), the scan (stride 2) and the vortex scan by supersampling, float32,")
+    print("seconds per image")
     images = images.to(device)
     for factor in (1, 3):
         options = dict(gradients=False, fit_psf=True, supersampling=factor)
@@ -82,9 +84,15 @@ def _time_scan(device: torch.device, repeats: int) -> None:
             fit_smooth_lens, images, true_macro_lens(lenses), grid, preset.psf_fwhm, preset.psf_truncation, 5, **options
         )
         fit_seconds = statistics.median(wall_times(fit, device, repeats)) / 4
-        scan = functools.partial(subhalo_scan, fit(), grid, preset.psf_truncation, stride=2, supersampling=factor)
-        scan_seconds = statistics.median(wall_times(scan, device, repeats)) / 4
-        print(f"  supersampling {factor}: fit {fit_seconds:.3f} s, scan {scan_seconds:.3f} s")
+        fitted, on = fit(), dict(supersampling=factor)
+        scans = {
+            "scan": functools.partial(subhalo_scan, fitted, grid, preset.psf_truncation, stride=2, **on),
+            "vortex scan": functools.partial(vortex_scan, fitted, grid, preset.psf_truncation, **on),
+        }
+        seconds = [
+            f"{name} {statistics.median(wall_times(scan, device, repeats)) / 4:.3f} s" for name, scan in scans.items()
+        ]
+        print(f"  supersampling {factor}: fit {fit_seconds:.3f} s, " + ", ".join(seconds))
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from torch import nn
 
 from d4lenspinn.classes import CLASS_NAMES, NO_SUBSTRUCTURE
 from d4lenspinn.data import batch_loader, prepare_test_data
-from d4lenspinn.detection import PriorFit, detect_subhalo
+from d4lenspinn.detection import PriorFit, detect_substructure
 from d4lenspinn.metrics import bootstrap_intervals, classification_metrics, paired_difference
 from d4lenspinn.physics import LensFit
 from d4lenspinn.tta import predict
@@ -94,7 +94,7 @@ class ScanScorer:
         self.name, self.fit, self.stride = name, fit, stride
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        return detect_subhalo(self.fit(images), self.fit, self.stride).max_delta_chi2.cpu().numpy()
+        return detect_substructure(self.fit(images), self.fit, self.stride).max_delta_chi2.cpu().numpy()
 
 
 def score_folder(scorer: Scorer, folder: Path, expected_labels: np.ndarray, batch_size: int = 64) -> np.ndarray:

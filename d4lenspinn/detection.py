@@ -1,14 +1,17 @@
 """A substructure detector that needs no training: fit the smooth lens to each image, then scan what it cannot
-explain for a subhalo (``d4lenspinn detect``; the file level is :mod:`d4lenspinn.detection_files`).
+explain for a subhalo and for a vortex (``d4lenspinn detect``; the file level is :mod:`d4lenspinn.detection_files`).
 
     fit = PriorFit(PixelGrid(64, 0.101), psf_fwhm=0.16, supersampling=3)    # the instrument, the fit's settings
-    found = detect_subhalo(fit(images), fit, stride=2)     # images (B, 1, n, n) in any linear units
+    found = detect_substructure(fit(images), fit, stride=2)     # images (B, 1, n, n) in any linear units
     found.max_delta_chi2, found.x, found.y, found.p_value  # (B,) each; found.scan.delta_chi2 (B, 1, n/2, n/2)
+    found.max_delta_chi2_vortex, found.vortex_angle, found.vortex_half_length  # (B,) each; found.vortex (B, 7, 16)
 
 The fit (:class:`PriorFit`, no network: :func:`~d4lenspinn.physics.fit_smooth_lens` from a grid of starts over
-the prior's Einstein radii) and the scan (:func:`~d4lenspinn.physics.subhalo_scan`) are the package's physics; what
-this adds is the read-out a lens modeller reports: the largest ``delta chi^2`` of one trial subhalo, where it sits,
-and how surprising it is. Without a subhalo, and with the smooth model and the noise right, each position's ``delta
+the prior's Einstein radii) and the scans (:func:`~d4lenspinn.physics.subhalo_scan`,
+:func:`~d4lenspinn.physics.vortex_scan`) are the package's physics; what this adds is the read-out a lens modeller
+reports: the largest ``delta chi^2`` of one trial subhalo, where it sits, and how surprising it is, and the largest
+of one trial vortex (a line of mass through the lens centre), its orientation and length: the two compare a point
+perturber with a line. Without a subhalo, and with the smooth model and the noise right, each position's ``delta
 chi^2`` is 0 with probability 1/2 (a negative best mass) and otherwise a chi^2 of one degree of freedom, so ``P(delta
 chi^2 > t) = Phi(-sqrt t)``; over ``M`` trial positions the Bonferroni bound ``p <= M Phi(-sqrt t)`` holds however
 the positions correlate (conservative: neighbours overlap). It is only as right as the smooth model: misfit (a
@@ -30,15 +33,19 @@ from .physics import (
     PixelGrid,
     StartGrid,
     SubhaloScan,
+    VortexScan,
     centred_lens,
     fit_smooth_lens,
     scan_positions,
     subhalo_scan,
+    vortex_angles,
+    vortex_scan,
 )
 from .physics.grid import check_supersampling
 from .physics.lens_fit import MAX_ELLIPTICITY, MAX_SHEAR, check_shot_noise
+from .physics.unexplained import VORTEX_ANGLES, VORTEX_HALF_LENGTHS
 
-__all__ = ["Detection", "FitSettings", "PriorFit", "detect_subhalo", "empirical_p_value"]
+__all__ = ["Detection", "FitSettings", "PriorFit", "detect_substructure", "empirical_p_value"]
 
 
 class FitSettings(Protocol):
@@ -127,7 +134,7 @@ class PriorFit:
 
 
 class Detection(NamedTuple):
-    """The scan of a smooth-lens fit, read out per image (``(B,)`` unless said)."""
+    """The scans of a smooth-lens fit, read out per image (``(B,)`` unless said); +inf or NaN where the fit failed."""
 
     fit: LensFit
     scan: SubhaloScan  # the maps (B, 1, n / stride, n / stride); zero where the fit failed
@@ -135,43 +142,53 @@ class Detection(NamedTuple):
     x: torch.Tensor  # where it is [arcsec, the grid's coordinates]; NaN where the fit failed
     y: torch.Tensor
     p_value: torch.Tensor  # Bonferroni bound on P(max >= observed | no subhalo), in [0, 1]; NaN where the fit failed
+    vortex: VortexScan  # the trial lines (B, len(VORTEX_HALF_LENGTHS), VORTEX_ANGLES); zero where the fit failed
+    max_delta_chi2_vortex: torch.Tensor  # the largest over the lines; +inf where the fit failed
+    vortex_angle: torch.Tensor  # its orientation [radians from +x, in [0, pi)]; NaN where the fit failed
+    vortex_half_length: torch.Tensor  # its half-length [arcsec]; NaN where the fit failed
 
 
-def detect_subhalo(fit: LensFit, settings: FitSettings, stride: int = 2) -> Detection:
-    """Scan ``fit`` (made with ``settings``) for a subhalo at the centre of every ``stride x stride`` block and read
-    out the largest ``delta chi^2``, its position and its p-value bound (module docstring). Failed fits are not
-    scanned. Raises ``ValueError`` for a stride that does not divide the image size."""
+def detect_substructure(fit: LensFit, settings: FitSettings, stride: int = 2) -> Detection:
+    """Scan ``fit`` (made with ``settings``) for a subhalo at the centre of every ``stride x stride`` block and for
+    a vortex (:func:`~d4lenspinn.physics.vortex_scan`, its default lines) and read out the largest ``delta chi^2``
+    of each, where it is and the subhalo's p-value bound (module docstring). Failed fits are not scanned. Raises
+    ``ValueError`` for a stride that does not divide the image size."""
     batch, n = fit.model.shape[0], settings.grid.n
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or n % stride:
         raise ValueError(f"stride must be a positive integer dividing the image size {n}, got {stride!r}")
-    side, device = n // stride, fit.model.device
-    delta_chi2 = torch.zeros(batch, 1, side, side, dtype=fit.model.dtype, device=device)
-    strength = torch.zeros_like(delta_chi2)
+    side, device, dtype = n // stride, fit.model.device, fit.model.dtype
+    points = SubhaloScan(*torch.zeros(2, batch, 1, side, side, dtype=dtype, device=device))
+    lines = VortexScan(*torch.zeros(2, batch, len(VORTEX_HALF_LENGTHS), VORTEX_ANGLES, dtype=dtype, device=device))
     kept = (~fit.failed).nonzero().flatten()
     if len(kept):
-        scan = subhalo_scan(
-            fit.select(kept),
-            settings.grid,
-            settings.psf_truncation,
-            settings.fit_psf,
-            stride,
-            supersampling=settings.supersampling,
-        )
-        delta_chi2[kept], strength[kept] = scan.delta_chi2, scan.strength
-    largest, where = delta_chi2.flatten(1).double().max(dim=1)
+        options = dict(supersampling=settings.supersampling)
+        scanned = fit.select(kept)
+        found = subhalo_scan(scanned, settings.grid, settings.psf_truncation, settings.fit_psf, stride, **options)
+        found_lines = vortex_scan(scanned, settings.grid, settings.psf_truncation, settings.fit_psf, **options)
+        for maps, values in ((points, found), (lines, found_lines)):
+            for kept_maps, value in zip(maps, values, strict=True):
+                kept_maps[kept] = value
+    largest, where = points.delta_chi2.flatten(1).double().max(dim=1)
     positions = scan_positions(settings.grid, stride, device=device)
     x, y = positions[where % side], positions[where // side]
     tail = 0.5 * torch.erfc(largest.sqrt() / math.sqrt(2))  # Phi(-sqrt t)
     p_value = (side * side * tail).clamp(max=1.0)
-    nan = torch.full_like(largest, math.nan)
+    largest_line, line = lines.delta_chi2.flatten(1).double().max(dim=1)
+    angle = vortex_angles(VORTEX_ANGLES, device=device)[line % VORTEX_ANGLES]
+    half_length = torch.tensor(VORTEX_HALF_LENGTHS, dtype=torch.float64, device=device)[line // VORTEX_ANGLES]
     failed = fit.failed.to(device)
+    failing = lambda value, fill: torch.where(failed, torch.full_like(value, fill), value)  # noqa: E731
     return Detection(
         fit=fit,
-        scan=SubhaloScan(delta_chi2, strength),
-        max_delta_chi2=torch.where(failed, torch.full_like(largest, math.inf), largest),
-        x=torch.where(failed, nan, x),
-        y=torch.where(failed, nan, y),
-        p_value=torch.where(failed, nan, p_value),
+        scan=points,
+        max_delta_chi2=failing(largest, math.inf),
+        x=failing(x, math.nan),
+        y=failing(y, math.nan),
+        p_value=failing(p_value, math.nan),
+        vortex=lines,
+        max_delta_chi2_vortex=failing(largest_line, math.inf),
+        vortex_angle=failing(angle, math.nan),
+        vortex_half_length=failing(half_length * fit.macro.theta_e.detach().double().to(device), math.nan),
     )
 
 

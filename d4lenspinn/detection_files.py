@@ -6,17 +6,18 @@
 
 For every image: the smooth lens fitted from the prior's starts and the scan of what it cannot explain
 (:mod:`d4lenspinn.detection`); one CSV row each with ``path``, ``index`` (within a multi-image file, else empty),
-the fitted lens (:data:`LENS_COLUMNS`), the estimated peak signal-to-noise, the fit's reduced chi^2 and failure flag,
-and the scan's read-out (:data:`SCAN_COLUMNS`: the largest delta chi^2, where it is, its p-value bound). A failed fit
-leaves the scan's cells empty. Images are read in their own linear units (the fit solves for the amplitude and the
-sky), all of one size; the pixel scale is ``pixel_scale`` or, when every file states one (FITS headers), theirs, and
-a file that states another scale is an error naming both. Unreadable, constant or mis-sized images are listed in
-one error, or with ``skip_bad`` left out and listed in ``<csv>.bad.txt``. ``maps`` also writes every image's scan
-map, normalised residual and smooth model to a ``.npz`` (plain arrays, no pickles); ``figure`` draws the first
-:data:`FIGURE_IMAGES`. ``null``, the CSV of an earlier run on lenses known to hold no substructure (simulated for
-the same instrument, run with the same settings), adds the column ``p_null``: each image's largest delta chi^2
-ranked among theirs (:func:`~d4lenspinn.detection.empirical_p_value`), a p-value that holds where the bound does not.
-``classes_from``, the CSV of an earlier run on labelled images (paths in class folders ``no``, ``sphere``,
+the fitted lens (:data:`LENS_COLUMNS`), the estimated peak signal-to-noise, the fit's reduced chi^2 and failure
+flag, and the scans' read-out (:data:`SCAN_COLUMNS`: the largest delta chi^2 of a trial subhalo, where it is, its
+p-value bound; the largest of a trial vortex, its orientation and half-length). A failed fit leaves the scans' cells
+empty. Images are read in their own linear units (the fit solves for the amplitude and the sky), all of one size;
+the pixel scale is ``pixel_scale`` or, when every file states one (FITS headers), theirs, and a file that states
+another scale is an error naming both. Unreadable, constant or mis-sized images are listed in one error, or with
+``skip_bad`` left out and listed in ``<csv>.bad.txt``. ``maps`` also writes every image's scan map, vortex lines'
+delta chi^2, normalised residual and smooth model to a ``.npz`` (plain arrays, no pickles); ``figure`` draws the
+first :data:`FIGURE_IMAGES`. ``null``, the CSV of an earlier run on lenses known to hold no substructure (simulated
+for the same instrument, run with the same settings), adds the column ``p_null``: each image's largest delta chi^2
+ranked among theirs (:func:`~d4lenspinn.detection.empirical_p_value`), a p-value that holds where the bound does
+not. ``classes_from``, the CSV of an earlier run on labelled images (paths in class folders ``no``, ``sphere``,
 ``vort``; for example the package's own simulations, run with the same settings), adds :data:`PROBABILITY_COLUMNS`:
 each image's class probabilities from a logistic regression learnt there (:mod:`d4lenspinn.detection_classes`).
 Arguments are checked before any image is read; one run writes a CSV at a time
@@ -38,11 +39,12 @@ import torch
 
 from .data.formats import DataError
 from .data.inputs import InputImage, list_input_images, list_skipped, read_input_image, refuse_bad
-from .detection import Detection, PriorFit, detect_subhalo, empirical_p_value
+from .detection import Detection, PriorFit, detect_substructure, empirical_p_value
 from .detection_classes import PROBABILITY_COLUMNS, class_features, class_probabilities, learn_classes
 from .device import resolve_device
 from .io import atomic_path, exclusive_writer, write_text
-from .physics import PixelGrid, scan_positions
+from .physics import PixelGrid, scan_positions, vortex_angles
+from .physics.unexplained import VORTEX_ANGLES, VORTEX_HALF_LENGTHS
 from .progress import progress_bar
 
 __all__ = [
@@ -68,7 +70,15 @@ LENS_COLUMNS = (
     "fit_reduced_chi2",
     "fit_failed",
 )
-SCAN_COLUMNS = ("max_delta_chi2", "subhalo_x_arcsec", "subhalo_y_arcsec", "p_value")
+SCAN_COLUMNS = (
+    "max_delta_chi2",
+    "subhalo_x_arcsec",
+    "subhalo_y_arcsec",
+    "p_value",
+    "max_delta_chi2_vortex",
+    "vortex_angle_deg",
+    "vortex_half_length_arcsec",
+)
 NULL_COLUMN = "p_null"  # with ``null``: the empirical p-value among the null run's lenses
 FIGURE_IMAGES = 6  # images drawn by ``figure``
 
@@ -185,7 +195,7 @@ def _class_cells(classes, found: Detection) -> list[list[str]]:
     """The :data:`PROBABILITY_COLUMNS` cells of a batch."""
     fit = found.fit
     columns = (found.max_delta_chi2, fit.reduced_chi2, _peak_snr(found), fit.macro.theta_e, fit.macro.center_x,
-               fit.macro.center_y, found.x, found.y)  # CLASS_COLUMNS  # fmt: skip
+               fit.macro.center_y, found.x, found.y, found.max_delta_chi2_vortex)  # CLASS_COLUMNS  # fmt: skip
     values, failed = torch.stack(columns, dim=1).double().cpu().numpy(), fit.failed.cpu().numpy()
     features = class_features(np.where(failed[:, None], 1.0, values))
     return [[f"{p:.5g}" for p in row] for row in class_probabilities(classes, features, failed)]
@@ -195,7 +205,8 @@ def _rows(found: Detection) -> list[list[str]]:
     """The :data:`LENS_COLUMNS` and :data:`SCAN_COLUMNS` cells of a batch."""
     fit = found.fit
     lens = torch.stack([*fit.macro, fit.psf_fwhm.expand(len(fit.failed)), _peak_snr(found), fit.reduced_chi2], dim=1)
-    scan = torch.stack([found.max_delta_chi2, found.x, found.y, found.p_value], dim=1)
+    line = (found.max_delta_chi2_vortex, torch.rad2deg(found.vortex_angle), found.vortex_half_length)
+    scan = torch.stack([found.max_delta_chi2, found.x, found.y, found.p_value, *line], dim=1)
     rows = []
     for values, failed, read_out in zip(lens.double().cpu().numpy(), fit.failed.cpu().numpy(),
                                         scan.cpu().numpy(), strict=True):  # fmt: skip
@@ -218,13 +229,14 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
     fit = PriorFit(grid, psf_fwhm, device=resolve_device(device), **fit_settings)
     list_skipped(bad, out)
 
-    rows, read_outs, failed, kept = [], [], 0, {"delta_chi2": [], "normalised_residual": [], "model": []}
+    rows, read_outs, failed = [], [], 0
+    kept = {"delta_chi2": [], "vortex_delta_chi2": [], "normalised_residual": [], "model": []}
     batches = range(0, len(good), batch_size)
     progress = progress_bar(batches, desc="fitting and scanning", unit="batch", leave=False, disable=len(batches) < 3)
     for start in progress:
         chunk = good[start : start + batch_size]
         images = torch.from_numpy(np.stack([array for _, array in chunk]))[:, None]  # (b, 1, n, n)
-        found = detect_subhalo(fit(images), fit, stride)
+        found = detect_substructure(fit(images), fit, stride)
         failed += int(found.fit.failed.sum())
         ranks = [[]] * len(chunk)  # the p_null cell of each image, with a null
         if null is not None:
@@ -235,6 +247,7 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
         read_outs.append(torch.stack((found.max_delta_chi2, found.x, found.y), dim=1).cpu().numpy())
         if maps is not None or (figure is not None and start < FIGURE_IMAGES):
             kept["delta_chi2"].append(found.scan.delta_chi2[:, 0].cpu().numpy())
+            kept["vortex_delta_chi2"].append(found.vortex.delta_chi2.cpu().numpy())
             kept["normalised_residual"].append(found.fit.normalised_residual[:, 0].cpu().numpy())
             kept["model"].append(found.fit.model[:, 0].cpu().numpy())
     text = io.StringIO()
@@ -258,12 +271,15 @@ def _detect_files(inputs, out, psf_fwhm, pixel_scale, stride, batch_size, skip_b
 
 
 def _save_maps(path: Path, arrays: dict[str, np.ndarray], positions: np.ndarray, rows: list[list]) -> Path:
-    """The maps of every image, in CSV order, with the scan's trial positions and the images' paths and indices."""
+    """The maps of every image, in CSV order, with the scans' trial positions and lines (half-lengths in theta_E
+    units, orientations in degrees) and the images' paths and indices."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(
             handle,
             **arrays,
             scan_positions_arcsec=positions,
+            vortex_half_lengths_theta_e=np.array(VORTEX_HALF_LENGTHS),
+            vortex_angles_deg=np.rad2deg(vortex_angles(VORTEX_ANGLES).numpy()),
             path=np.array([row[0] for row in rows], dtype=str),
             index=np.array([-1 if row[1] == "" else row[1] for row in rows], dtype=np.int64),
         )

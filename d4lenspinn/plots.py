@@ -293,20 +293,27 @@ def plot_detections(
 
 
 def plot_detection_classes(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
-    """What the class model of ``--classes-from`` reads, one panel per detect run: each image's largest delta chi^2
-    against how far the best trial subhalo lies from the Einstein ring (the first and the fourth of
-    :func:`~d4lenspinn.detection_classes.class_features`), coloured by class; the title gives the run's median peak
-    SNR (the third). ``panels`` maps a name to ``(features (N, 4), labels (N,))``; failed fits (NaN) are left out."""
+    """What the class model of ``--classes-from`` reads, one column per detect run, coloured by class: above, each
+    image's largest delta chi^2 against how far the best trial subhalo lies from the Einstein ring (the first and the
+    fourth of :func:`~d4lenspinn.detection_classes.class_features`); below, the vortex scan's largest delta chi^2
+    against the subhalo scan's (the fifth and the first; on the diagonal a line explains as much as a point). The
+    titles give each run's median peak SNR (the third). ``panels`` maps a name to ``(features (N, 5), labels
+    (N,))``; failed fits (NaN) are left out."""
     if not panels:
         raise ValueError("no run to plot")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
-    for ax, (name, (features, labels)) in zip(axes[0], panels.items(), strict=True):
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7.4), squeeze=False, sharey="row")
+    for column, (name, (features, labels)) in enumerate(panels.items()):
         finite = np.isfinite(features).all(axis=1)
+        points, lines = np.expm1(features[:, 0]), np.expm1(features[:, 4])
         for label, title in enumerate(_CLASS_TITLES):
             chosen = finite & (labels == label)
-            ax.scatter(features[chosen, 3], np.expm1(features[chosen, 0]), s=6, alpha=0.5, label=title)
-        ax.set(yscale="log", xlabel="|log(r / theta_E)| of the best trial subhalo")
-        ax.set_title(f"{name}: median peak SNR {np.exp(np.median(features[finite, 2])):.3g}", fontsize=9)
+            axes[0, column].scatter(features[chosen, 3], points[chosen], s=6, alpha=0.5, label=title)
+            axes[1, column].scatter(points[chosen], lines[chosen], s=6, alpha=0.5, label=title)
+        axes[0, column].set(yscale="log", xlabel="|log(r / theta_E)| of the best trial subhalo")
+        axes[0, column].set_title(f"{name}: median peak SNR {np.exp(np.median(features[finite, 2])):.3g}", fontsize=9)
+        axes[1, column].set(xscale="log", yscale="log", xlabel="largest delta chi^2 of the subhalo scan")
+        axes[1, column].axline((1, 1), (10, 10), color="0.5", linewidth=0.8)  # the diagonal, straight in log-log
     axes[0, 0].set_ylabel("largest delta chi^2 of the subhalo scan")
+    axes[1, 0].set_ylabel("largest delta chi^2 of the vortex scan")
     axes[0, 0].legend(fontsize=7, markerscale=2)
     return save_figure(fig, path)

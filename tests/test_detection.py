@@ -18,11 +18,12 @@ from d4lenspinn.classes import SUBHALOS
 from d4lenspinn.cli import main
 from d4lenspinn.data.presets import get_preset
 from d4lenspinn.data.simulator import render_images, sample_lenses, true_macro_lens
-from d4lenspinn.detection import PriorFit, detect_subhalo, empirical_p_value
+from d4lenspinn.detection import PriorFit, detect_substructure, empirical_p_value
 from d4lenspinn.detection_classes import PROBABILITY_COLUMNS
 from d4lenspinn.detection_files import LENS_COLUMNS, NULL_COLUMN, SCAN_COLUMNS, detect_files
 from d4lenspinn.io import WriterBusyError, exclusive_writer
 from d4lenspinn.physics import PixelGrid, fit_smooth_lens, scan_positions
+from d4lenspinn.physics.unexplained import VORTEX_ANGLES, VORTEX_HALF_LENGTHS
 from d4lenspinn.symmetry import D4_ELEMENTS, transform_point, transform_scalar
 
 PRESET = get_preset("model_ii_broad", clumpy_fraction=0.0, psf_scale=(1.0, 1.0))
@@ -40,7 +41,7 @@ def _images(label, count, seed, **preset):
 def test_the_read_out_is_the_maps_maximum_where_it_is_and_its_bound():
     images, _ = _images(1, 2, seed=0)
     fit = PriorFit(GRID, PRESET.psf_fwhm, PRESET.psf_truncation, steps=3)
-    found = detect_subhalo(fit(images), fit, STRIDE)
+    found = detect_substructure(fit(images), fit, STRIDE)
     positions = scan_positions(GRID, STRIDE)
     side = GRID.n // STRIDE
     for image in range(2):
@@ -50,6 +51,12 @@ def test_the_read_out_is_the_maps_maximum_where_it_is_and_its_bound():
         assert (found.x[image], found.y[image]) == (positions[column], positions[row])
         bound = min(1.0, side * side * 0.5 * math.erfc(math.sqrt(float(values.max()) / 2)))
         assert math.isclose(float(found.p_value[image]), bound, rel_tol=1e-9, abs_tol=1e-300)
+        lines = found.vortex.delta_chi2[image].double()  # (half-lengths, angles)
+        length, angle = divmod(int(lines.flatten().argmax()), VORTEX_ANGLES)
+        assert found.max_delta_chi2_vortex[image] == lines.max() > 0
+        assert math.isclose(found.vortex_angle[image], angle * math.pi / VORTEX_ANGLES, rel_tol=1e-12)
+        theta_e = float(found.fit.macro.theta_e[image])
+        assert math.isclose(found.vortex_half_length[image], VORTEX_HALF_LENGTHS[length] * theta_e, rel_tol=1e-6)
 
 
 def test_the_bound_is_calibrated_where_the_smooth_model_is_right():
@@ -60,7 +67,7 @@ def test_the_bound_is_calibrated_where_the_smooth_model_is_right():
         images.double(), true_macro_lens(lenses), GRID, PRESET.psf_fwhm, PRESET.psf_truncation, 8, gradients=False
     )
     settings = PriorFit(GRID, PRESET.psf_fwhm, PRESET.psf_truncation)
-    found = detect_subhalo(fit, settings, STRIDE)
+    found = detect_substructure(fit, settings, STRIDE)
     assert bool((found.p_value > 0.05).all()), found.p_value
 
 
@@ -68,11 +75,13 @@ def test_the_read_out_is_invariant_and_the_position_moves_with_the_image():
     images, _ = _images(1, 2, seed=6, peak_snr=(50.0, 50.0), noiseless_fraction=0.0)
     fit = PriorFit(GRID, PRESET.psf_fwhm, PRESET.psf_truncation, steps=3)
     moved = torch.cat([transform_scalar(images, g) for g in D4_ELEMENTS])
-    found = detect_subhalo(fit(moved), fit, STRIDE)
+    found = detect_substructure(fit(moved), fit, STRIDE)
     for index, g in enumerate(D4_ELEMENTS):
         chosen = slice(2 * index, 2 * index + 2)
         torch.testing.assert_close(found.max_delta_chi2[chosen], found.max_delta_chi2[:2], rtol=1e-4, atol=0)
         torch.testing.assert_close(found.p_value[chosen], found.p_value[:2], rtol=1e-3, atol=1e-30)
+        largest = found.max_delta_chi2_vortex
+        torch.testing.assert_close(largest[chosen], largest[:2], rtol=1e-4, atol=0, msg=str(g))
         x, y = transform_point(found.x[:2], found.y[:2], g)
         torch.testing.assert_close(torch.stack((found.x[chosen], found.y[chosen])), torch.stack((x, y)), msg=str(g))
 
@@ -81,8 +90,10 @@ def test_a_failed_fit_leaves_no_number():
     images, _ = _images(1, 2, seed=0)
     fit = PriorFit(GRID, PRESET.psf_fwhm, PRESET.psf_truncation, steps=1)
     lens_fit = fit(images)
-    found = detect_subhalo(lens_fit._replace(failed=torch.tensor([True, False])), fit, STRIDE)
+    found = detect_substructure(lens_fit._replace(failed=torch.tensor([True, False])), fit, STRIDE)
     assert found.max_delta_chi2[0] == math.inf and math.isnan(found.x[0]) and math.isnan(found.p_value[0])
+    assert found.max_delta_chi2_vortex[0] == math.inf and math.isnan(found.vortex_angle[0])
+    assert math.isnan(found.vortex_half_length[0]) and found.vortex.delta_chi2[0].abs().max() == 0
     assert found.scan.delta_chi2[0].abs().max() == 0 and found.scan.delta_chi2[1].max() > 0
     assert math.isfinite(found.max_delta_chi2[1]) and 0 <= found.p_value[1] <= 1
 
@@ -105,8 +116,13 @@ def test_the_command_writes_a_row_per_image_the_maps_and_the_figure(simulated, t
     assert list(rows[0]) == ["path", "index", *LENS_COLUMNS, *SCAN_COLUMNS]
     assert len(rows) == 3 and all(row["fit_failed"] == "0" for row in rows)
     assert all(0 <= float(row["p_value"]) <= 1 and float(row["max_delta_chi2"]) >= 0 for row in rows)
+    assert all(0 <= float(row["vortex_angle_deg"]) < 180 and float(row["max_delta_chi2_vortex"]) >= 0 for row in rows)
     with np.load(maps, allow_pickle=False) as saved:
         assert saved["delta_chi2"].shape == (3, 16, 16) and saved["normalised_residual"].shape == (3, 64, 64)
+        assert saved["vortex_delta_chi2"].shape == (3, len(VORTEX_HALF_LENGTHS), VORTEX_ANGLES)
+        for row, lines in zip(rows, saved["vortex_delta_chi2"], strict=True):
+            assert math.isclose(float(row["max_delta_chi2_vortex"]), lines.max(), rel_tol=1e-4)
+        assert saved["vortex_angles_deg"][1] == 180 / VORTEX_ANGLES
         assert list(saved["path"]) == [row["path"] for row in rows]
     assert figure.stat().st_size > 0
     rates = subprocess.run(
@@ -240,6 +256,7 @@ def _labelled_run(path: Path, failed_path: str | None = "cell/sphere/failed.npy"
             row |= {"fit_reduced_chi2": f"{1 + delta / 4000:g}", "peak_snr": "30", "p_value": "1"}
             row |= {"theta_e_arcsec": "1", "center_x_arcsec": "0", "center_y_arcsec": "0"}
             row |= {"subhalo_x_arcsec": f"{0.5 + k / 8:g}", "subhalo_y_arcsec": "0.1"}
+            row |= {"max_delta_chi2_vortex": f"{delta / 2:g}"}
             lines.append(",".join(row.get(column, "") for column in header))
     if failed_path is not None:
         lines.append(",".join({"path": failed_path, "fit_failed": "1"}.get(column, "") for column in header))
@@ -250,7 +267,8 @@ def _labelled_run(path: Path, failed_path: str | None = "cell/sphere/failed.npy"
 def test_class_probabilities_read_the_middle_class_and_a_failed_fit(tmp_path):
     """The logistic regression learnt on such rows puts each class first where it lies (each class against the rest:
     AUC 1, vortex the middle one included); the failed subhalo fit gets (0, 1/2, 1/2) and still ranks as
-    substructure; the table of benchmarks/detection_rates.py says the same."""
+    substructure; the table of benchmarks/detection_rates.py says the same, with and without two features (which
+    add nothing here); an unknown feature is named."""
     from sklearn.metrics import roc_auc_score
 
     from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
@@ -259,20 +277,24 @@ def test_class_probabilities_read_the_middle_class_and_a_failed_fit(tmp_path):
     features, failed, labels = read_labelled_run(path)
     probabilities = class_probabilities(learn_classes(path), features, failed)
     script = [sys.executable, str(BENCHMARKS / "detection_rates.py"), str(path), "--n-bootstrap", "20"]
-    rates = subprocess.run([*script, "--classes-from", str(path)], capture_output=True, text=True)
+    ablation = ["--classes-from", str(path), "--classes-without", "vortex_delta_chi2", "ring_distance"]
+    rates = subprocess.run([*script, *ablation], capture_output=True, text=True)
     assert failed.sum() == 1 and np.isnan(features[failed]).all() and labels[failed] == [SUBHALOS]
     np.testing.assert_array_equal(probabilities[failed], [[0.0, 0.5, 0.5]])
     features[0, 2] = -np.inf  # a fitted light of zero peak: no finite feature, and no NaN probability
     np.testing.assert_array_equal(class_probabilities(learn_classes(path), features, failed)[0], [0.0, 0.5, 0.5])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
     assert roc_auc_score(labels, probabilities, multi_class="ovr") == 1.0
-    assert "| rows.csv | 25 | 1.000 [1.000, 1.000] | 1.000 | 1.000 | 1.000 |" in rates.stdout, rates.stderr
+    row = "| rows.csv | 25 | 1.000 [1.000, 1.000] | 1.000 | 1.000 | 1.000 | 1.000 [1.000, 1.000] | +0.000 [+0.000,"
+    assert row in rates.stdout and "without vortex_delta_chi2, ring_distance" in rates.stdout, rates.stderr
+    with pytest.raises(ValueError, match=r"features must be some of \('delta_chi2'.*got \('delta_chi3',\)"):
+        learn_classes(path, ("delta_chi3",))
 
 
 def test_detect_adds_class_probabilities_learnt_on_a_labelled_run(simulated, tmp_path):
     """``classes_from``: each image's three probabilities after the scan's columns, the model's for the features the
     row itself holds (to its 5 digits); a learning run whose rows lie outside class folders, or whose classes are not
-    all there, is named before any image is read."""
+    all there, or that an older version made (no vortex column), is named before any image is read."""
     from d4lenspinn.detection_classes import class_probabilities, learn_classes, read_labelled_run
 
     settings = dict(pixel_scale=0.101, steps=1, stride=4)
@@ -288,6 +310,12 @@ def test_detect_adds_class_probabilities_learnt_on_a_labelled_run(simulated, tmp
     loose = _labelled_run(tmp_path / "loose.csv", failed_path="loose/failed.npy")
     lines = _labelled_run(tmp_path / "all.csv").read_text().splitlines()
     (tmp_path / "two_classes.csv").write_text("\n".join(line for line in lines if "/vort/" not in line) + "\n")
-    for bad, message in ((loose, "1 rows lie in no class folder"), ("two_classes.csv", "needs rows of every class")):
+    older = [",".join(line.split(",")[: -len(SCAN_COLUMNS) + 4]) for line in lines]  # before the vortex scan
+    (tmp_path / "older.csv").write_text("\n".join(older) + "\n")
+    for bad, message in (
+        (loose, "1 rows lie in no class folder"),
+        ("two_classes.csv", "needs rows of every class"),
+        ("older.csv", "no column max_delta_chi2_vortex .a run of an older version"),
+    ):
         with pytest.raises(ValueError, match=rf"classes_from \(--classes-from\) .*{message}"):
             detect_files([tmp_path / "nothing"], tmp_path / "again.csv", 0.16, classes_from=tmp_path / bad, **settings)

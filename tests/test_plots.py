@@ -46,7 +46,7 @@ def _predictions(n=30, seed=0):
 
 def test_detection_classes_figure(tmp_path):
     rng = np.random.default_rng(0)
-    features, labels = rng.normal(size=(30, 4)), np.repeat([0, 1, 2], 10)
+    features, labels = rng.normal(size=(30, 5)), np.repeat([0, 1, 2], 10)
     features[0] = np.nan  # a failed fit
     path = plot_detection_classes(
         {"learnt": (features, labels), "tested": (features[::2], labels[::2])}, tmp_path / "c.png"

@@ -22,7 +22,15 @@ from .shapelets import shapelet_basis, shapelet_count, shapelet_order
 from .smooth_lens import SersicSource, check_source, render_lensed_sersic, render_smooth_lens, source_plane
 from .source_inversion import SourceInversion, invert_source
 from .source_moments import initial_source
-from .unexplained import SubhaloScan, scan_positions, subhalo_scan, unexplained_signal
+from .unexplained import (
+    SubhaloScan,
+    VortexScan,
+    scan_positions,
+    subhalo_scan,
+    unexplained_signal,
+    vortex_angles,
+    vortex_scan,
+)
 
 __all__ = [
     "SourceInversion",
@@ -74,5 +82,8 @@ __all__ = [
     "SubhaloScan",
     "scan_positions",
     "subhalo_scan",
+    "VortexScan",
+    "vortex_angles",
+    "vortex_scan",
     "profiles",
 ]

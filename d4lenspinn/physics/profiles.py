@@ -345,6 +345,7 @@ def line_segment_deflection(
     angle: Param,
     center_x: Param = 0.0,
     center_y: Param = 0.0,
+    core: float = 0.0,
 ):
     """Deflection of a uniform straight segment of total mass ``theta_m^2`` (point-mass units) [arcsec].
 
@@ -356,14 +357,20 @@ def line_segment_deflection(
         alpha_v = lambda * (atan((L - u) / v) + atan((L + u) / v))
 
     ``alpha_v`` jumps by ``2 pi lambda`` across the segment (a line density); far away it tends to the point mass.
+    With ``core`` > 0 [arcsec] each point of the segment deflects as the softened point mass ``b^2 d / (|d|^2 +
+    core^2)`` (the subhalo scan's trial mass): ``v^2`` becomes ``w^2 = v^2 + core^2`` and ``alpha_v = lambda v / w
+    (atan((L - u) / w) + atan((L + u) / w))``, smooth across the segment.
     """
     angle = torch.as_tensor(angle, dtype=x.dtype, device=x.device)
     u, v = _rotate(x - center_x, y - center_y, -angle)
     density = theta_m**2 / (2 * half_length)
     tiny = 1e-12  # arcsec; keeps the on-segment limits finite (v -> 0 gives the one-sided value)
-    v_safe = torch.where(v.abs() < tiny, torch.full_like(v, tiny), v)
-    far_end = (u + half_length) ** 2 + v * v + tiny**2
-    near_end = (u - half_length) ** 2 + v * v + tiny**2
-    alpha_u = 0.5 * density * torch.log(far_end / near_end)
-    alpha_v = density * (torch.atan((half_length - u) / v_safe) + torch.atan((half_length + u) / v_safe))
+    across = v * v + core**2 + tiny**2
+    alpha_u = 0.5 * density * torch.log(((u + half_length) ** 2 + across) / ((u - half_length) ** 2 + across))
+    if core > 0:
+        w = across.sqrt()
+        alpha_v = density * v / w * (torch.atan((half_length - u) / w) + torch.atan((half_length + u) / w))
+    else:
+        v_safe = torch.where(v.abs() < tiny, torch.full_like(v, tiny), v)
+        alpha_v = density * (torch.atan((half_length - u) / v_safe) + torch.atan((half_length + u) / v_safe))
     return _vector(*_rotate(alpha_u, alpha_v, angle))

@@ -1,6 +1,6 @@
-"""What the fitted smooth lens cannot explain: the part of a signal it cannot absorb, and a scan for subhalos.
+"""What the fitted smooth lens cannot explain: the part of a signal it cannot absorb, and scans for substructure.
 
-A lens modeller who has fitted the smooth lens (:func:`fit_smooth_lens`) asks two questions, both answered here to
+A lens modeller who has fitted the smooth lens (:func:`fit_smooth_lens`) asks these questions, all answered here to
 first order about the fit, where the smooth model is linear in its parameters (its tangent space,
 :func:`tangent_basis`):
 
@@ -13,11 +13,16 @@ first order about the fit, where the smooth model is linear in its parameters (i
   strength ``b^2`` together with the smooth model is ``delta chi^2 = <r, t>^2 / |t|^2`` for ``t`` the template
   projected off the tangent space and ``r`` the residual projected likewise (positive masses only). Without a
   subhalo each position's ``delta chi^2`` is a chi^2 of one degree of freedom; the map's maximum is a detector that
-  needs no training, and the map says where.
+  needs no training, and the map says where;
+* is there a vortex (:func:`vortex_scan`): the same with a trial line of mass through the fitted lens centre, of
+  several lengths and orientations, in place of the point mass; its largest ``delta chi^2`` against the subhalo
+  scan's compares the two kinds of perturber.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -26,10 +31,24 @@ from .grid import PixelGrid, bin_pixels, check_field, check_supersampling
 from .lens_fit import LensFit, tangent_basis
 from .light import convolve_psf, gaussian_psf_kernels
 from .macro import MacroLens
+from .profiles import line_segment_deflection
 from .shapelets import shapelet_basis, shapelet_order
 from .smooth_lens import SersicSource, sersic_at, source_plane
 
-__all__ = ["SubhaloScan", "scan_positions", "subhalo_scan", "unexplained_signal"]
+__all__ = [
+    "VORTEX_ANGLES",
+    "VORTEX_HALF_LENGTHS",
+    "SubhaloScan",
+    "VortexScan",
+    "scan_positions",
+    "subhalo_scan",
+    "unexplained_signal",
+    "vortex_angles",
+    "vortex_scan",
+]
+
+VORTEX_HALF_LENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # theta_E units: a point at the centre to past the ring
+VORTEX_ANGLES = 16  # orientations k pi / 16
 
 
 class SubhaloScan(NamedTuple):
@@ -37,6 +56,13 @@ class SubhaloScan(NamedTuple):
 
     delta_chi2: torch.Tensor  # chi^2 gained by a subhalo there (0 where the best strength is negative)
     strength: torch.Tensor  # its best-fit b^2 [arcsec^2]: the Einstein radius^2 of a point mass, to first order
+
+
+class VortexScan(NamedTuple):
+    """Per trial line, ``(B, len(half_lengths), angles)``: rows the half-lengths, columns the orientations."""
+
+    delta_chi2: torch.Tensor  # chi^2 gained by a vortex there (0 where the best strength is negative)
+    strength: torch.Tensor  # its best-fit total mass theta_m^2 [arcsec^2], to first order
 
 
 def unexplained_signal(
@@ -96,9 +122,90 @@ def subhalo_scan(
     n = grid.n
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or n % stride:
         raise ValueError(f"stride must be a positive integer dividing the image size {n}, got {stride!r}")
+    core = _check_core(core, grid)
+    centres = scan_positions(grid, stride, fit.model.dtype, fit.model.device)
+    trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
+
+    def deflection(image: int, x: torch.Tensor, y: torch.Tensor, trials: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        dx, dy = x - trial_x[trials, None, None], y - trial_y[trials, None, None]
+        softened = dx * dx + dy * dy + core**2
+        return dx / softened, dy / softened
+
+    gained, best = _template_scan(fit, grid, psf_truncation, fit_psf, supersampling, deflection, len(trial_x), chunk)
+    shape = (len(gained), 1, n // stride, n // stride)
+    return SubhaloScan(gained.reshape(shape), best.reshape(shape))
+
+
+def vortex_scan(
+    fit: LensFit,
+    grid: PixelGrid,
+    psf_truncation: float = 4.0,
+    fit_psf: bool = True,
+    half_lengths: tuple[float, ...] = VORTEX_HALF_LENGTHS,
+    angles: int = VORTEX_ANGLES,
+    core: float | None = None,
+    chunk: int = 128,
+    supersampling: int = 1,
+) -> VortexScan:
+    """Scan the residual of ``fit`` (made as for :func:`subhalo_scan`) for a vortex: a uniform line of mass through
+    the fitted lens centre (DeepLenseSim's axion vortex) of every half-length ``half_lengths`` [in units of the
+    fitted theta_E] and orientation ``k pi / angles`` (``k = 0 .. angles - 1``; ``angles`` even, so D4 maps the set
+    to itself and the map is D4-equivariant, its angle axis permuted), each point of it the subhalo scan's softened
+    trial mass (``core`` [arcsec], default one pixel; :func:`~d4lenspinn.physics.profiles.line_segment_deflection`).
+    Its delta chi^2 and best strength (the line's total mass as ``theta_m^2`` [arcsec^2], to first order) are those
+    of :func:`subhalo_scan` with this template: a lens modeller's second trial perturber, so the two maxima compare
+    a point mass against a line. Raises ``ValueError`` for a failed fit, a bad ``half_lengths`` or ``angles``, a
+    core <= 0 or a bad supersampling."""
+    if not (isinstance(half_lengths, tuple) and half_lengths and all(0 < value < math.inf for value in half_lengths)):
+        raise ValueError(f"half_lengths must be a non-empty tuple of numbers > 0 (theta_E units), got {half_lengths!r}")
+    if isinstance(angles, bool) or not isinstance(angles, int) or angles < 2 or angles % 2:
+        raise ValueError(f"angles must be an even integer >= 2 (D4 maps k pi / angles to itself), got {angles!r}")
+    core = _check_core(core, grid)
+    dtype, device = fit.model.dtype, fit.model.device
+    theta_e, centre_x, centre_y = (value.detach().to(dtype) for value in fit.macro[:1] + fit.macro[3:5])
+    scales = torch.tensor(half_lengths, dtype=dtype, device=device)
+    directions = vortex_angles(angles, dtype, device)
+    trial_length, trial_angle = (value.flatten() for value in torch.meshgrid(scales, directions, indexing="ij"))
+
+    def deflection(image: int, x: torch.Tensor, y: torch.Tensor, trials: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        length, angle = trial_length[trials, None, None] * theta_e[image], trial_angle[trials, None, None]
+        alpha = line_segment_deflection(x, y, 1.0, length, angle, centre_x[image], centre_y[image], core=core)
+        return alpha[:, 0], alpha[:, 1]  # (trials, 2, n s, n s)
+
+    gained, best = _template_scan(
+        fit, grid, psf_truncation, fit_psf, supersampling, deflection, len(trial_angle), chunk
+    )
+    shape = (len(gained), len(half_lengths), angles)
+    return VortexScan(gained.reshape(shape), best.reshape(shape))
+
+
+def vortex_angles(count: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The orientations ``k pi / count`` [radians from +x], ``k = 0 .. count - 1``, of :func:`vortex_scan`."""
+    return torch.arange(count, dtype=dtype, device=device) * (math.pi / count)
+
+
+def _check_core(core: float | None, grid: PixelGrid) -> float:
+    """The trial mass's softening [arcsec]: ``core``, by default one pixel; ``ValueError`` unless > 0."""
     core = grid.pixel_scale if core is None else core
     if not core > 0:
         raise ValueError(f"core must be > 0 arcsec, got {core}")
+    return core
+
+
+def _template_scan(
+    fit: LensFit,
+    grid: PixelGrid,
+    psf_truncation: float,
+    fit_psf: bool,
+    supersampling: int,
+    deflection: Callable[[int, torch.Tensor, torch.Tensor, slice], tuple[torch.Tensor, torch.Tensor]],
+    count: int,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Delta chi^2 and best strength ``(B, count)`` of ``count`` templates per image, each the image change of a
+    unit-strength deflection ``deflection(image, x, y, trials) -> (alpha_x, alpha_y)`` (each ``(len(trials), n s, n
+    s)`` on the supersampled grid ``x, y``): ``-PSF * (grad S . alpha)``, with the residual and the template both
+    projected off the tangent space (module docstring)."""
     check_supersampling(supersampling)
     dtype = fit.model.dtype
     basis = tangent_basis(fit, grid, psf_truncation, fit_psf, supersampling).to(dtype)  # (B, N, P)
@@ -109,16 +216,12 @@ def subhalo_scan(
     gradient = _source_gradient(fit, fine).to(dtype)  # (B, 2, n s, n s)
     kernels = gaussian_psf_kernels(fit.psf_fwhm, grid.pixel_scale, psf_truncation, dtype).to(residual.device)
     x, y = fine.coordinates(dtype, residual.device)
-    centres = scan_positions(grid, stride, dtype, residual.device)
-    trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
     delta_chi2, strength = [], []
     for image in range(residual.shape[0]):
         gained, best = [], []
-        for start in range(0, trial_x.numel(), chunk):
-            dx = x - trial_x[start : start + chunk, None, None]
-            dy = y - trial_y[start : start + chunk, None, None]
-            lensed = -(gradient[image, 0] * dx + gradient[image, 1] * dy) / (dx * dx + dy * dy + core**2)
-            lensed = bin_pixels(lensed, supersampling)
+        for start in range(0, count, chunk):
+            alpha_x, alpha_y = deflection(image, x, y, slice(start, start + chunk))
+            lensed = bin_pixels(-(gradient[image, 0] * alpha_x + gradient[image, 1] * alpha_y), supersampling)
             template = convolve_psf(lensed[None], kernels[image : image + 1])[0].flatten(1) / pixel_sigma[image]
             template = template - (template @ basis[image]) @ basis[image].T  # (chunk, N)
             overlap = template @ residual[image]
@@ -127,8 +230,7 @@ def subhalo_scan(
             best.append(overlap / norm)
         delta_chi2.append(torch.cat(gained))
         strength.append(torch.cat(best))
-    shape = (residual.shape[0], 1, n // stride, n // stride)
-    return SubhaloScan(torch.stack(delta_chi2).reshape(shape), torch.stack(strength).reshape(shape))
+    return torch.stack(delta_chi2), torch.stack(strength)
 
 
 def _source_gradient(fit: LensFit, grid: PixelGrid) -> torch.Tensor:
