@@ -20,6 +20,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from .allocator import keep_freed_memory
 from .cli_checks import (
     check_train_config,
     existing_file,
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
