@@ -1,6 +1,7 @@
 """Keep freed memory in the process: on Linux with glibc, large CPU tensors are otherwise handed back to the kernel
 when freed and come back as fresh pages, which the kernel zeroes one page fault at a time (``d4lenspinn detect``
-spent as much system time on that as on its arithmetic; docs/physics.md, "A detector that needs no training").
+spent nearly as much system time on that as on its arithmetic; docs/physics.md, "A detector that needs no
+training").
 
     keep_freed_memory()   # once, before the work; the command line does it for every command
 

@@ -10,11 +10,11 @@ and the image's peak signal-to-noise logged, how far the best trial subhalo lies
 theta_E)|`` (``r`` its distance from the fitted lens centre), and the vortex scan's largest delta chi^2 as ``log(1 +
 x)`` (a line through the lens centre against a point: which trial perturber explains more). None depends on the
 image's units, its Einstein radius or its pixel scale, so a model learnt on one simulator's images can be applied to
-another's or to the sky (docs/RESULTS.md, "What the scan says about the class": learnt on our broad prior, macro AUC
-0.754-0.896 on lenstronomy's cells); they do depend on the scan's stride and the image size (more trial positions, a
-larger largest delta chi^2) and on the fit's noise model, so learn from a run made as the data's will be. A failed
-fit gets :data:`FAILED_FIT_PROBABILITIES`: something no smooth lens explains, of unknown kind. Only CSV text is
-read.
+another's or to the sky (docs/RESULTS.md, "A second trial perturber": learnt on our broad prior, macro AUC
+0.805-0.937 on four lenstronomy cells); they do depend on the scan's stride and the image size (more trial
+positions, a larger largest delta chi^2) and on the fit's noise model, so learn from a run made as the data's will
+be. A failed fit gets :data:`FAILED_FIT_PROBABILITIES`: something no smooth lens explains, of unknown kind. Only CSV
+text is read.
 """
 
 from __future__ import annotations
