@@ -7,8 +7,8 @@ explain for a subhalo and for a vortex (``d4lenspinn detect``; the file level is
     found.max_delta_chi2_vortex, found.vortex_angle, found.vortex_half_length  # (B,) each; found.vortex (B, 7, 16)
 
 The fit (:class:`PriorFit`, no network: :func:`~d4lenspinn.physics.fit_smooth_lens` from a grid of starts over
-the prior's Einstein radii) and the scans (:func:`~d4lenspinn.physics.subhalo_scan`,
-:func:`~d4lenspinn.physics.vortex_scan`) are the package's physics; what this adds is the read-out a lens modeller
+the prior's Einstein radii) and the scans (:func:`~d4lenspinn.physics.substructure_scans`: the subhalo and the vortex
+scan) are the package's physics; what this adds is the read-out a lens modeller
 reports: the largest ``delta chi^2`` of one trial subhalo, where it sits, and how surprising it is, and the largest
 of one trial vortex (a line of mass through the lens centre), its orientation and length: the two compare a point
 perturber with a line. Without a subhalo, and with the smooth model and the noise right, each position's ``delta
@@ -37,9 +37,8 @@ from .physics import (
     centred_lens,
     fit_smooth_lens,
     scan_positions,
-    subhalo_scan,
+    substructure_scans,
     vortex_angles,
-    vortex_scan,
 )
 from .physics.grid import check_supersampling
 from .physics.lens_fit import MAX_ELLIPTICITY, MAX_SHEAR, check_shot_noise
@@ -161,11 +160,9 @@ def detect_substructure(fit: LensFit, settings: FitSettings, stride: int = 2) ->
     lines = VortexScan(*torch.zeros(2, batch, len(VORTEX_HALF_LENGTHS), VORTEX_ANGLES, dtype=dtype, device=device))
     kept = (~fit.failed).nonzero().flatten()
     if len(kept):
-        options = dict(supersampling=settings.supersampling)
-        scanned = fit.select(kept)
-        found = subhalo_scan(scanned, settings.grid, settings.psf_truncation, settings.fit_psf, stride, **options)
-        found_lines = vortex_scan(scanned, settings.grid, settings.psf_truncation, settings.fit_psf, **options)
-        for maps, values in ((points, found), (lines, found_lines)):
+        scans = substructure_scans(fit.select(kept), settings.grid, settings.psf_truncation, settings.fit_psf, stride,
+                                   supersampling=settings.supersampling)  # fmt: skip
+        for maps, values in zip((points, lines), scans, strict=True):
             for kept_maps, value in zip(maps, values, strict=True):
                 kept_maps[kept] = value
     largest, where = points.delta_chi2.flatten(1).double().max(dim=1)

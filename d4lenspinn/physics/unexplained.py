@@ -42,6 +42,7 @@ __all__ = [
     "VortexScan",
     "scan_positions",
     "subhalo_scan",
+    "substructure_scans",
     "unexplained_signal",
     "vortex_angles",
     "vortex_scan",
@@ -119,21 +120,9 @@ def subhalo_scan(
     * chunk * (n s)^2`` numbers for supersampling ``s``; 128 was the fastest on one CPU thread at 64 px). Raises
     ``ValueError`` for a failed fit, a stride that does not divide the image, a core <= 0 or a bad supersampling.
     """
-    n = grid.n
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or n % stride:
-        raise ValueError(f"stride must be a positive integer dividing the image size {n}, got {stride!r}")
-    core = _check_core(core, grid)
-    centres = scan_positions(grid, stride, fit.model.dtype, fit.model.device)
-    trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
-
-    def deflection(image: int, x: torch.Tensor, y: torch.Tensor, trials: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        dx, dy = x - trial_x[trials, None, None], y - trial_y[trials, None, None]
-        softened = dx * dx + dy * dy + core**2
-        return dx / softened, dy / softened
-
-    gained, best = _template_scan(fit, grid, psf_truncation, fit_psf, supersampling, deflection, len(trial_x), chunk)
-    shape = (len(gained), 1, n // stride, n // stride)
-    return SubhaloScan(gained.reshape(shape), best.reshape(shape))
+    family = _subhalo_family(fit, grid, stride, core)
+    (scan,) = _template_scan(_projection(fit, grid, psf_truncation, fit_psf, supersampling), (family,), chunk)
+    return scan
 
 
 def vortex_scan(
@@ -156,6 +145,73 @@ def vortex_scan(
     of :func:`subhalo_scan` with this template: a lens modeller's second trial perturber, so the two maxima compare
     a point mass against a line. Raises ``ValueError`` for a failed fit, a bad ``half_lengths`` or ``angles``, a
     core <= 0 or a bad supersampling."""
+    family = _vortex_family(fit, grid, half_lengths, angles, core)
+    (scan,) = _template_scan(_projection(fit, grid, psf_truncation, fit_psf, supersampling), (family,), chunk)
+    return scan
+
+
+def substructure_scans(
+    fit: LensFit,
+    grid: PixelGrid,
+    psf_truncation: float = 4.0,
+    fit_psf: bool = True,
+    stride: int = 1,
+    chunk: int = 128,
+    supersampling: int = 1,
+) -> tuple[SubhaloScan, VortexScan]:
+    """:func:`subhalo_scan` at ``stride`` and :func:`vortex_scan` with its default lines, the tangent space and the
+    source's gradient computed once for both (the same maps as the two calls); raises as they do."""
+    families = (_subhalo_family(fit, grid, stride, None), _vortex_family(fit, grid, VORTEX_HALF_LENGTHS, VORTEX_ANGLES))
+    points, lines = _template_scan(_projection(fit, grid, psf_truncation, fit_psf, supersampling), families, chunk)
+    return points, lines
+
+
+def vortex_angles(count: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The orientations ``k pi / count`` [radians from +x], ``k = 0 .. count - 1``, of :func:`vortex_scan`."""
+    return torch.arange(count, dtype=dtype, device=device) * (math.pi / count)
+
+
+def _check_core(core: float | None, grid: PixelGrid) -> float:
+    """The trial mass's softening [arcsec]: ``core``, by default one pixel; ``ValueError`` unless > 0."""
+    core = grid.pixel_scale if core is None else core
+    if not core > 0:
+        raise ValueError(f"core must be > 0 arcsec, got {core}")
+    return core
+
+
+_Deflection = Callable[[int, torch.Tensor, torch.Tensor, slice], tuple[torch.Tensor, torch.Tensor]]
+
+
+class _Family(NamedTuple):
+    """Trial perturbers of one kind: ``deflection(image, x, y, trials) -> (alpha_x, alpha_y)`` of unit strength
+    (each ``(len(trials), n s, n s)`` on the supersampled grid ``x, y``) for ``count`` trials, read out as ``wrap``
+    of maps of ``shape`` (after the batch)."""
+
+    deflection: _Deflection
+    count: int
+    shape: tuple[int, ...]
+    wrap: type
+
+
+def _subhalo_family(fit: LensFit, grid: PixelGrid, stride: int, core: float | None) -> _Family:
+    n = grid.n
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1 or n % stride:
+        raise ValueError(f"stride must be a positive integer dividing the image size {n}, got {stride!r}")
+    core = _check_core(core, grid)
+    centres = scan_positions(grid, stride, fit.model.dtype, fit.model.device)
+    trial_y, trial_x = (value.flatten() for value in torch.meshgrid(centres, centres, indexing="ij"))
+
+    def deflection(image: int, x: torch.Tensor, y: torch.Tensor, trials: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        dx, dy = x - trial_x[trials, None, None], y - trial_y[trials, None, None]
+        softened = dx * dx + dy * dy + core**2
+        return dx / softened, dy / softened
+
+    return _Family(deflection, len(trial_x), (1, n // stride, n // stride), SubhaloScan)
+
+
+def _vortex_family(
+    fit: LensFit, grid: PixelGrid, half_lengths: tuple[float, ...], angles: int, core: float | None = None
+) -> _Family:
     if not (isinstance(half_lengths, tuple) and half_lengths and all(0 < value < math.inf for value in half_lengths)):
         raise ValueError(f"half_lengths must be a non-empty tuple of numbers > 0 (theta_E units), got {half_lengths!r}")
     if isinstance(angles, bool) or not isinstance(angles, int) or angles < 2 or angles % 2:
@@ -172,65 +228,64 @@ def vortex_scan(
         alpha = line_segment_deflection(x, y, 1.0, length, angle, centre_x[image], centre_y[image], core=core)
         return alpha[:, 0], alpha[:, 1]  # (trials, 2, n s, n s)
 
-    gained, best = _template_scan(
-        fit, grid, psf_truncation, fit_psf, supersampling, deflection, len(trial_angle), chunk
-    )
-    shape = (len(gained), len(half_lengths), angles)
-    return VortexScan(gained.reshape(shape), best.reshape(shape))
+    return _Family(deflection, len(trial_angle), (len(half_lengths), angles), VortexScan)
 
 
-def vortex_angles(count: int, dtype=torch.float64, device=None) -> torch.Tensor:
-    """The orientations ``k pi / count`` [radians from +x], ``k = 0 .. count - 1``, of :func:`vortex_scan`."""
-    return torch.arange(count, dtype=dtype, device=device) * (math.pi / count)
+class _Projection(NamedTuple):
+    """What every template of one fit shares: the tangent basis ``(B, N, P)``, the residual projected off it ``(B,
+    N)``, the noise per pixel ``(B, N)``, the source's gradient ``(B, 2, n s, n s)``, the PSF kernels and the
+    supersampled grid's coordinates."""
+
+    basis: torch.Tensor
+    residual: torch.Tensor
+    pixel_sigma: torch.Tensor
+    gradient: torch.Tensor
+    kernels: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    supersampling: int
 
 
-def _check_core(core: float | None, grid: PixelGrid) -> float:
-    """The trial mass's softening [arcsec]: ``core``, by default one pixel; ``ValueError`` unless > 0."""
-    core = grid.pixel_scale if core is None else core
-    if not core > 0:
-        raise ValueError(f"core must be > 0 arcsec, got {core}")
-    return core
-
-
-def _template_scan(
-    fit: LensFit,
-    grid: PixelGrid,
-    psf_truncation: float,
-    fit_psf: bool,
-    supersampling: int,
-    deflection: Callable[[int, torch.Tensor, torch.Tensor, slice], tuple[torch.Tensor, torch.Tensor]],
-    count: int,
-    chunk: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Delta chi^2 and best strength ``(B, count)`` of ``count`` templates per image, each the image change of a
-    unit-strength deflection ``deflection(image, x, y, trials) -> (alpha_x, alpha_y)`` (each ``(len(trials), n s, n
-    s)`` on the supersampled grid ``x, y``): ``-PSF * (grad S . alpha)``, with the residual and the template both
-    projected off the tangent space (module docstring)."""
+def _projection(fit: LensFit, grid: PixelGrid, psf_truncation: float, fit_psf: bool, supersampling: int) -> _Projection:
     check_supersampling(supersampling)
     dtype = fit.model.dtype
     basis = tangent_basis(fit, grid, psf_truncation, fit_psf, supersampling).to(dtype)  # (B, N, P)
     residual = fit.normalised_residual.flatten(1)[..., None]
-    pixel_sigma = fit.pixel_sigma.flatten(1)
     residual = (residual - basis @ (basis.transpose(1, 2) @ residual))[..., 0]  # the smooth model refitted with it
     fine = grid.supersampled(supersampling)  # the templates' light is sampled there, then averaged per pixel
-    gradient = _source_gradient(fit, fine).to(dtype)  # (B, 2, n s, n s)
     kernels = gaussian_psf_kernels(fit.psf_fwhm, grid.pixel_scale, psf_truncation, dtype).to(residual.device)
     x, y = fine.coordinates(dtype, residual.device)
-    delta_chi2, strength = [], []
-    for image in range(residual.shape[0]):
-        gained, best = [], []
-        for start in range(0, count, chunk):
-            alpha_x, alpha_y = deflection(image, x, y, slice(start, start + chunk))
-            lensed = bin_pixels(-(gradient[image, 0] * alpha_x + gradient[image, 1] * alpha_y), supersampling)
-            template = convolve_psf(lensed[None], kernels[image : image + 1])[0].flatten(1) / pixel_sigma[image]
-            template = template - (template @ basis[image]) @ basis[image].T  # (chunk, N)
-            overlap = template @ residual[image]
-            norm = (template * template).sum(dim=1).clamp_min(torch.finfo(dtype).tiny)
-            gained.append(torch.where(overlap > 0, overlap * overlap / norm, torch.zeros_like(overlap)))
-            best.append(overlap / norm)
-        delta_chi2.append(torch.cat(gained))
-        strength.append(torch.cat(best))
-    return torch.stack(delta_chi2), torch.stack(strength)
+    gradient = _source_gradient(fit, fine).to(dtype)
+    return _Projection(basis, residual, fit.pixel_sigma.flatten(1), gradient, kernels, x, y, supersampling)
+
+
+def _template_scan(projection: _Projection, families: tuple[_Family, ...], chunk: int) -> tuple[NamedTuple, ...]:
+    """Each family's delta chi^2 and best strength, one image at a time and ``chunk`` trials per batch: the image
+    change of each unit-strength deflection, ``-PSF * (grad S . alpha)``, with the residual and the template both
+    projected off the tangent space (module docstring)."""
+    p = projection
+    batch, dtype = p.residual.shape[0], p.residual.dtype
+    results = []
+    for family in families:
+        delta_chi2, strength = [], []
+        for image in range(batch):
+            gained, best = [], []
+            for start in range(0, family.count, chunk):
+                alpha_x, alpha_y = family.deflection(image, p.x, p.y, slice(start, start + chunk))
+                lensed = -(p.gradient[image, 0] * alpha_x + p.gradient[image, 1] * alpha_y)
+                lensed = bin_pixels(lensed, p.supersampling)
+                template = convolve_psf(lensed[None], p.kernels[image : image + 1])[0].flatten(1)
+                template = template / p.pixel_sigma[image]
+                template = template - (template @ p.basis[image]) @ p.basis[image].T  # (chunk, N)
+                overlap = template @ p.residual[image]
+                norm = (template * template).sum(dim=1).clamp_min(torch.finfo(dtype).tiny)
+                gained.append(torch.where(overlap > 0, overlap * overlap / norm, torch.zeros_like(overlap)))
+                best.append(overlap / norm)
+            delta_chi2.append(torch.cat(gained))
+            strength.append(torch.cat(best))
+        shape = (batch, *family.shape)
+        results.append(family.wrap(torch.stack(delta_chi2).reshape(shape), torch.stack(strength).reshape(shape)))
+    return tuple(results)
 
 
 def _source_gradient(fit: LensFit, grid: PixelGrid) -> torch.Tensor:

@@ -22,6 +22,7 @@ from d4lenspinn.physics import (
     shapelet_basis,
     source_plane,
     subhalo_scan,
+    substructure_scans,
     tangent_basis,
     unexplained_signal,
     vortex_angles,
@@ -324,6 +325,20 @@ def test_a_planted_vortex_is_found_and_told_from_a_subhalo():
             assert (points < lines.amax(dim=1)).all(), (points, lines.amax(dim=1))
         else:
             assert (points > 0.97 * chi2).all() and (lines.amax(dim=1) < points).all(), (points, lines.amax(1), chi2)
+
+
+def test_both_scans_at_once_are_the_two_scans():
+    """``substructure_scans`` shares the tangent space between the two scans and gives their maps exactly."""
+    fit = _noisy_fit(2, seed=18, supersampling=2)
+    points, lines = substructure_scans(fit, GRID, PRESET.psf_truncation, fit_psf=False, stride=4, supersampling=2)
+    alone = (
+        subhalo_scan(fit, GRID, PRESET.psf_truncation, fit_psf=False, stride=4, supersampling=2),
+        vortex_scan(fit, GRID, PRESET.psf_truncation, fit_psf=False, supersampling=2),
+    )
+    for together, single in zip((points, lines), alone, strict=True):
+        assert type(together) is type(single)
+        for a, b in zip(together, single, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def _angle_index(k: int, count: int, g) -> int:
